@@ -106,7 +106,8 @@ def main() -> None:
         q = queries(rng, sample, args.queries)
         sizes = index_bytes(index)
         packed = index.snapshot().colbert
-        colbert_per_dim = sizes.get("colbert", 0) / max(1, 0 if packed is None else packed.size)
+        stored = 0 if packed is None else int(np.prod(packed.shape))
+        colbert_per_dim = sizes.get("colbert", 0) / max(1, stored)
         print(f"\n{size:,} docs: build {size / build:,.0f} docs/s ({build:.1f} s), "
               + ", ".join(f"{k} {v / 2**20:,.0f} MiB" for k, v in sizes.items())
               + f", ColBERT {colbert_per_dim:.2f} bytes/dim")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
+from pathlib import Path
 
 import bgem3
 import numpy as np
@@ -198,3 +200,33 @@ def test_searches_while_a_writer_adds(model: BGEM3) -> None:
     for t in threads:
         t.join()
     assert not errors and len(idx) == len(DOCS)
+
+
+def test_an_index_spread_over_many_storage_blocks_searches_the_same(
+        model: BGEM3, index: HybridIndex, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    monkeypatch.setattr(HybridIndex, "_BLOCK_BYTES", 1024)  # a few rows per block
+    small = HybridIndex(model)
+    emb = model.encode_documents(DOCS, dense=True, sparse=True, colbert=True)
+    # uneven adds: single rows copied into tail blocks, larger ColBERT arrays kept as blocks
+    bounds = [0, 1, 2, 9, 10, 30, 31, 45, len(DOCS)]
+    for a, b in itertools.pairwise(bounds):
+        part = bgem3.EncodeOutput(emb.dense[a:b], emb.sparse[a:b], emb.colbert[a:b])  # type: ignore[index]
+        small.add(DOCS[a:b], ids=[f"d{i}" for i in range(a, b)], metadata=META[a:b],
+                  embeddings=part)
+    snap = small.snapshot()
+    assert len(snap.dense.blocks) > 3 and snap.colbert is not None and len(snap.colbert.blocks) > 3
+    for query in QUERIES:
+        for options in ({}, {"fusion": "rrf"}, {"filter": {"lang": "fr"}}, {"mode": "dense"}):
+            got = small.search(query, k=8, candidates=20, **options)  # type: ignore[arg-type]
+            want = index.search(query, k=8, candidates=20, **options)  # type: ignore[arg-type]
+            assert [h.id for h in got] == [h.id for h in want]
+            for g, w in zip(got, want, strict=True):
+                assert g.scores == pytest.approx(w.scores, abs=1e-6)
+    small.delete(["d3", "d40"])
+    small.save(tmp_path / "idx")
+    loaded = HybridIndex.load(tmp_path / "idx", model)
+    assert len(loaded) == len(DOCS) - 2
+    for query in QUERIES:
+        assert ([(h.id, h.scores) for h in loaded.search(query, k=8)]
+                == [(h.id, h.scores) for h in small.search(query, k=8)])

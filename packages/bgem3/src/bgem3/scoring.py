@@ -171,9 +171,20 @@ def packed_colbert_scores(
         raise ValueError(
             f"expected [t_q, d] and [t, d] arrays, got shapes {query.shape} and {packed.shape}"
         )
+    similarities = query @ packed.T.astype(np.float32, copy=False)  # [t_q, t]
+    return segment_maxsim(similarities, lengths)
+
+
+def segment_maxsim(similarities: NDArray[np.float32], lengths: NDArray[np.int64]
+                   ) -> NDArray[np.float32]:
+    """MaxSim scores from query-token x packed-document-token similarities ``[t_q, t]``.
+
+    Each document's columns are consecutive (``lengths`` of them, each ``>= 1``): a
+    segmented max gives each query token's best match, and the mean over query tokens
+    is the score.
+    """
     starts = np.zeros(lengths.shape[0], dtype=np.int64)
     np.cumsum(lengths[:-1], out=starts[1:])
-    similarities = query @ packed.T.astype(np.float32, copy=False)  # [t_q, t]
     best = np.maximum.reduceat(similarities, starts, axis=1)  # [t_q, n]
     return np.asarray(best.mean(axis=0, dtype=np.float64), dtype=np.float32)
 

@@ -71,7 +71,7 @@ def save_index(index: HybridIndex, path: str | os.PathLike[str]) -> None:
         raise TypeError(f"metadata must be JSON-serialisable to save the index: {exc}") from exc
     csr = snap.sparse.tocsr()[rows]
     arrays: dict[str, np.ndarray] = {
-        "dense": np.ascontiguousarray(snap.dense[rows]),
+        "dense": snap.dense.take(rows),
         "sparse_indptr": csr.indptr.astype(np.int64),
         "sparse_indices": csr.indices.astype(np.int32),
         "sparse_values": csr.data.astype(np.float32),
@@ -79,7 +79,7 @@ def save_index(index: HybridIndex, path: str | os.PathLike[str]) -> None:
     if snap.colbert is not None and snap.colbert_offsets is not None:
         starts, ends = snap.colbert_offsets[rows], snap.colbert_offsets[rows + 1]
         lengths = ends - starts
-        arrays["colbert"] = np.ascontiguousarray(snap.colbert[row_ranges(starts, ends)])
+        arrays["colbert"] = snap.colbert.take(row_ranges(starts, ends))
         arrays["colbert_offsets"] = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
     manifest = {
         "format": FORMAT,

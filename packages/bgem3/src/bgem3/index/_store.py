@@ -2,7 +2,11 @@
 
 Rows are never changed in place: adds append, deletes and upserts flip a tombstone in a
 fresh copy of the ``alive`` mask. A reader that took a :class:`Snapshot` therefore keeps
-seeing a consistent index while a writer appends (buffers only grow by reallocation).
+seeing a consistent index while a writer appends: appends only write past the rows a
+snapshot covers, and a buffer that grows is reallocated, never freed under a reader.
+
+The large matrices (dense and ColBERT vectors) live in a :class:`BlockArray`: fixed-size
+blocks, so that growing a multi-gigabyte index never copies what is stored already.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
-__all__ = ["GrowingArray", "Snapshot", "row_ranges"]
+__all__ = ["BlockArray", "GrowingArray", "Rows", "Snapshot", "row_ranges"]
 
 
 def row_ranges(starts: NDArray[np.int64], ends: NDArray[np.int64]) -> NDArray[np.int64]:
@@ -61,6 +65,122 @@ class GrowingArray:
         return self._data[: self.size]
 
 
+class Rows:
+    """The rows of a :class:`BlockArray` as a reader sees them: read-only, frozen in size.
+
+    Example:
+        >>> b = BlockArray((2,), np.float32, block_rows=2)
+        >>> b.extend(np.arange(10, dtype=np.float32).reshape(5, 2))
+        >>> rows = b.rows()
+        >>> rows.shape, [len(x) for x in rows.blocks], rows.take(np.array([4, 0]))[:, 0].tolist()
+        ((5, 2), [2, 2, 1], [8.0, 0.0])
+    """
+
+    def __init__(self, blocks: list[NDArray[Any]], row_shape: tuple[int, ...],
+                 dtype: np.dtype[Any]) -> None:
+        self.blocks = tuple(blocks)
+        self.dtype = dtype
+        lengths = np.fromiter((len(b) for b in blocks), np.int64, len(blocks))
+        self._starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        self.shape = (int(self._starts[-1]), *row_shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the rows held (not of spare capacity)."""
+        return sum(b.nbytes for b in self.blocks)
+
+    def take(self, rows: NDArray[np.int64]) -> NDArray[Any]:
+        """Rows at these positions, in this order, as one new array."""
+        if len(self.blocks) == 1:
+            return self.blocks[0][rows]
+        block = np.searchsorted(self._starts, rows, side="right") - 1
+        local = rows - self._starts[block]
+        out = np.empty((rows.shape[0], *self.shape[1:]), dtype=self.dtype)
+        for b in np.unique(block).tolist():  # one gather per block touched
+            sel = np.flatnonzero(block == b)
+            out[sel] = self.blocks[b][local[sel]]
+        return out
+
+
+class BlockArray:
+    """Rows appended into blocks, so that growing never copies what is stored already.
+
+    Small appends are copied into a tail block that doubles up to ``block_rows``; a
+    large array the caller hands over (``owned=True``) becomes a block as it is, without
+    a copy. Growing a multi-gigabyte index thus writes each byte once.
+
+    Example:
+        >>> b = BlockArray((3,), np.float16, block_rows=4)
+        >>> b.extend(np.ones((6, 3), np.float16)); b.extend(np.zeros((1, 3), np.float16))
+        >>> b.size, [len(x) for x in b.rows().blocks]
+        (7, [4, 3])
+    """
+
+    def __init__(self, row_shape: tuple[int, ...], dtype: DTypeLike, block_rows: int) -> None:
+        if block_rows < 1:
+            raise ValueError(f"block_rows must be at least 1, got {block_rows}")
+        self.row_shape = row_shape
+        self.dtype = np.dtype(dtype)
+        self.block_rows = block_rows
+        self._sealed: list[NDArray[Any]] = []
+        self._tail: NDArray[Any] | None = None
+        self._tail_fill = 0
+        self.size = 0
+
+    @classmethod
+    def of_bytes(cls, row_shape: tuple[int, ...], dtype: DTypeLike,
+                 block_bytes: int = 256 * 2**20) -> BlockArray:
+        """A block array whose copied blocks grow to about ``block_bytes``."""
+        row_bytes = np.dtype(dtype).itemsize * int(np.prod(row_shape, dtype=np.int64))
+        return cls(row_shape, dtype, max(1, block_bytes // max(1, row_bytes)))
+
+    def extend(self, rows: NDArray[Any], *, owned: bool = False) -> None:
+        """Append ``rows`` (cast to this array's dtype).
+
+        Args:
+            rows: The rows to append.
+            owned: The caller gives up ``rows`` (it will never change them): a large
+                contiguous array of the right dtype is then kept as a block, not copied.
+        """
+        n = rows.shape[0]
+        if (owned and n >= max(1, self.block_rows // 4) and rows.dtype == self.dtype
+                and rows.flags.c_contiguous):
+            self._seal()
+            self._sealed.append(rows)
+            self.size += n
+            return
+        done = 0
+        while done < n:
+            if self._tail is None or self._tail_fill == self.block_rows:
+                self._seal()
+                capacity = min(self.block_rows, max(n - done, 64))
+                self._tail = np.empty((capacity, *self.row_shape), dtype=self.dtype)
+            elif self._tail_fill == self._tail.shape[0]:  # a small tail: double it
+                capacity = min(self.block_rows,
+                               max(2 * self._tail_fill, self._tail_fill + n - done))
+                grown = np.empty((capacity, *self.row_shape), dtype=self.dtype)
+                grown[: self._tail_fill] = self._tail[: self._tail_fill]
+                self._tail = grown  # readers keep the old buffer alive
+            step = min(self._tail.shape[0] - self._tail_fill, n - done)
+            self._tail[self._tail_fill : self._tail_fill + step] = rows[done : done + step]
+            self._tail_fill += step
+            done += step
+        self.size += n
+
+    def _seal(self) -> None:
+        if self._tail is not None and self._tail_fill:
+            self._sealed.append(self._tail[: self._tail_fill])
+        self._tail, self._tail_fill = None, 0
+
+    def rows(self) -> Rows:
+        """A read-only view of the rows appended so far."""
+        tail = [self._tail[: self._tail_fill]] if self._tail is not None and self._tail_fill else []
+        return Rows([*self._sealed, *tail], self.row_shape, self.dtype)
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """A consistent, read-only picture of the index taken under the lock.
@@ -70,7 +190,8 @@ class Snapshot:
         alive: ``bool [n]`` live rows.
         dense: ``[n, d]`` dense vectors.
         sparse: ``scipy.sparse.csc_matrix [n, vocab]`` lexical weights (token-major).
-        colbert: ``[T, colbert_dim]`` packed ColBERT vectors, or ``None``.
+        sparse_rows: The same weights as ``csr_matrix`` (document-major).
+        colbert: ``[T, colbert_dim]`` packed fp16 ColBERT vectors, or ``None``.
         colbert_offsets: ``int64 [n + 1]`` row ``i`` owns ``colbert[offsets[i]:offsets[i+1]]``.
         ids: Row to id.
         texts: Row to text.
@@ -79,9 +200,10 @@ class Snapshot:
 
     n: int
     alive: NDArray[np.bool_]
-    dense: NDArray[Any]
+    dense: Rows
     sparse: Any
-    colbert: NDArray[np.float16] | None
+    sparse_rows: Any
+    colbert: Rows | None
     colbert_offsets: NDArray[np.int64] | None
     ids: list[str]
     texts: list[str | None]

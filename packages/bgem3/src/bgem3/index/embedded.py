@@ -17,16 +17,17 @@ import os
 import threading
 import uuid
 from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
 from bgem3._types import EncodeOutput, Hit, SparseVector
-from bgem3.index._store import GrowingArray, Snapshot, row_ranges
-from bgem3.scoring import fuse_scores, packed_colbert_scores
+from bgem3.index._store import BlockArray, GrowingArray, Rows, Snapshot, row_ranges
+from bgem3.scoring import fuse_scores, segment_maxsim
 
-__all__ = ["HybridIndex", "validate_embeddings"]
+__all__ = ["HybridIndex", "check_search_args", "validate_embeddings"]
 
 Mode = Literal["hybrid", "dense", "sparse"]
 Fusion = Literal["weighted", "rrf"]
@@ -54,6 +55,8 @@ class HybridIndex:
         (1, ['colbert', 'dense', 'sparse'])
     """
 
+    _BLOCK_BYTES = 256 * 2**20  # storage block size of the dense and ColBERT matrices
+
     def __init__(
         self,
         model: Any,
@@ -76,12 +79,13 @@ class HybridIndex:
         self._metadata: list[dict[str, Any]] = []
         self._row: dict[str, int] = {}
         self._alive = np.zeros(0, dtype=np.bool_)
-        self._dense = GrowingArray((self.dense_dim,), dense_dtype)
+        self._dense = BlockArray.of_bytes((self.dense_dim,), dense_dtype, self._BLOCK_BYTES)
         self._sp_indptr = GrowingArray((), np.int64)
         self._sp_indptr.extend(np.zeros(1, np.int64))
         self._sp_indices = GrowingArray((), np.int32)
         self._sp_values = GrowingArray((), np.float32)
-        self._cb_vectors = GrowingArray((self.colbert_dim or 1,), np.float16)
+        self._cb_vectors = BlockArray.of_bytes((self.colbert_dim or 1,), np.float16,
+                                               self._BLOCK_BYTES)
         self._cb_offsets = GrowingArray((), np.int64)
         self._cb_offsets.extend(np.zeros(1, np.int64))
         self._meta_postings: dict[str, dict[Hashable, list[int]]] = {}
@@ -186,7 +190,11 @@ class HybridIndex:
     def _append(self, ids: list[str], texts: list[str | None], metas: list[dict[str, Any]],
                 dense: NDArray[Any], sparse: list[SparseVector],
                 colbert: tuple[NDArray[np.float16], NDArray[np.int64]] | None) -> None:
-        """Append validated rows; ``colbert`` is ``(packed vectors, rows per document)``."""
+        """Append validated rows; ``colbert`` is ``(packed vectors, rows per document)``.
+
+        The packed ColBERT matrix must be a fresh array that nobody else changes: large
+        ones are kept as they are.
+        """
         counts = np.fromiter((len(v) for v in sparse), dtype=np.int64, count=len(sparse))
         indices = (np.concatenate([v.indices for v in sparse]).astype(np.int32)
                    if sparse else np.zeros(0, np.int32))
@@ -201,7 +209,7 @@ class HybridIndex:
             self._sp_values.extend(values)
             if colbert is not None:
                 packed, lengths = colbert
-                self._cb_vectors.extend(packed)
+                self._cb_vectors.extend(packed, owned=True)  # built by us: no copy
                 self._cb_offsets.extend(self._cb_offsets.view()[-1] + np.cumsum(lengths))
             alive = np.concatenate([self._alive, np.ones(len(ids), dtype=np.bool_)])
             alive[replaced] = False
@@ -268,16 +276,17 @@ class HybridIndex:
         with self._lock:
             if self._snapshot is None:
                 n = len(self._ids)
-                sparse = csr_matrix(
+                sparse_rows = csr_matrix(
                     (self._sp_values.view(), self._sp_indices.view(), self._sp_indptr.view()),
                     shape=(n, self.vocab_size),
-                ).tocsc()
+                )
                 self._snapshot = Snapshot(
                     n=n,
                     alive=self._alive,
-                    dense=self._dense.view(),
-                    sparse=sparse,
-                    colbert=self._cb_vectors.view() if self.store_colbert else None,
+                    dense=self._dense.rows(),
+                    sparse=sparse_rows.tocsc(),
+                    sparse_rows=sparse_rows,
+                    colbert=self._cb_vectors.rows() if self.store_colbert else None,
                     colbert_offsets=self._cb_offsets.view() if self.store_colbert else None,
                     ids=self._ids[:n],
                     texts=self._texts[:n],
@@ -368,15 +377,7 @@ class HybridIndex:
 
     def _check_search(self, k: int, mode: str, fusion: str, candidates: int,
                       rerank: bool | None, weights: Sequence[float]) -> bool:
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a positive int, got {k!r}")
-        if not isinstance(candidates, int) or candidates < 1:
-            raise ValueError(f"candidates must be a positive int, got {candidates!r}")
-        if mode not in ("hybrid", "dense", "sparse"):
-            raise ValueError(f"mode must be 'hybrid', 'dense' or 'sparse', got {mode!r}")
-        if fusion not in ("weighted", "rrf"):
-            raise ValueError(f"fusion must be 'weighted' or 'rrf', got {fusion!r}")
-        fuse_scores(0.0, 0.0, 0.0, weights)  # validates the weights
+        check_search_args(k, mode, fusion, candidates, weights, ("weighted", "rrf"))
         if rerank and not self.store_colbert:
             raise ValueError("rerank=True needs an index built with store_colbert=True")
         return self.store_colbert if rerank is None else rerank
@@ -404,36 +405,33 @@ class HybridIndex:
             raise ValueError("reranking needs the queries' ColBERT vectors")
         snap = self.snapshot()
         mask = self._filter_mask(snap, filter)
-        results: list[list[Hit]] = []
         if not mask.any():
             return [[] for _ in range(len(queries))]
-        from bgem3._types import sparse_to_csr
-
+        results: list[list[Hit]] = []
         for start in range(0, len(queries), _QUERY_BLOCK):
             stop = min(start + _QUERY_BLOCK, len(queries))
-            # one pass over the stored vectors for a whole block of queries
-            dense_block = _dense_scores(snap.dense, queries.dense[start:stop])  # [b, n]
-            block_sparse = [_clip(v, self.vocab_size) for v in queries.sparse[start:stop]]
-            sparse_block = (sparse_to_csr(block_sparse, self.vocab_size)
-                            @ snap.sparse.T).tocsr()  # [b, n]
+            # one pass over the stored dense vectors for a whole block of queries
+            dense_tops = (_dense_candidates(snap.dense, queries.dense[start:stop], mask,
+                                            max(candidates, k))
+                          if mode in ("hybrid", "dense") else None)
             for j in range(stop - start):
                 i = start + j
-                sparse_all = np.zeros(snap.n, dtype=np.float32)
-                row = sparse_block[j]
-                sparse_all[row.indices] = row.data
-                colbert_q = queries.colbert[i] if use_colbert and queries.colbert else None
-                results.append(self._search_one(snap, mask, dense_block[j], sparse_all,
-                                                colbert_q, k, mode, fusion, tuple(weights),
-                                                candidates))
+                query = _Query(
+                    dense=np.asarray(queries.dense[i], dtype=np.float32),
+                    sparse=_clip(queries.sparse[i], self.vocab_size),
+                    colbert=(np.asarray(queries.colbert[i], dtype=np.float32)
+                             if use_colbert and queries.colbert else None))
+                results.append(self._search_one(
+                    snap, mask, query, None if dense_tops is None else dense_tops[j],
+                    k, mode, fusion, tuple(weights), candidates))
         return results
 
     def _search_one(
         self,
         snap: Snapshot,
         mask: NDArray[np.bool_],
-        dense_all: NDArray[np.float32],
-        sparse_all: NDArray[np.float32],
-        q_colbert: NDArray[np.float32] | None,
+        query: _Query,
+        dense_top: NDArray[np.int64] | None,
         k: int,
         mode: str,
         fusion: str,
@@ -442,24 +440,30 @@ class HybridIndex:
     ) -> list[Hit]:
         candidates = max(candidates, k)  # each list must be able to fill the k hits
         pools = []
-        if mode in ("hybrid", "dense"):
-            allowed = np.flatnonzero(mask)
-            pools.append(allowed[_top(dense_all[allowed], candidates)])
+        if dense_top is not None:
+            pools.append(dense_top)
+        sparse_all = None
         if mode in ("hybrid", "sparse"):
+            # lexical scores of every document: only the query tokens' postings are read
+            sparse_all = _sparse_scores(snap, query.sparse)
             matching = np.flatnonzero((sparse_all > 0) & mask)
             pools.append(matching[_top(sparse_all[matching], candidates)])
         pool = np.unique(np.concatenate(pools))
         if pool.size == 0:
             return []
+        # exact per-mode scores of the pool (fp16 dense storage widened to fp32 here)
         per_mode: dict[str, NDArray[np.float32]] = {
-            "dense": dense_all[pool], "sparse": sparse_all[pool]}
+            "dense": snap.dense.take(pool).astype(np.float32, copy=False) @ query.dense,
+            "sparse": (sparse_all[pool] if sparse_all is not None
+                       else _sparse_scores(snap, query.sparse, rows=pool)),
+        }
         used = {"dense": mode in ("hybrid", "dense"), "sparse": mode in ("hybrid", "sparse")}
         lists = dict(zip([m for m in ("dense", "sparse") if used[m]], pools, strict=True))
-        if q_colbert is not None and snap.colbert is not None and snap.colbert_offsets is not None:
+        if (query.colbert is not None and snap.colbert is not None
+                and snap.colbert_offsets is not None):
             starts, ends = snap.colbert_offsets[pool], snap.colbert_offsets[pool + 1]
-            per_mode["colbert"] = packed_colbert_scores(
-                q_colbert.astype(np.float32), snap.colbert[row_ranges(starts, ends)],
-                ends - starts)
+            per_mode["colbert"] = _colbert_scores(query.colbert, snap.colbert,
+                                                  row_ranges(starts, ends), ends - starts)
             used["colbert"] = True
             lists["colbert"] = pool  # ColBERT reranks the whole pool
         fused = _fuse(per_mode, used, pool, lists, fusion, weights)
@@ -475,6 +479,28 @@ class HybridIndex:
                 metadata=dict(snap.metadata[row]),
             ))
         return hits
+
+
+@dataclass(frozen=True)
+class _Query:
+    dense: NDArray[np.float32]
+    sparse: SparseVector
+    colbert: NDArray[np.float32] | None
+
+
+def _sparse_scores(snap: Snapshot, query: SparseVector,
+                   rows: NDArray[np.int64] | None = None) -> NDArray[np.float32]:
+    """Lexical matching scores of every document (or of ``rows``) for one query.
+
+    Reads only the postings of the query's tokens: the columns of the token-major matrix.
+    """
+    if rows is None:
+        columns = snap.sparse[:, query.indices]
+    else:
+        columns = snap.sparse_rows[rows][:, query.indices]
+    scores: NDArray[np.float32] = (columns @ query.values.astype(np.float32)).astype(
+        np.float32, copy=False)
+    return scores
 
 
 _QUERY_BLOCK = 64
@@ -495,18 +521,61 @@ def _clip(vector: SparseVector, vocab_size: int) -> SparseVector:
     return vector if keep.all() else SparseVector(vector.indices[keep], vector.values[keep])
 
 
-def _dense_scores(dense: NDArray[Any], queries: NDArray[np.float32],
+def _dense_scores(dense: Rows, queries: NDArray[np.float32],
                   chunk: int = 65536) -> NDArray[np.float32]:
     """``queries @ dense.T`` as ``float32 [m, n]``, reading ``dense`` once, in row chunks.
 
-    fp16 storage is widened chunk by chunk (numpy has no fp16 matrix product).
+    These scores only pick candidates (the pool is re-scored exactly), so fp16 storage
+    is multiplied in fp16 by torch: numpy has no fp16 matrix product, and widening
+    every chunk to fp32 first costs 3x more than the product itself.
     """
     q = np.ascontiguousarray(queries, dtype=np.float32)
-    out = np.empty((q.shape[0], dense.shape[0]), dtype=np.float32)
-    for start in range(0, dense.shape[0], chunk):
-        block = dense[start : start + chunk]
-        out[:, start : start + chunk] = q @ block.astype(np.float32, copy=False).T
+    out = np.empty((q.shape[0], len(dense)), dtype=np.float32)
+    product: Any
+    if dense.dtype == np.float16:
+        import torch
+
+        q16 = torch.from_numpy(q).half()
+
+        def product(part: NDArray[Any]) -> NDArray[np.float32]:
+            return (q16 @ torch.from_numpy(part).T).float().numpy()
+    else:
+        def product(part: NDArray[Any]) -> NDArray[np.float32]:
+            return q @ part.T  # type: ignore[no-any-return]
+    start = 0
+    for block in dense.blocks:
+        for i in range(0, len(block), chunk):
+            part = block[i : i + chunk]
+            out[:, start : start + len(part)] = product(part)
+            start += len(part)
     return out
+
+
+def _colbert_scores(query: NDArray[np.float32], colbert: Rows, rows: NDArray[np.int64],
+                    lengths: NDArray[np.int64]) -> NDArray[np.float32]:
+    """MaxSim of one query against the documents whose packed vectors are ``rows``.
+
+    The fp16 vectors are widened and multiplied by torch: 3x faster than numpy here.
+    """
+    import torch
+
+    vectors = torch.from_numpy(colbert.take(rows)).float()
+    q = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32))
+    return segment_maxsim((q @ vectors.T).numpy(), lengths)
+
+
+def _dense_candidates(dense: Rows, queries: NDArray[np.float32], mask: NDArray[np.bool_],
+                      candidates: int) -> list[NDArray[np.int64]]:
+    """Each query's top ``candidates`` rows by dense score among the ``mask`` rows."""
+    import torch
+
+    scores = _dense_scores(dense, queries)
+    if not mask.all():
+        scores[:, ~mask] = -np.inf
+    # torch.topk: 4x faster than numpy's argpartition over a million scores
+    values, rows = torch.topk(torch.from_numpy(scores), min(candidates, scores.shape[1]), dim=1)
+    keep = torch.isfinite(values).numpy()
+    return [r[f] for r, f in zip(rows.numpy(), keep, strict=True)]
 
 
 def _top(scores: NDArray[np.floating], k: int) -> NDArray[np.int64]:
@@ -542,6 +611,20 @@ def _fuse(per_mode: dict[str, NDArray[np.float32]], used: dict[str, bool],
     for m in names:
         total += w[m] * per_mode[m].astype(np.float64)
     return total / weight_sum
+
+
+def check_search_args(k: int, mode: str, fusion: str, candidates: int,
+                      weights: Sequence[float], fusions: Sequence[str]) -> None:
+    """Validate the search arguments both backends share; raise ``ValueError`` if wrong."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+    if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
+        raise ValueError(f"candidates must be a positive int, got {candidates!r}")
+    if mode not in ("hybrid", "dense", "sparse"):
+        raise ValueError(f"mode must be 'hybrid', 'dense' or 'sparse', got {mode!r}")
+    if fusion not in fusions:
+        raise ValueError(f"fusion must be one of {', '.join(map(repr, fusions))}, got {fusion!r}")
+    fuse_scores(0.0, 0.0, 0.0, weights)  # validates the weights
 
 
 def validate_embeddings(

@@ -18,14 +18,26 @@ from typing import Any, Literal
 import numpy as np
 
 from bgem3._types import EncodeOutput, Hit, SparseVector
-from bgem3.index.embedded import _as_ids, _as_metadata, _count, validate_embeddings
-from bgem3.scoring import lexical_matching_score, maxsim
+from bgem3.index.embedded import (
+    DEFAULT_WEIGHTS,
+    RRF_K,
+    Mode,
+    _as_ids,
+    _as_metadata,
+    _count,
+    _fuse,
+    _top,
+    check_search_args,
+    validate_embeddings,
+)
+from bgem3.scoring import lexical_matching_score
 
 __all__ = ["QdrantHybridIndex"]
 
 # Qdrant point ids must be ints or UUIDs: document ids map to UUID5s in this namespace.
 _NAMESPACE = uuid.UUID("8c4f3b4e-2d7a-5f0e-9b1c-6a2e0d3f4b51")
 DENSE, SPARSE, COLBERT = "dense", "sparse", "colbert"
+QdrantFusion = Literal["weighted", "rrf", "dbsf"]
 
 
 def _import_qdrant() -> Any:
@@ -180,74 +192,150 @@ class QdrantHybridIndex:
         query: str,
         k: int = 10,
         *,
-        mode: Literal["hybrid", "dense", "sparse"] = "hybrid",
-        fusion: Literal["rrf", "dbsf"] = "rrf",
+        mode: Mode = "hybrid",
+        fusion: QdrantFusion = "weighted",
+        weights: Sequence[float] = DEFAULT_WEIGHTS,
         candidates: int = 100,
         rerank: bool | None = None,
         filter: Mapping[str, Any] | None = None,  # the name users expect
     ) -> list[Hit]:
-        """Search with one query in one ``query_points`` call.
+        """Search with one query; see :meth:`search_batch` for the arguments."""
+        if not isinstance(query, str):
+            raise TypeError(f"query must be a str, got {type(query).__name__}")
+        return self.search_batch([query], k, mode=mode, fusion=fusion, weights=weights,
+                                 candidates=candidates, rerank=rerank, filter=filter)[0]
+
+    def search_batch(
+        self,
+        queries: Sequence[str],
+        k: int = 10,
+        *,
+        mode: Mode = "hybrid",
+        fusion: QdrantFusion = "weighted",
+        weights: Sequence[float] = DEFAULT_WEIGHTS,
+        candidates: int = 100,
+        rerank: bool | None = None,
+        filter: Mapping[str, Any] | None = None,
+    ) -> list[list[Hit]]:
+        """Search with many queries: one encoding batch, one ``query_batch_points`` call.
+
+        Each query is one request: dense and sparse prefetches of ``candidates`` each,
+        then, with ``rerank``, the ColBERT multivector scores their union on the server.
 
         Args:
-            query: Query text.
-            k: Hits to return.
+            queries: Query texts.
+            k: Hits per query.
             mode: Candidate source: ``"hybrid"`` (dense and sparse), ``"dense"``, ``"sparse"``.
-            fusion: Server-side fusion of the candidate lists when not reranking: ``"rrf"``
-                (``1 / (60 + rank)``, as the embedded index) or ``"dbsf"``.
+            fusion: ``"weighted"`` (default) and ``"rrf"`` fuse the per-mode scores of the
+                candidate pool exactly as :class:`~bgem3.HybridIndex` does, so both backends
+                rank alike. In hybrid mode without rerank, ``"rrf"`` and ``"dbsf"`` fuse on
+                the server, which then returns only ``k`` points per query.
+            weights: ``(w_dense, w_sparse, w_colbert)`` for ``"weighted"``.
             candidates: Documents each prefetch returns.
-            rerank: Order the candidates by ColBERT MaxSim; ``None`` means yes when
+            rerank: Score the candidates with ColBERT MaxSim; ``None`` means yes when
                 the collection stores ColBERT vectors.
             filter: Metadata conditions as in :meth:`bgem3.HybridIndex.search`.
 
         Returns:
-            Hits, best first, with per-mode scores computed from the hits' vectors.
+            One list of hits per query, best first, with per-mode scores.
         """
-        if not isinstance(query, str):
-            raise TypeError(f"query must be a str, got {type(query).__name__}")
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a positive int, got {k!r}")
-        if mode not in ("hybrid", "dense", "sparse") or fusion not in ("rrf", "dbsf"):
-            raise ValueError(f"unknown mode {mode!r} or fusion {fusion!r}")
+        if isinstance(queries, str):
+            raise TypeError("queries must be a list of strings; use search() for one query")
+        texts = list(queries)
+        use_colbert = self._check_search(k, mode, fusion, candidates, rerank, weights)
+        encoded = self.model.encode_queries(texts, dense=True, sparse=True, colbert=use_colbert)
+        return self.search_encoded(encoded, k, mode=mode, fusion=fusion, weights=weights,
+                                   candidates=candidates, rerank=use_colbert, filter=filter)
+
+    def search_encoded(
+        self,
+        queries: EncodeOutput,
+        k: int = 10,
+        *,
+        mode: Mode = "hybrid",
+        fusion: QdrantFusion = "weighted",
+        weights: Sequence[float] = DEFAULT_WEIGHTS,
+        candidates: int = 100,
+        rerank: bool | None = None,
+        filter: Mapping[str, Any] | None = None,
+    ) -> list[list[Hit]]:
+        """Search with queries encoded already; takes the arguments of :meth:`search_batch`."""
+        use_colbert = self._check_search(k, mode, fusion, candidates, rerank, weights)
+        if queries.dense is None or queries.sparse is None:
+            raise ValueError("encoded queries need dense and sparse outputs")
+        if use_colbert and queries.colbert is None:
+            raise ValueError("reranking needs the queries' ColBERT vectors")
+        if len(queries) == 0:
+            return []
+        candidates = max(candidates, k)  # each list must be able to fill the k hits
+        # the pool and its per-mode scores come back, and we fuse them, unless the server
+        # fuses (RRF or DBSF over the two prefetches, no rerank)
+        on_client = fusion == "weighted" or use_colbert or mode != "hybrid"
+        where = self._filter(filter)
+        requests = [self._request(queries, i, mode, candidates, k, use_colbert, on_client, fusion,
+                                  where) for i in range(len(queries))]
+        responses = self.client.query_batch_points(self.collection, requests=requests)
+        results = []
+        for i, response in enumerate(responses):
+            hits = [self._scored(point, queries, i, use_colbert) for point in response.points]
+            if on_client:
+                hits = _fuse_pool(hits, k, mode, fusion, tuple(weights), candidates)
+            results.append(hits)
+        return results
+
+    def _check_search(self, k: int, mode: str, fusion: str, candidates: int,
+                      rerank: bool | None, weights: Sequence[float]) -> bool:
+        check_search_args(k, mode, fusion, candidates, weights, ("weighted", "rrf", "dbsf"))
         use_colbert = self.store_colbert if rerank is None else rerank
         if use_colbert and not self.store_colbert:
             raise ValueError("rerank=True needs a collection with ColBERT vectors")
-        q = self.model.encode_queries([query], dense=True, sparse=True, colbert=use_colbert)
-        if q.dense is None or q.sparse is None:
-            raise RuntimeError("internal error: query outputs missing")
+        if fusion == "dbsf" and (use_colbert or mode != "hybrid"):
+            raise ValueError("fusion='dbsf' fuses the dense and sparse lists on the server: "
+                             "it needs mode='hybrid' and rerank=False (or use fusion "
+                             "'weighted' or 'rrf')")
+        return use_colbert
+
+    def _request(self, q: EncodeOutput, i: int, mode: str, candidates: int, k: int,
+                 use_colbert: bool, on_client: bool, fusion: str, where: Any) -> Any:
         models = self._models
-        where = self._filter(filter)
-        candidates = max(candidates, k)
-        sparse_q = models.SparseVector(indices=q.sparse[0].indices.tolist(),
-                                       values=q.sparse[0].values.tolist())
+        sparse = q.sparse[i]  # type: ignore[index]
+        sparse_q = models.SparseVector(indices=sparse.indices.tolist(),
+                                       values=sparse.values.tolist())
         prefetch = []
         if mode in ("hybrid", "dense"):
-            prefetch.append(models.Prefetch(query=q.dense[0].tolist(), using=DENSE,
+            prefetch.append(models.Prefetch(query=q.dense[i].tolist(), using=DENSE,  # type: ignore[index]
                                             limit=candidates, filter=where))
         if mode in ("hybrid", "sparse"):
             prefetch.append(models.Prefetch(query=sparse_q, using=SPARSE, limit=candidates,
                                             filter=where))
-        if use_colbert and q.colbert is not None:
-            request: dict[str, Any] = {"query": q.colbert[0].tolist(), "using": COLBERT}
-        elif len(prefetch) == 2:
-            request = {"query": models.RrfQuery(rrf=models.Rrf(k=61)) if fusion == "rrf"
-                       else models.FusionQuery(fusion=models.Fusion.DBSF)}
-        else:
+        request: dict[str, Any]
+        if use_colbert:  # the server scores the whole union by MaxSim
+            request = {"query": q.colbert[i].tolist(), "using": COLBERT, "prefetch": prefetch}  # type: ignore[index]
+        elif len(prefetch) == 1:  # one list: its top candidates
             request = {"query": prefetch[0].query, "using": prefetch[0].using}
-            prefetch = []
-        response = self.client.query_points(
-            self.collection, prefetch=prefetch or None, limit=k, query_filter=where,
-            with_payload=True, with_vectors=True, **request)
-        return [self._hit(point, q) for point in response.points]
+        elif on_client:  # any fusion just to get the union back
+            request = {"query": models.FusionQuery(fusion=models.Fusion.RRF),
+                       "prefetch": prefetch}
+        elif fusion == "rrf":  # Qdrant's RRF is 1 / (k' + rank) with 0-based ranks
+            request = {"query": models.RrfQuery(rrf=models.Rrf(k=RRF_K + 1)),
+                       "prefetch": prefetch}
+        else:
+            request = {"query": models.FusionQuery(fusion=models.Fusion.DBSF),
+                       "prefetch": prefetch}
+        limit = candidates * len(prefetch) if on_client else k
+        return models.QueryRequest(filter=where, limit=limit, with_payload=True,
+                                   with_vector=[DENSE, SPARSE], **request)
 
-    def _hit(self, point: Any, q: EncodeOutput) -> Hit:
+    def _scored(self, point: Any, q: EncodeOutput, i: int, use_colbert: bool) -> Hit:
+        """A hit with the server's score and per-mode scores from the point's vectors."""
         vectors = point.vector
-        scores = {DENSE: float(np.dot(q.dense[0], vectors[DENSE]))}  # type: ignore[index]
+        scores = {DENSE: float(np.dot(q.dense[i], vectors[DENSE]))}  # type: ignore[index]
         sparse = vectors.get(SPARSE)
         doc = SparseVector(np.asarray(sparse.indices if sparse else [], np.int64),
                            np.asarray(sparse.values if sparse else [], np.float32))
-        scores[SPARSE] = lexical_matching_score(q.sparse[0], doc)  # type: ignore[index]
-        if q.colbert is not None and COLBERT in vectors:
-            scores[COLBERT] = maxsim(q.colbert[0], np.asarray(vectors[COLBERT], np.float32))
+        scores[SPARSE] = lexical_matching_score(q.sparse[i], doc)  # type: ignore[index]
+        if use_colbert:  # Qdrant's MAX_SIM sums over query tokens; BGE-M3 averages
+            scores[COLBERT] = float(point.score) / len(q.colbert[i])  # type: ignore[index]
         payload = point.payload
         return Hit(payload["doc_id"], float(point.score), scores, payload["text"],
                    dict(payload["metadata"]))
@@ -264,3 +352,32 @@ class QdrantHybridIndex:
                 match = models.MatchValue(value=wanted)
             conditions.append(models.FieldCondition(key=f"metadata.{key}", match=match))
         return models.Filter(must=conditions)
+
+
+def _fuse_pool(pool: list[Hit], k: int, mode: str, fusion: str, weights: tuple[float, ...],
+               candidates: int) -> list[Hit]:
+    """Fuse a candidate pool's per-mode scores as the embedded index does; top ``k``.
+
+    Each prefetch's list is the pool's top ``candidates`` by that mode's score: every
+    document the prefetch returned outscores every one it did not.
+    """
+    if not pool:
+        return []
+    rows = np.arange(len(pool))
+    per_mode = {name: np.array([h.scores.get(name, 0.0) for h in pool], dtype=np.float32)
+                for name in (DENSE, SPARSE, COLBERT)}
+    used = {DENSE: mode in ("hybrid", "dense"), SPARSE: mode in ("hybrid", "sparse"),
+            COLBERT: COLBERT in pool[0].scores}
+    lists = {}
+    if used[DENSE]:
+        lists[DENSE] = rows[_top(per_mode[DENSE], candidates)]
+    if used[SPARSE]:
+        matching = np.flatnonzero(per_mode[SPARSE] > 0)
+        lists[SPARSE] = matching[_top(per_mode[SPARSE][matching], candidates)]
+    if used[COLBERT]:
+        lists[COLBERT] = rows
+    else:
+        del per_mode[COLBERT]
+    fused = _fuse(per_mode, used, rows, lists, fusion, weights)
+    return [Hit(pool[j].id, float(fused[j]), pool[j].scores, pool[j].text, pool[j].metadata)
+            for j in _top(fused, k)]
