@@ -453,7 +453,7 @@ class HybridIndex:
             return []
         # exact per-mode scores of the pool (fp16 dense storage widened to fp32 here)
         per_mode: dict[str, NDArray[np.float32]] = {
-            "dense": snap.dense.take(pool).astype(np.float32, copy=False) @ query.dense,
+            "dense": _pool_dense_scores(snap.dense.take(pool), query.dense),
             "sparse": (sparse_all[pool] if sparse_all is not None
                        else _sparse_scores(snap, query.sparse, rows=pool)),
         }
@@ -525,30 +525,36 @@ def _dense_scores(dense: Rows, queries: NDArray[np.float32],
                   chunk: int = 65536) -> NDArray[np.float32]:
     """``queries @ dense.T`` as ``float32 [m, n]``, reading ``dense`` once, in row chunks.
 
-    These scores only pick candidates (the pool is re-scored exactly), so fp16 storage
-    is multiplied in fp16 by torch: numpy has no fp16 matrix product, and widening
-    every chunk to fp32 first costs 3x more than the product itself.
+    All matrix products of the index run in torch: alternating between numpy's BLAS
+    threads and torch's makes both wait for each other (a hybrid query took 1.7x longer).
+    fp16 storage is multiplied in fp16, as these scores only pick candidates (the pool is
+    re-scored exactly): widening every chunk first costs 3x more than the product.
     """
-    q = np.ascontiguousarray(queries, dtype=np.float32)
-    out = np.empty((q.shape[0], len(dense)), dtype=np.float32)
-    product: Any
+    import torch
+
+    q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
     if dense.dtype == np.float16:
-        import torch
-
-        q16 = torch.from_numpy(q).half()
-
-        def product(part: NDArray[Any]) -> NDArray[np.float32]:
-            return (q16 @ torch.from_numpy(part).T).float().numpy()
-    else:
-        def product(part: NDArray[Any]) -> NDArray[np.float32]:
-            return q @ part.T  # type: ignore[no-any-return]
+        q = q.half()
+    out = np.empty((q.shape[0], len(dense)), dtype=np.float32)
+    scores = torch.from_numpy(out)
     start = 0
     for block in dense.blocks:
         for i in range(0, len(block), chunk):
-            part = block[i : i + chunk]
-            out[:, start : start + len(part)] = product(part)
-            start += len(part)
+            part = torch.from_numpy(block[i : i + chunk])
+            if q.dtype == torch.float32:
+                torch.mm(q, part.T, out=scores[:, start : start + part.shape[0]])
+            else:
+                scores[:, start : start + part.shape[0]] = q @ part.T
+            start += part.shape[0]
     return out
+
+
+def _pool_dense_scores(vectors: NDArray[Any], query: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Exact fp32 dense scores of a few stored vectors (torch: see :func:`_dense_scores`)."""
+    import torch
+
+    scores = torch.from_numpy(vectors).float() @ torch.from_numpy(query)
+    return scores.numpy()
 
 
 def _colbert_scores(query: NDArray[np.float32], colbert: Rows, rows: NDArray[np.int64],
