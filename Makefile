@@ -18,7 +18,7 @@ help: ## list the targets
 
 setup: $(VENV)/.installed ## create .venv with every package, test and lint tool
 
-$(VENV)/.installed: requirements-dev.txt packages/bgem3/pyproject.toml
+$(VENV)/.installed: requirements-dev.txt $(wildcard packages/*/pyproject.toml)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c 'import torch, sys; sys.exit(tuple(map(int, torch.__version__.split(".")[:2])) < (2, 1))' 2>/dev/null \

@@ -1,0 +1,222 @@
+"""What framework integrations share: one loaded model per checkpoint, and recent outputs.
+
+LangChain's and LlamaIndex's vector stores ask for dense and sparse embeddings of the same
+texts in two separate calls. BGE-M3 computes both in one forward pass, so
+:class:`OutputCache` keeps the dense and sparse outputs of recent texts: the second call
+finds them and the model runs once.
+
+Example:
+    >>> import tempfile
+    >>> from bgem3.testing import build_tiny_checkpoint
+    >>> path = str(build_tiny_checkpoint(tempfile.mkdtemp()))
+    >>> model = shared_model(path, device="cpu")
+    >>> model is shared_model(path, device="cpu")
+    True
+    >>> cache = output_cache(model)
+    >>> dense = cache.documents(["a cat"]).dense   # runs the model
+    >>> sparse = cache.documents(["a cat"]).sparse  # found in the cache
+    >>> cache.hits, cache.misses
+    (1, 1)
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from bgem3._types import EncodeOutput, SparseVector
+
+__all__ = ["OutputCache", "output_cache", "rerank_scores", "resolve_model", "shared_model"]
+
+_models: weakref.WeakValueDictionary[tuple[str, str | None, str | None], Any] = (
+    weakref.WeakValueDictionary())
+_caches: weakref.WeakKeyDictionary[Any, OutputCache] = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
+
+
+def shared_model(model_name: str, *, device: str | None = None, dtype: str | None = None,
+                 **kwargs: Any) -> Any:
+    """The :class:`~bgem3.BGEM3` for ``(model_name, device, dtype)``, loaded once.
+
+    Every caller with the same three values gets the same object while any of them holds
+    it; ``kwargs`` go to :class:`~bgem3.BGEM3` on the first load only.
+    """
+    from bgem3.encoder import BGEM3
+
+    key = (str(model_name), device, dtype)
+    with _lock:  # loading under the lock: two threads never load the same model twice
+        model = _models.get(key)
+        if model is None:
+            model = BGEM3(model_name, device=device, dtype=dtype, **kwargs)
+            _models[key] = model
+        return model
+
+
+def resolve_model(model: Any = None, model_name: str | None = None, *,
+                  device: str | None = None, dtype: str | None = None) -> Any:
+    """``model`` if given (a loaded :class:`~bgem3.BGEM3`), else the shared one for the name.
+
+    Raises:
+        TypeError: ``model`` is not a ``BGEM3``.
+        ValueError: Neither ``model`` nor ``model_name`` is given.
+    """
+    from bgem3.encoder import BGEM3
+
+    if model is not None:
+        if not isinstance(model, BGEM3):
+            raise TypeError(f"model must be a bgem3.BGEM3, got {type(model).__name__}")
+        return model
+    if not model_name:
+        raise ValueError("pass model=<bgem3.BGEM3> or model_name='BAAI/bge-m3' (or a path)")
+    return shared_model(model_name, device=device, dtype=dtype)
+
+
+def output_cache(model: Any) -> OutputCache:
+    """The :class:`OutputCache` shared by every integration that uses ``model``."""
+    with _lock:
+        cache = _caches.get(model)
+        if cache is None:
+            cache = _caches[model] = OutputCache(model)
+        return cache
+
+
+class OutputCache:
+    """Dense and sparse outputs of recently encoded texts, for a bounded number of texts.
+
+    Queries and documents, and each maximum length, are kept apart. A call
+    encodes only the texts it does not find, all in one batch; ColBERT vectors are large
+    and are never kept, so asking for them encodes every text.
+
+    Args:
+        model: The :class:`~bgem3.BGEM3` to run.
+        max_items: Texts kept, least recently used dropped first.
+
+    Attributes:
+        hits: Texts found in the cache so far.
+        misses: Texts encoded so far.
+    """
+
+    def __init__(self, model: Any, max_items: int = 4096) -> None:
+        if max_items < 0:
+            raise ValueError(f"max_items must be >= 0, got {max_items}")
+        self.model = model
+        self.max_items = max_items
+        self.hits = 0
+        self.misses = 0
+        self._items: OrderedDict[tuple[str, str], tuple[NDArray[np.float32], SparseVector]] = (
+            OrderedDict())
+        self._lock = threading.Lock()
+
+    def queries(self, texts: Sequence[str], *, max_length: int | None = None,
+                colbert: bool = False, batch_size: int = 256,
+                show_progress: bool | None = None) -> EncodeOutput:
+        """``encode_queries(texts, dense=True, sparse=True, ...)``, cached."""
+        return self._encode("query", texts, max_length, colbert, batch_size, show_progress)
+
+    def documents(self, texts: Sequence[str], *, max_length: int | None = None,
+                  colbert: bool = False, batch_size: int = 256,
+                  show_progress: bool | None = None) -> EncodeOutput:
+        """``encode_documents(texts, dense=True, sparse=True, ...)``, cached."""
+        return self._encode("document", texts, max_length, colbert, batch_size, show_progress)
+
+    def clear(self) -> None:
+        """Forget every kept output."""
+        with self._lock:
+            self._items.clear()
+
+    def _encode(self, kind: Literal["query", "document"], texts: Sequence[str],
+                max_length: int | None, colbert: bool, batch_size: int,
+                show_progress: bool | None) -> EncodeOutput:
+        from bgem3.encoder import _as_texts
+
+        texts = _as_texts(texts)  # clear errors for a str, None or non-string items
+        model = self.model
+        if max_length is None:
+            max_length = model.query_max_length if kind == "query" else model.document_max_length
+        encode = model.encode_queries if kind == "query" else model.encode_documents
+        part = f"{kind}:{max_length}"
+        if colbert or self.max_items == 0:
+            out: EncodeOutput = encode(texts, max_length=max_length, dense=True, sparse=True,
+                                       colbert=colbert, batch_size=batch_size,
+                                       show_progress=show_progress)
+            self._keep(part, texts, out)
+            with self._lock:
+                self.misses += len(texts)
+            return out
+        with self._lock:
+            found = {t: self._items[(part, t)] for t in texts if (part, t) in self._items}
+            for t in found:
+                self._items.move_to_end((part, t))
+        missing = list(dict.fromkeys(t for t in texts if t not in found))
+        if missing:
+            out = encode(missing, max_length=max_length, dense=True, sparse=True,
+                         batch_size=batch_size, show_progress=show_progress)
+            if out.dense is None or out.sparse is None:
+                raise RuntimeError("internal error: dense and sparse outputs missing")
+            self._keep(part, missing, out)
+            found.update(zip(missing, zip(out.dense, out.sparse, strict=True), strict=True))
+        with self._lock:
+            self.hits += len(texts) - len(missing)
+            self.misses += len(missing)
+        dense = (np.stack([found[t][0] for t in texts]) if texts
+                 else np.zeros((0, self.model.dense_dim), np.float32))
+        return EncodeOutput(dense, [found[t][1] for t in texts], None)
+
+    def _keep(self, kind: str, texts: Sequence[str], out: EncodeOutput) -> None:
+        if self.max_items == 0 or out.dense is None or out.sparse is None:
+            return
+        with self._lock:
+            for text, dense, sparse in zip(texts, out.dense, out.sparse, strict=True):
+                self._items[(kind, text)] = (dense.copy(), sparse)  # not a view of the batch
+                self._items.move_to_end((kind, text))
+            while len(self._items) > self.max_items:
+                self._items.popitem(last=False)
+
+
+def rerank_scores(
+    model: Any,
+    query: str,
+    texts: Sequence[str],
+    *,
+    weights: Sequence[float] | None = None,
+    batch_size: int = 256,
+) -> tuple[NDArray[np.float64], dict[str, NDArray[np.float32]]]:
+    """Scores of ``texts`` against ``query`` for a reranker: ColBERT MaxSim, or combined.
+
+    One encoding call for the query and one for all the texts.
+
+    Args:
+        model: The :class:`~bgem3.BGEM3`.
+        query: The query.
+        texts: The candidate texts.
+        weights: ``None``: the ColBERT score alone; ``(w_dense, w_sparse, w_colbert)``:
+            FlagEmbedding's weighted average of the three.
+        batch_size: Encoding batch size.
+
+    Returns:
+        The score of each text, and the per-mode scores (``"colbert"``, plus ``"dense"``
+        and ``"sparse"`` with ``weights``).
+    """
+    from bgem3.scoring import colbert_scores, dense_scores, fuse_scores, sparse_scores
+
+    if not isinstance(query, str):
+        raise TypeError(f"query must be a str, got {type(query).__name__}")
+    if weights is not None:
+        fuse_scores(0.0, 0.0, 0.0, weights)  # validates the weights before any encoding
+    combined = weights is not None
+    q = model.encode_queries([query], dense=combined, sparse=combined, colbert=True)
+    d = model.encode_documents(texts, dense=combined, sparse=combined, colbert=True,
+                               batch_size=batch_size)
+    per_mode = {"colbert": colbert_scores(q.colbert[0], d.colbert)}
+    if weights is None:
+        return per_mode["colbert"].astype(np.float64), per_mode
+    per_mode["dense"] = dense_scores(q.dense, d.dense)[0]
+    per_mode["sparse"] = sparse_scores(q.sparse, d.sparse)[0]
+    fused = fuse_scores(per_mode["dense"], per_mode["sparse"], per_mode["colbert"], weights)
+    return fused, per_mode

@@ -1,0 +1,72 @@
+"""The model fields every class of this package shares."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bgem3.shared import OutputCache, output_cache, resolve_model
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+DEFAULT_MODEL = "BAAI/bge-m3"
+
+
+class BGEM3Model(BaseModel):
+    """``model=`` (a loaded ``bgem3.BGEM3``) or ``model_name`` / ``device`` / ``dtype``.
+
+    Classes built from the same name, device and dtype share one loaded model, and with
+    it one cache of recent dense and sparse outputs.
+    """
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True,
+                              protected_namespaces=())
+
+    model_name: str = Field(default=DEFAULT_MODEL,
+                            description="Hugging Face hub id or local checkpoint directory.")
+    model: Any = Field(default=None, exclude=True, repr=False,
+                       description="An already loaded bgem3.BGEM3 (overrides model_name).")
+    device: str | None = Field(default=None, description="cpu, cuda, cuda:1, mps; None: best.")
+    dtype: str | None = Field(default=None, description="float32, float16 or bfloat16.")
+    _bgem3: Any = PrivateAttr(default=None)
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Load (or reuse) the model now, so that a bad name fails at construction."""
+        self._bgem3 = resolve_model(self.model, self.model_name, device=self.device,
+                                    dtype=self.dtype)
+        if self.model is not None:
+            self.model_name = self._bgem3.name
+
+    @property
+    def bgem3(self) -> Any:
+        """The ``bgem3.BGEM3`` this object runs."""
+        return self._bgem3
+
+    @property
+    def outputs(self) -> OutputCache:
+        """The shared cache of this model's recent dense and sparse outputs."""
+        return output_cache(self._bgem3)
+
+
+def check_texts(texts: Any, what: str = "texts") -> list[str]:
+    """A list of strings, or a ``TypeError`` naming what was wrong."""
+    if isinstance(texts, (str, bytes)) or not isinstance(texts, (list, tuple)):
+        raise TypeError(f"{what} must be a list of strings, got {type(texts).__name__}")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"{what}[{i}] must be a str, got {type(text).__name__}")
+    return list(texts)
+
+
+def check_query(query: Any) -> str:
+    """A non-empty query string, or a clear error."""
+    if not isinstance(query, str):
+        raise TypeError(f"query must be a str, got {type(query).__name__}")
+    if not query.strip():
+        raise ValueError("query is empty")
+    return query
+
+
+def check_positive(value: Any, name: str) -> int:
+    """A positive ``int`` parameter such as ``k`` or ``top_n``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value

@@ -1,0 +1,43 @@
+"""BGE-M3 sparse vectors for ``langchain_milvus.Milvus`` (``pip install "langchain-bgem3[milvus]"``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+try:
+    from langchain_milvus.utils.sparse import BaseSparseEmbedding
+except ImportError as exc:
+    raise ImportError(
+        'BGE-M3 sparse vectors for Milvus need langchain-milvus: '
+        'pip install "langchain-bgem3[milvus]"'
+    ) from exc
+
+if TYPE_CHECKING:
+    from langchain_bgem3.sparse import BGEM3SparseEmbeddings
+
+__all__ = ["BGEM3MilvusSparseEmbedding"]
+
+
+class BGEM3MilvusSparseEmbedding(BaseSparseEmbedding):
+    """BGE-M3 lexical weights as Milvus sparse vectors (``{token_id: weight}``).
+
+    Milvus Lite wants an explicit sparse index: pass
+    ``index_params={"index_type": "SPARSE_INVERTED_INDEX", "metric_type": "IP"}`` for the
+    sparse field (it rejects ``AUTOINDEX`` and a non-zero ``drop_ratio_build``).
+
+    Args:
+        sparse: The :class:`~langchain_bgem3.BGEM3SparseEmbeddings` to adapt.
+    """
+
+    def __init__(self, sparse: BGEM3SparseEmbeddings) -> None:
+        self.sparse = sparse
+
+    def embed_query(self, query: str) -> dict[int, float]:
+        """Sparse vector of one query."""
+        vector = self.sparse.embed_query(query)
+        return dict(zip(vector.indices, vector.values, strict=True))
+
+    def embed_documents(self, texts: list[str]) -> list[dict[int, float]]:
+        """Sparse vectors of documents."""
+        return [dict(zip(v.indices, v.values, strict=True))
+                for v in self.sparse.embed_documents(texts)]

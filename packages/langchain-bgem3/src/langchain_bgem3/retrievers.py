@@ -1,0 +1,160 @@
+"""``BGEM3HybridRetriever``: dense + sparse candidates, ColBERT rerank and fusion, for LangChain."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from bgem3.shared import resolve_model
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForRetrieverRun,
+    CallbackManagerForRetrieverRun,
+)
+from langchain_core.documents import Document
+from langchain_core.retrievers import BaseRetriever
+from pydantic import ConfigDict, Field
+
+from langchain_bgem3._common import DEFAULT_MODEL, check_positive, check_query, check_texts
+
+__all__ = ["BGEM3HybridRetriever"]
+
+_SEARCH_ARGS = ("k", "mode", "fusion", "weights", "candidates", "rerank", "filter")
+
+
+class BGEM3HybridRetriever(BaseRetriever):
+    """Hybrid BGE-M3 retrieval over ``bgem3.HybridIndex`` (embedded) or its Qdrant backend.
+
+    Dense and sparse top candidates, their union scored by ColBERT MaxSim, then fused
+    (FlagEmbedding's weighted sum, or reciprocal rank fusion). Each document carries the
+    fused ``relevance_score`` and ``dense_score`` / ``sparse_score`` / ``colbert_score`` in
+    its metadata. Every search option can also be passed per call:
+    ``retriever.invoke("query", k=2, filter={"lang": "en"})``.
+
+    Example:
+        .. code-block:: python
+
+            from langchain_bgem3 import BGEM3HybridRetriever
+
+            retriever = BGEM3HybridRetriever.from_texts(
+                ["BGE-M3 has three outputs.", "Paris is in France."],
+                model_name="BAAI/bge-m3", k=1)
+            docs = retriever.invoke("How many outputs?")
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+    index: Any = Field(exclude=True, description="A bgem3 HybridIndex or QdrantHybridIndex.")
+    k: int = Field(default=4, description="Documents to return.")
+    mode: str = Field(default="hybrid", description="Candidates: hybrid, dense or sparse.")
+    fusion: str = Field(default="weighted", description="weighted or rrf (Qdrant: also dbsf).")
+    weights: tuple[float, float, float] = Field(
+        default=(0.4, 0.2, 0.4), description="(dense, sparse, colbert) for weighted fusion.")
+    candidates: int = Field(default=100, description="Candidates from each of dense and sparse.")
+    rerank: bool | None = Field(default=None, description="ColBERT rerank; None: if stored.")
+    filter: dict[str, Any] | None = Field(
+        default=None, description='Metadata filter: {"lang": "en", "year": [2023, 2024]}.')
+
+    @classmethod
+    def from_texts(
+        cls,
+        texts: Iterable[str],
+        model_name: str = DEFAULT_MODEL,
+        k: int = 4,
+        metadatas: Sequence[Mapping[str, Any]] | None = None,
+        *,
+        ids: Sequence[str] | None = None,
+        model: Any = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        qdrant_client: Any = None,
+        collection_name: str = "bgem3",
+        **kwargs: Any,
+    ) -> BGEM3HybridRetriever:
+        """Index ``texts`` and return a retriever over them.
+
+        Args:
+            texts: Document texts.
+            model_name: Hub id or path (ignored when ``model`` is given).
+            k: Documents to return.
+            metadatas: One metadata dict per text.
+            ids: One id per text (``None``: generated).
+            model: An already loaded ``bgem3.BGEM3`` to use.
+            device: Device for a model loaded here.
+            dtype: Dtype for a model loaded here.
+            qdrant_client: A ``QdrantClient``: index into Qdrant instead of in memory.
+            collection_name: The Qdrant collection.
+            **kwargs: Other fields of the retriever (``mode``, ``fusion``, ``weights``...).
+        """
+        bgem3_model = resolve_model(model, model_name, device=device, dtype=dtype)
+        if qdrant_client is not None:
+            from bgem3.index import QdrantHybridIndex
+
+            index: Any = QdrantHybridIndex(bgem3_model, qdrant_client, collection_name)
+        else:
+            from bgem3 import HybridIndex
+
+            index = HybridIndex(bgem3_model)
+        retriever = cls(index=index, k=k, **kwargs)
+        retriever.add_texts(texts, metadatas, ids=ids)
+        return retriever
+
+    @classmethod
+    def from_documents(cls, documents: Iterable[Document], model_name: str = DEFAULT_MODEL,
+                       k: int = 4, **kwargs: Any) -> BGEM3HybridRetriever:
+        """Like :meth:`from_texts`, from ``Document`` objects (their ids are kept)."""
+        docs = _check_documents(documents)
+        ids = [d.id for d in docs]
+        return cls.from_texts([d.page_content for d in docs], model_name, k,
+                              [d.metadata for d in docs],
+                              ids=ids if all(ids) else None, **kwargs)  # type: ignore[arg-type]
+
+    def add_texts(self, texts: Iterable[str], metadatas: Sequence[Mapping[str, Any]] | None = None,
+                  *, ids: Sequence[str] | None = None) -> list[str]:
+        """Add (or replace, by id) texts; returns their ids."""
+        texts = check_texts(list(texts) if not isinstance(texts, str) else texts)
+        result: list[str] = self.index.add(texts, ids=ids, metadata=metadatas)
+        return result
+
+    def add_documents(self, documents: Iterable[Document]) -> list[str]:
+        """Add (or replace, by ``Document.id``) documents; returns their ids."""
+        docs = _check_documents(documents)
+        ids = [d.id for d in docs]
+        return self.add_texts([d.page_content for d in docs], [d.metadata for d in docs],
+                              ids=ids if all(ids) else None)  # type: ignore[arg-type]
+
+    def delete(self, ids: Sequence[str]) -> None:
+        """Delete documents by id (unknown ids: ``KeyError``, nothing deleted)."""
+        self.index.delete(ids)
+
+    def _search(self, query: str, overrides: Mapping[str, Any]) -> list[Document]:
+        unknown = set(overrides) - set(_SEARCH_ARGS)
+        if unknown:
+            raise TypeError(f"unknown search arguments: {sorted(unknown)}; "
+                            f"expected some of {list(_SEARCH_ARGS)}")
+        options = {name: overrides.get(name, getattr(self, name)) for name in _SEARCH_ARGS}
+        check_query(query)
+        check_positive(options["k"], "k")
+        if len(self.index) == 0:
+            return []
+        hits = self.index.search(query, **options)
+        return [Document(page_content=hit.text or "", id=hit.id, metadata={
+            **hit.metadata, "relevance_score": hit.score,
+            **{f"{mode}_score": score for mode, score in hit.scores.items()}}) for hit in hits]
+
+    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun,
+                                **kwargs: Any) -> list[Document]:
+        return self._search(query, kwargs)
+
+    async def _aget_relevant_documents(self, query: str, *,
+                                       run_manager: AsyncCallbackManagerForRetrieverRun,
+                                       **kwargs: Any) -> list[Document]:
+        return await asyncio.to_thread(self._search, query, kwargs)
+
+
+def _check_documents(documents: Iterable[Document]) -> list[Document]:
+    docs = list(documents)
+    for i, doc in enumerate(docs):
+        if not isinstance(getattr(doc, "page_content", None), str) or not doc.page_content:
+            raise ValueError(f"documents[{i}] has no text (page_content)")
+    return docs
