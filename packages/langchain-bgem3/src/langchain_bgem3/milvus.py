@@ -1,4 +1,4 @@
-"""BGE-M3 sparse vectors for ``langchain_milvus.Milvus`` (``pip install "langchain-bgem3[milvus]"``)."""
+"""BGE-M3 sparse vectors for ``langchain_milvus.Milvus`` (extra: ``langchain-bgem3[milvus]``)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ class BGEM3MilvusSparseEmbedding(BaseSparseEmbedding):
 
     Milvus Lite wants an explicit sparse index: pass
     ``index_params={"index_type": "SPARSE_INVERTED_INDEX", "metric_type": "IP"}`` for the
-    sparse field (it rejects ``AUTOINDEX`` and a non-zero ``drop_ratio_build``).
+    sparse field (it rejects ``AUTOINDEX`` and a non-zero ``drop_ratio_build``). Milvus
+    also rejects an empty sparse vector, which a text gets when all its token weights are 0.
 
     Args:
         sparse: The :class:`~langchain_bgem3.BGEM3SparseEmbeddings` to adapt.
