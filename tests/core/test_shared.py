@@ -1,0 +1,74 @@
+"""bgem3.shared: one model per checkpoint, a bounded output cache, reranker scores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import bgem3
+import numpy as np
+import pytest
+from bgem3 import BGEM3
+from bgem3.shared import OutputCache, rerank_scores, resolve_model, shared_model
+from bgem3.testing import random_texts
+
+TEXTS = random_texts(12, max_words=20, seed=61)
+
+
+def test_cached_outputs_equal_fresh_ones_and_the_cache_is_bounded(model: BGEM3) -> None:
+    cache = OutputCache(model, max_items=5)
+    first = cache.documents(TEXTS[:4] + TEXTS[:2])  # duplicates are encoded once
+    assert (cache.hits, cache.misses) == (2, 4)
+    fresh = model.encode_documents(TEXTS[:4] + TEXTS[:2], dense=True, sparse=True)
+    assert np.allclose(first.dense, fresh.dense, atol=1e-6)  # type: ignore[arg-type]
+    assert [v.indices.tolist() for v in first.sparse] == [  # type: ignore[union-attr]
+        v.indices.tolist() for v in fresh.sparse]  # type: ignore[union-attr]
+    again = cache.documents(TEXTS[:4])
+    assert (cache.hits, cache.misses) == (6, 4) and np.array_equal(again.dense, first.dense[:4])  # type: ignore[index]
+    cache.documents(TEXTS[4:8])  # 8 texts seen, 5 kept: the least recently used go
+    cache.documents(TEXTS[:3])
+    assert cache.misses == 11
+    assert cache.documents([]).dense.shape == (0, model.dense_dim)  # type: ignore[union-attr]
+
+
+def test_queries_documents_and_lengths_are_kept_apart(model: BGEM3) -> None:
+    cache = OutputCache(model)
+    text = " ".join(["paris"] * 40)
+    doc = cache.documents([text]).dense
+    query = cache.queries([text]).dense
+    with pytest.warns(bgem3.TruncationWarning):
+        short = cache.queries([text], max_length=8).dense
+    assert cache.misses == 3
+    assert np.allclose(doc, query, atol=1e-6)  # type: ignore[arg-type]
+    assert not np.allclose(query, short, atol=1e-3)  # type: ignore[arg-type]
+    with_colbert = cache.documents([text], colbert=True)
+    assert with_colbert.colbert is not None and cache.misses == 4
+    with pytest.raises(TypeError, match="list of strings"):
+        cache.documents(text)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"texts\[0\]"):
+        cache.documents([None])  # type: ignore[list-item]
+
+
+def test_one_model_per_checkpoint(tiny_path: Path, model: BGEM3) -> None:
+    a = shared_model(str(tiny_path), device="cpu", dtype="float32")
+    assert shared_model(str(tiny_path), device="cpu", dtype="float32") is a
+    assert resolve_model(None, str(tiny_path), device="cpu", dtype="float32") is a
+    assert resolve_model(model) is model
+    with pytest.raises(ValueError, match="model_name"):
+        resolve_model(None, None)
+    with pytest.raises(TypeError, match="BGEM3"):
+        resolve_model("BAAI/bge-m3")
+
+
+def test_rerank_scores_equal_the_scoring_functions(model: BGEM3) -> None:
+    q = model.encode_queries([TEXTS[0]], dense=True, sparse=True, colbert=True)
+    d = model.encode_documents(TEXTS, dense=True, sparse=True, colbert=True)
+    colbert = bgem3.colbert_scores(q.colbert[0], d.colbert)  # type: ignore[index,arg-type]
+    fused, per_mode = rerank_scores(model, TEXTS[0], TEXTS)
+    assert set(per_mode) == {"colbert"} and np.allclose(fused, colbert, atol=1e-6)
+    fused, per_mode = rerank_scores(model, TEXTS[0], TEXTS, weights=(0.4, 0.2, 0.4))
+    want = bgem3.fuse_scores(bgem3.dense_scores(q.dense, d.dense)[0],  # type: ignore[arg-type]
+                             bgem3.sparse_scores(q.sparse, d.sparse)[0], colbert,  # type: ignore[arg-type]
+                             (0.4, 0.2, 0.4))
+    assert np.allclose(fused, want, atol=1e-6) and set(per_mode) == {"dense", "sparse", "colbert"}
+    with pytest.raises(TypeError, match="query must be a str"):
+        rerank_scores(model, None, TEXTS)  # type: ignore[arg-type]
