@@ -119,10 +119,10 @@ class Result:
 class Ours:
     name = "bgem3"
 
-    def __init__(self, path: str, dtype: str, batch_tokens: int) -> None:
+    def __init__(self, path: str, dtype: str, batch_tokens: int, device: str = "cpu") -> None:
         import bgem3
 
-        self.model = bgem3.BGEM3(path, device="cpu", dtype=dtype, batch_tokens=batch_tokens)
+        self.model = bgem3.BGEM3(path, device=device, dtype=dtype, batch_tokens=batch_tokens)
 
     def run(self, w: Workload) -> tuple[Any, Split, int, int]:
         dense, sparse, colbert = w.outputs
@@ -152,11 +152,11 @@ class Ours:
 class Flag:
     name = "FlagEmbedding"
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, device: str = "cpu", fp16: bool = False) -> None:
         import torch
         from FlagEmbedding import BGEM3FlagModel
 
-        self.model = BGEM3FlagModel(path, use_fp16=False, devices="cpu")
+        self.model = BGEM3FlagModel(path, use_fp16=fp16, devices=device)
         self._forward = self._tokenize = 0.0
         self._computed = 0
         module: torch.nn.Module = self.model.model
@@ -275,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dtype", default="float32", help="bgem3's dtype (FlagEmbedding: fp32)")
     parser.add_argument("--batch-tokens", type=int, default=16384)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (both libraries)")
+    parser.add_argument("--flag-fp16", action="store_true", help="FlagEmbedding in fp16")
     parser.add_argument("--json", type=Path, help="write results here")
     args = parser.parse_args(argv)
 
@@ -294,10 +296,15 @@ def main(argv: list[str] | None = None) -> int:
                                   initializer_range=0.1, seed=0)
         path, checkpoint = str(cache), "tiny 6x384 (seed 0)"
     default_threads = torch.get_num_threads()
-    ours, flag = Ours(path, args.dtype, args.batch_tokens), Flag(path)
+    ours = Ours(path, args.dtype, args.batch_tokens, args.device)
+    flag = Flag(path, args.device, args.flag_fp16)
     machine = {"cpu": cpu_name(), "cores": os.cpu_count(), "flags": cpu_flags(),
                "torch": torch.__version__, "python": platform.python_version()}
-    print(f"checkpoint: {checkpoint}; bgem3 {args.dtype} vs FlagEmbedding fp32")
+    if args.device != "cpu":
+        machine["device"] = torch.cuda.get_device_name(0)
+    flag_dtype = "fp16" if args.flag_fp16 else "fp32"
+    print(f"checkpoint: {checkpoint}; bgem3 {args.dtype} vs FlagEmbedding {flag_dtype} "
+          f"on {machine.get('device', 'cpu')}")
     print(f"machine: {machine['cpu']}, {machine['cores']} cores, {' '.join(machine['flags'])}")
     header = (f"{'workload':<9}{'thr':>4} {'impl':<14}{'median s':>9}{'texts/s':>10}"
               f"{'tokens/s':>10}{'ratio':>7}{'waste':>7}{'RSS MB':>8}"
@@ -348,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"checkpoint": checkpoint, "dtype": args.dtype,
+                                         "device": args.device, "flag_dtype": flag_dtype,
                                          "machine": machine, "records": records}, indent=2))
         print(f"wrote {args.json}")
     return 0
