@@ -151,7 +151,7 @@ def test_milvus_sparse_adapter_and_milvus_lite_hybrid_search(model: BGEM3,
     index.add_index("dense", index_type="FLAT", metric_type="IP")
     index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="IP",
                     params={"drop_ratio_build": 0.0})
-    client.create_index("docs", index, sync=False)  # Milvus Lite 3.2 cannot wait (see README)
+    client.create_index("docs", index)
     client.load_collection("docs")
     dense = BGEM3Embeddings(model=model).embed_documents(TEXTS)
     # Milvus rejects empty sparse vectors (the random tiny model zeroes some texts' weights)
@@ -167,17 +167,20 @@ def test_milvus_sparse_adapter_and_milvus_lite_hybrid_search(model: BGEM3,
         assert hits[0]["id"] == i
 
 
-@pytest.mark.xfail(strict=True, reason="milvus-lite 3.2 lacks the AllocTimestamp call that "
-                   "langchain-milvus 0.4 makes (through pymilvus) when it creates an index")
-def test_langchain_milvus_store_on_milvus_lite(model: BGEM3, tmp_path: Path) -> None:
+def test_langchain_milvus_store_hybrid_on_milvus_lite(model: BGEM3, tmp_path: Path) -> None:
     from langchain_milvus import Milvus
 
-    store = Milvus.from_texts(
-        TEXTS, [BGEM3Embeddings(model=model), BGEM3SparseEmbeddings(model=model).for_milvus()],
-        vector_field=["dense", "sparse"],
-        connection_args={"uri": str(tmp_path / "milvus.db")},
+    sparse = BGEM3SparseEmbeddings(model=model)
+    texts = [t for t, v in zip(TEXTS, sparse.embed_documents(TEXTS), strict=True) if v.indices]
+    store = Milvus(
+        [BGEM3Embeddings(model=model), sparse.for_milvus()], vector_field=["dense", "sparse"],
+        connection_args={"uri": str(tmp_path / "milvus.db")}, auto_id=True,
         index_params=[{"index_type": "FLAT", "metric_type": "IP"},
                       {"index_type": "SPARSE_INVERTED_INDEX", "metric_type": "IP",
                        "params": {"drop_ratio_build": 0.0}}],
-        drop_old=True)
-    assert store.similarity_search(TEXTS[2], k=2, ranker_type="rrf")[0].page_content == TEXTS[2]
+        search_params=[{"metric_type": "IP", "params": {}}, {"metric_type": "IP", "params": {}}])
+    ids = store.add_texts(texts, metadatas=[{"n": i} for i in range(len(texts))])
+    assert len(ids) == len(texts)
+    for i in (2, 9):
+        docs = store.similarity_search(texts[i], k=2)
+        assert docs[0].page_content == texts[i] and docs[0].metadata["n"] == i

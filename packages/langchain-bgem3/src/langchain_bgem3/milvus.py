@@ -21,9 +21,10 @@ __all__ = ["BGEM3MilvusSparseEmbedding"]
 class BGEM3MilvusSparseEmbedding(BaseSparseEmbedding):
     """BGE-M3 lexical weights as Milvus sparse vectors (``{token_id: weight}``).
 
-    Milvus Lite wants an explicit sparse index: pass
-    ``index_params={"index_type": "SPARSE_INVERTED_INDEX", "metric_type": "IP"}`` for the
-    sparse field (it rejects ``AUTOINDEX`` and a non-zero ``drop_ratio_build``). Milvus
+    Milvus Lite wants explicit sparse parameters: ``{"index_type": "SPARSE_INVERTED_INDEX",
+    "metric_type": "IP", "params": {"drop_ratio_build": 0.0}}`` as the sparse field's index
+    params and ``{"metric_type": "IP", "params": {}}`` as its search params (it rejects
+    ``AUTOINDEX`` and non-zero drop ratios). Milvus
     also rejects an empty sparse vector, which a text gets when all its token weights are 0.
 
     Args:
