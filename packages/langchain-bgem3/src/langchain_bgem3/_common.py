@@ -46,6 +46,18 @@ class BGEM3Model(BaseModel):
         return output_cache(self._bgem3)
 
 
+class BGEM3Encoder(BGEM3Model):
+    """:class:`BGEM3Model` plus the encoding options of the embedding classes."""
+
+    batch_size: int = Field(default=256, gt=0, description="Texts per forward batch at most.")
+    show_progress: bool | None = Field(
+        default=None, description="Progress bar; None: only for long inputs.")
+    query_max_length: int | None = Field(
+        default=None, gt=0, description="Query truncation length (None: the model's, 512).")
+    document_max_length: int | None = Field(
+        default=None, gt=0, description="Document truncation length (None: the model's, 8192).")
+
+
 def check_texts(texts: Any, what: str = "texts") -> list[str]:
     """A list of strings, or a ``TypeError`` naming what was wrong."""
     if isinstance(texts, (str, bytes)) or not isinstance(texts, (list, tuple)):

@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 
 from langchain_core.embeddings import Embeddings
-from pydantic import Field
 
-from langchain_bgem3._common import BGEM3Model, check_texts
+from langchain_bgem3._common import BGEM3Encoder, check_texts
 
 __all__ = ["BGEM3Embeddings"]
 
 
-class BGEM3Embeddings(BGEM3Model, Embeddings):
+class BGEM3Embeddings(BGEM3Encoder, Embeddings):
     """BGE-M3 dense embeddings (normalised ``[CLS]`` vectors) for LangChain.
 
     Dense and sparse outputs come from one forward pass and recent ones are cached per
@@ -28,14 +27,6 @@ class BGEM3Embeddings(BGEM3Model, Embeddings):
             vectors = emb.embed_documents(["BGE-M3 has three outputs."])
             query = emb.embed_query("How many outputs?")
     """
-
-    batch_size: int = Field(default=256, gt=0, description="Texts per forward batch at most.")
-    show_progress: bool | None = Field(
-        default=None, description="Progress bar; None: only for long inputs.")
-    query_max_length: int | None = Field(
-        default=None, gt=0, description="Query truncation length (None: the model's, 512).")
-    document_max_length: int | None = Field(
-        default=None, gt=0, description="Document truncation length (None: the model's, 8192).")
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """Dense vectors of documents, as Python floats."""

@@ -6,14 +6,13 @@ import asyncio
 from typing import Any
 
 from langchain_qdrant import SparseEmbeddings, SparseVector
-from pydantic import Field
 
-from langchain_bgem3._common import BGEM3Model, check_texts
+from langchain_bgem3._common import BGEM3Encoder, check_texts
 
 __all__ = ["BGEM3SparseEmbeddings"]
 
 
-class BGEM3SparseEmbeddings(BGEM3Model, SparseEmbeddings):
+class BGEM3SparseEmbeddings(BGEM3Encoder, SparseEmbeddings):
     """BGE-M3 sparse (lexical) vectors: token ids and weights, special tokens dropped.
 
     A ``langchain_qdrant.SparseEmbeddings``, so it plugs into
@@ -32,14 +31,6 @@ class BGEM3SparseEmbeddings(BGEM3Model, SparseEmbeddings):
                 texts, BGEM3Embeddings(), sparse_embedding=BGEM3SparseEmbeddings(),
                 retrieval_mode=RetrievalMode.HYBRID, location=":memory:")
     """
-
-    batch_size: int = Field(default=256, gt=0, description="Texts per forward batch at most.")
-    show_progress: bool | None = Field(
-        default=None, description="Progress bar; None: only for long inputs.")
-    query_max_length: int | None = Field(
-        default=None, gt=0, description="Query truncation length (None: the model's, 512).")
-    document_max_length: int | None = Field(
-        default=None, gt=0, description="Document truncation length (None: the model's, 8192).")
 
     def embed_documents(self, texts: list[str]) -> list[SparseVector]:
         """Sparse vectors of documents."""
