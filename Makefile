@@ -33,6 +33,7 @@ test: setup ## run the whole test suite (offline, CPU)
 lint: setup ## ruff and mypy
 	$(BIN)/ruff check packages tests benchmarks examples
 	$(BIN)/mypy
+	cd packages/llama-index-bgem3/src && $(CURDIR)/$(BIN)/mypy --strict --explicit-package-bases llama_index/*/bgem3/*.py
 
 $(TINY)/config.json: | setup
 	$(BIN)/python -m bgem3.testing $(TINY) > /dev/null

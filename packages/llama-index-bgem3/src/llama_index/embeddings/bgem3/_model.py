@@ -1,0 +1,63 @@
+"""The model fields every LlamaIndex component of this distribution shares."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field, PrivateAttr
+
+from bgem3.shared import OutputCache, output_cache, resolve_model
+
+DEFAULT_MODEL = "BAAI/bge-m3"
+
+
+class BGEM3Fields(BaseModel):
+    """``model=`` (a loaded ``bgem3.BGEM3``) or ``model_name`` / ``device`` / ``dtype``.
+
+    Components built from the same name, device and dtype share one loaded model, and with
+    it one cache of recent dense and sparse outputs.
+    """
+
+    model_name: str = Field(default=DEFAULT_MODEL,
+                            description="Hugging Face hub id or local checkpoint directory.")
+    model: Any = Field(default=None, exclude=True, repr=False,
+                       description="An already loaded bgem3.BGEM3 (overrides model_name).")
+    device: str | None = Field(default=None, description="cpu, cuda, cuda:1, mps; None: best.")
+    dtype: str | None = Field(default=None, description="float32, float16 or bfloat16.")
+    _bgem3: Any = PrivateAttr(default=None)
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Load (or reuse) the model now, so that a bad name fails at construction."""
+        self._bgem3 = resolve_model(self.model, self.model_name, device=self.device,
+                                    dtype=self.dtype)
+        if self.model is not None:
+            self.model_name = self._bgem3.name
+
+    @property
+    def bgem3(self) -> Any:
+        """The ``bgem3.BGEM3`` this component runs."""
+        return self._bgem3
+
+    @property
+    def outputs(self) -> OutputCache:
+        """The shared cache of this model's recent dense and sparse outputs."""
+        return output_cache(self._bgem3)
+
+
+class BGEM3EncodeFields(BGEM3Fields):
+    """:class:`BGEM3Fields` plus the encoding options of the embedding components."""
+
+    embed_batch_size: int = Field(default=64, gt=0, description="Texts per call to the model.")
+    query_max_length: int | None = Field(
+        default=None, gt=0, description="Query truncation length (None: the model's, 512).")
+    document_max_length: int | None = Field(
+        default=None, gt=0, description="Document truncation length (None: the model's, 8192).")
+
+
+def check_query(query: Any) -> str:
+    """A non-empty query string, or a clear error."""
+    if not isinstance(query, str):
+        raise TypeError(f"query must be a str, got {type(query).__name__}")
+    if not query.strip():
+        raise ValueError("query is empty")
+    return query

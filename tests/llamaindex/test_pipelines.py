@@ -1,0 +1,116 @@
+"""LlamaIndex pipelines: VectorStoreIndex, Qdrant hybrid, our retriever in query engines."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from bgem3 import BGEM3, HybridIndex
+from li_data import QUERIES, TEXTS, make_nodes
+from llama_index.core import Settings, StorageContext, VectorStoreIndex
+from llama_index.core.llms import MockLLM
+from llama_index.core.query_engine import RetrieverQueryEngine
+from llama_index.core.retrievers import QueryFusionRetriever
+from llama_index.core.schema import MetadataMode
+from llama_index.core.vector_stores.types import (
+    FilterCondition,
+    FilterOperator,
+    MetadataFilter,
+    MetadataFilters,
+)
+from llama_index.embeddings.bgem3 import BGEM3Embedding
+from llama_index.postprocessor.bgem3 import BGEM3ColbertRerank
+from llama_index.retrievers.bgem3 import BGEM3HybridRetriever
+from llama_index.sparse_embeddings.bgem3 import BGEM3SparseEmbedding
+from llama_index.vector_stores.qdrant import QdrantVectorStore
+from qdrant_client import QdrantClient
+
+
+@pytest.fixture(scope="module")
+def retriever(model: BGEM3) -> BGEM3HybridRetriever:
+    return BGEM3HybridRetriever.from_nodes(make_nodes(), model=model, similarity_top_k=4)
+
+
+def test_vector_store_index_with_our_embedding(model: BGEM3, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(Settings, "_embed_model", BGEM3Embedding(model=model))
+    nodes = make_nodes()
+    index = VectorStoreIndex(nodes)
+    for i in (0, 13):  # the stored vector embeds the metadata too: query with the same text
+        query = nodes[i].get_content(metadata_mode=MetadataMode.EMBED)
+        assert index.as_retriever(similarity_top_k=2).retrieve(query)[0].node.node_id == f"n{i}"
+
+
+def test_qdrant_hybrid_with_our_sparse_functions(model: BGEM3) -> None:
+    sparse = BGEM3SparseEmbedding(model=model)
+    store = QdrantVectorStore("docs", client=QdrantClient(":memory:"), enable_hybrid=True,
+                              sparse_doc_fn=sparse.sparse_doc_fn,
+                              sparse_query_fn=sparse.sparse_query_fn)
+    nodes = [n.model_copy(update={"id_": str(uuid.uuid5(uuid.NAMESPACE_URL, n.node_id))})
+             for n in make_nodes()]  # Qdrant wants UUID point ids
+    index = VectorStoreIndex(nodes, embed_model=BGEM3Embedding(model=model),
+                             storage_context=StorageContext.from_defaults(vector_store=store))
+    hybrid = index.as_retriever(vector_store_query_mode="hybrid", similarity_top_k=3,
+                                sparse_top_k=5)
+    for i in (4, 21):
+        query = nodes[i].get_content(metadata_mode=MetadataMode.EMBED)
+        assert hybrid.retrieve(query)[0].node.node_id == nodes[i].node_id
+
+
+def test_retriever_equals_the_core_index(model: BGEM3, retriever: BGEM3HybridRetriever) -> None:
+    index = HybridIndex(model)
+    index.add(TEXTS, ids=[f"n{i}" for i in range(len(TEXTS))])
+    for query in QUERIES:
+        got = retriever.retrieve(query)
+        hits = index.search(query, k=4)
+        assert [n.node.node_id for n in got] == [h.id for h in hits]
+        assert [n.score for n in got] == pytest.approx([h.score for h in hits])
+        for n, h in zip(got, hits, strict=True):
+            assert n.node.metadata["colbert_score"] == pytest.approx(h.scores["colbert"])
+            assert "colbert_score" not in n.node.get_content(metadata_mode="llm")  # type: ignore[arg-type]
+
+
+async def test_async_filters_and_bad_input(model: BGEM3, retriever: BGEM3HybridRetriever) -> None:
+    assert [n.node.node_id for n in await retriever.aretrieve(QUERIES[1])] == \
+        [n.node.node_id for n in retriever.retrieve(QUERIES[1])]
+    filters = MetadataFilters(filters=[
+        MetadataFilter(key="lang", value="fr"),
+        MetadataFilter(key="n", value=[1, 4, 7, 10], operator=FilterOperator.IN)])
+    french = BGEM3HybridRetriever(retriever.index, 10, filters=filters).retrieve(QUERIES[0])
+    assert french and {n.node.node_id for n in french} <= {"n1", "n4", "n7", "n10"}
+    with pytest.raises(ValueError, match="only AND"):
+        BGEM3HybridRetriever(retriever.index, filters=MetadataFilters(
+            filters=filters.filters, condition=FilterCondition.OR))
+    with pytest.raises(ValueError, match="not supported"):
+        BGEM3HybridRetriever(retriever.index, filters=MetadataFilters(
+            filters=[MetadataFilter(key="n", value=3, operator=FilterOperator.GT)]))
+    with pytest.raises(ValueError, match="query is empty"):
+        retriever.retrieve(" ")
+    with pytest.raises(ValueError, match="similarity_top_k"):
+        BGEM3HybridRetriever(retriever.index, 0)
+    assert BGEM3HybridRetriever.from_nodes([], model=model).retrieve(QUERIES[0]) == []
+
+
+def test_query_engine_with_reranker_and_fusion_retriever(
+        model: BGEM3, retriever: BGEM3HybridRetriever) -> None:
+    llm = MockLLM(max_tokens=8)
+    engine = RetrieverQueryEngine.from_args(
+        retriever, llm=llm, node_postprocessors=[BGEM3ColbertRerank(model=model, top_n=2)])
+    response = engine.query(QUERIES[0])
+    assert len(response.source_nodes) == 2 and str(response)
+    fusion = QueryFusionRetriever([retriever], llm=llm, num_queries=1, similarity_top_k=3,
+                                  mode="reciprocal_rerank")
+    fused = fusion.retrieve(QUERIES[0])
+    assert [n.node.node_id for n in fused] == [n.node.node_id for n in retriever.retrieve(
+        QUERIES[0])][:3]
+
+
+def test_qdrant_backend_and_writes(model: BGEM3, retriever: BGEM3HybridRetriever) -> None:
+    remote = BGEM3HybridRetriever.from_nodes(make_nodes(), model=model, similarity_top_k=4,
+                                             qdrant_client=QdrantClient(":memory:"))
+    for query in QUERIES:
+        assert [n.node.node_id for n in remote.retrieve(query)] == \
+            [n.node.node_id for n in retriever.retrieve(query)]
+    remote.delete(["n0"])
+    assert all(n.node.node_id != "n0" for n in remote.retrieve(TEXTS[0]))
+    with pytest.raises(ValueError, match="no text"):
+        remote.add_nodes([make_nodes()[0].model_copy(update={"text": ""})])
