@@ -38,8 +38,15 @@ lint: setup ## ruff and mypy
 $(TINY)/config.json: | setup
 	$(BIN)/python -m bgem3.testing $(TINY) > /dev/null
 
-demo: setup $(if $(BGEM3_MODEL),,$(TINY)/config.json) ## encode and score a few texts (BGEM3_MODEL=... for a real model)
-	$(BIN)/python examples/quickstart.py --model "$(or $(BGEM3_MODEL),$(TINY))"
+DEMO_MODEL = $(or $(BGEM3_MODEL),$(TINY))
+
+demo: setup $(if $(BGEM3_MODEL),,$(TINY)/config.json) ## index the sample corpus, search it, score (BGEM3_MODEL=... for a real model)
+	$(BIN)/python examples/quickstart.py --model "$(DEMO_MODEL)"
+	$(BIN)/bgem3 index examples/corpus --out .cache/demo-index --model "$(DEMO_MODEL)"
+	$(BIN)/bgem3 search .cache/demo-index "Where is the Eiffel Tower?" -k 5
+	$(BIN)/bgem3 search .cache/demo-index "混合检索" -k 3 --mode sparse
+	$(BIN)/bgem3 score "What is hybrid search?" "Hybrid retrieval combines dense and sparse vectors." \
+		"La tour Eiffel est à Paris." --model "$(DEMO_MODEL)"
 
 bench: setup ## encoding speed against FlagEmbedding (BENCH_ARGS="--workloads W1 --threads 1")
 	$(BIN)/python benchmarks/encode.py $(BENCH_ARGS)

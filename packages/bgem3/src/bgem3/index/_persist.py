@@ -139,11 +139,17 @@ def _remove_version(directory: Path) -> None:
         directory.rmdir()
 
 
-def load_index(path: str | os.PathLike[str], model: Any) -> HybridIndex:
-    """Read an index written by :func:`save_index` and check it against ``model``."""
-    from bgem3.index.embedded import HybridIndex
+def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The checked manifest of the current version of the index at ``path``.
 
-    root = Path(path)
+    Raises:
+        FileNotFoundError: No directory at ``path``.
+        IndexFormatError: Not a bgem3 index, an unreadable manifest, or an unknown version.
+    """
+    return _current_manifest(Path(path))[1]
+
+
+def _current_manifest(root: Path) -> tuple[Path, dict[str, Any]]:
     if not root.is_dir():
         raise FileNotFoundError(f"no index directory at {root}")
     version = _current_version(root)
@@ -161,6 +167,15 @@ def load_index(path: str | os.PathLike[str], model: Any) -> HybridIndex:
             f"{directory}: index format version {manifest.get('format_version')!r} is not "
             f"supported (this bgem3 reads version {FORMAT_VERSION})"
         )
+    return directory, manifest
+
+
+def load_index(path: str | os.PathLike[str], model: Any) -> HybridIndex:
+    """Read an index written by :func:`save_index` and check it against ``model``."""
+    from bgem3.index.embedded import HybridIndex
+
+    root = Path(path)
+    directory, manifest = _current_manifest(root)
     if manifest.get("model_fingerprint") != model.fingerprint:
         raise IndexFormatError(
             f"{root} was built with model {manifest.get('model')!r} (fingerprint "

@@ -1,0 +1,310 @@
+"""The ``bgem3`` command line: index, search, encode and score (also ``python -m bgem3``).
+
+Examples::
+
+    bgem3 index examples/corpus --out my-index
+    bgem3 search my-index "where is the eiffel tower?" -k 5
+    bgem3 encode "a text" "another text" --colbert > vectors.jsonl
+    bgem3 score "what is bge-m3?" "BGE-M3 is an embedding model."
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import sys
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+DEFAULT_MODEL = "BAAI/bge-m3"
+TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".rst")
+
+
+class CLIError(Exception):
+    """A problem the user can fix: printed as one line, exit status 1."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        args.run(args)
+    except KeyboardInterrupt:
+        print("bgem3: interrupted", file=sys.stderr)
+        return 130
+    except (CLIError, OSError, ValueError, TypeError, KeyError) as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"bgem3: error: {message}", file=sys.stderr)
+        hint = _hint(exc)
+        if hint:
+            print(f"bgem3: hint: {hint}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _hint(exc: BaseException) -> str | None:
+    from bgem3.errors import CheckpointNotFoundError
+
+    if isinstance(exc, CheckpointNotFoundError):
+        return "pass --model /path/to/checkpoint or set BGEM3_MODEL to use a local checkpoint"
+    return None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bgem3", description="BGE-M3 dense, sparse and ColBERT retrieval from the shell.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def model_options(p: argparse.ArgumentParser, default: str | None) -> None:
+        fallback = DEFAULT_MODEL if default else "the model that built the index"
+        p.add_argument("--model", default=default,
+                       help=f"hub id or checkpoint directory (default: $BGEM3_MODEL, else "
+                            f"{fallback})")
+        p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
+        p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"])
+
+    env_model = os.environ.get("BGEM3_MODEL") or DEFAULT_MODEL
+
+    p = commands.add_parser("index", help="index text, markdown or JSONL files")
+    p.add_argument("inputs", nargs="+", help="files or directories (.txt .md .jsonl)")
+    p.add_argument("--out", required=True, help="index directory to write")
+    p.add_argument("--chunk-words", type=int, default=200,
+                   help="split long text files into chunks of about this many words")
+    p.add_argument("--no-colbert", action="store_true", help="do not store ColBERT vectors")
+    model_options(p, env_model)
+    p.set_defaults(run=_index)
+
+    p = commands.add_parser("search", help="search an index")
+    p.add_argument("index", help="index directory written by `bgem3 index`")
+    p.add_argument("query")
+    p.add_argument("-k", type=int, default=5, help="hits to show")
+    p.add_argument("--mode", choices=["hybrid", "dense", "sparse"], default="hybrid")
+    p.add_argument("--fusion", choices=["weighted", "rrf"], default="weighted")
+    p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                   help="metadata equality filter (repeat for AND)")
+    p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    model_options(p, os.environ.get("BGEM3_MODEL"))
+    p.set_defaults(run=_search)
+
+    p = commands.add_parser("encode", help="encode texts to JSON lines")
+    p.add_argument("texts", nargs="*", help="texts (or use --input)")
+    p.add_argument("--input", help="a text file (one text per line) or JSONL with 'text'")
+    p.add_argument("--queries", action="store_true", help="encode as queries (max 512 tokens)")
+    p.add_argument("--colbert", action="store_true", help="also write ColBERT vectors")
+    p.add_argument("--out", help="output file (default: standard output)")
+    model_options(p, env_model)
+    p.set_defaults(run=_encode)
+
+    p = commands.add_parser("score", help="FlagEmbedding's five compute_score modes")
+    p.add_argument("query")
+    p.add_argument("passages", nargs="+")
+    p.add_argument("--weights", type=float, nargs=3, default=(0.4, 0.2, 0.4),
+                   metavar=("DENSE", "SPARSE", "COLBERT"))
+    model_options(p, env_model)
+    p.set_defaults(run=_score)
+    return parser
+
+
+def _model(args: argparse.Namespace, name: str | None = None) -> Any:
+    from transformers.utils import logging as hf_logging
+
+    from bgem3.encoder import BGEM3
+
+    hf_logging.disable_progress_bar()  # the CLI shows its own progress, not weight loading
+    return BGEM3(name or args.model, device=args.device, dtype=args.dtype)
+
+
+# ---------------------------------------------------------------------------- index
+def _index(args: argparse.Namespace) -> None:
+    from bgem3.index import HybridIndex
+
+    if args.chunk_words < 1:
+        raise CLIError("--chunk-words must be at least 1")
+    records = list(_records(args.inputs, args.chunk_words))
+    if not records:
+        raise CLIError("no documents found in the inputs (.txt, .md or .jsonl files)")
+    ids = [r["id"] for r in records]
+    duplicates = sorted(i for i, n in Counter(ids).items() if n > 1)
+    if duplicates:
+        raise CLIError(f"duplicate document ids: {duplicates[:5]}")
+    model = _model(args)
+    index = HybridIndex(model, store_colbert=not args.no_colbert)
+    index.add([r["text"] for r in records], ids=ids, metadata=[r["metadata"] for r in records],
+              show_progress=len(records) > 64 or None)
+    index.save(args.out)
+    print(f"indexed {len(index)} documents from {len(args.inputs)} input(s) into {args.out}")
+
+
+def _records(inputs: Sequence[str], chunk_words: int) -> Iterator[dict[str, Any]]:
+    for name in inputs:
+        path = Path(name)
+        if not path.exists():
+            raise CLIError(f"no such file or directory: {name}")
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            if file.suffix == ".jsonl":
+                yield from _jsonl(file)
+            elif file.suffix in TEXT_SUFFIXES or (not path.is_dir() and not file.suffix):
+                yield from _chunks(file, chunk_words)
+
+
+def _read(file: Path) -> str:
+    try:
+        return file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise CLIError(f"{file} is not UTF-8 text") from exc
+
+
+def _jsonl(file: Path) -> Iterator[dict[str, Any]]:
+    for number, line in enumerate(_read(file).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise CLIError(f"{file}:{number}: not JSON ({exc.msg})") from exc
+        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+            raise CLIError(f"{file}:{number}: each line needs a 'text' string")
+        metadata = row.get("metadata")
+        if metadata is None:
+            metadata = {k: v for k, v in row.items() if k not in ("id", "text")}
+        if not isinstance(metadata, dict):
+            raise CLIError(f"{file}:{number}: 'metadata' must be an object")
+        yield {"id": str(row.get("id", f"{file.name}:{number}")), "text": row["text"],
+               "metadata": {**metadata, "source": str(file)}}
+
+
+def _chunks(file: Path, chunk_words: int) -> Iterator[dict[str, Any]]:
+    """Paragraphs packed into chunks of about ``chunk_words`` words (long ones split)."""
+    paragraphs = [p.strip() for p in re.split(r"\n\s*\n", _read(file)) if p.strip()]
+    chunk: list[str] = []
+    count = 0
+    number = 0
+
+    def emit() -> dict[str, Any]:
+        return {"id": f"{file}#{number}", "text": "\n\n".join(chunk),
+                "metadata": {"source": str(file), "chunk": number}}
+
+    for paragraph in paragraphs:
+        words = paragraph.split()
+        for start in range(0, len(words), chunk_words):
+            piece = words[start : start + chunk_words]
+            if chunk and count + len(piece) > chunk_words:
+                yield emit()
+                number += 1
+                chunk, count = [], 0
+            chunk.append(" ".join(piece) if len(words) > chunk_words else paragraph)
+            count += len(piece)
+    if chunk:
+        yield emit()
+
+
+# ---------------------------------------------------------------------------- search
+def _search(args: argparse.Namespace) -> None:
+    from bgem3.index import HybridIndex
+
+    root = Path(args.index)
+    if not root.is_dir():
+        raise CLIError(f"no index at {args.index} (make one with `bgem3 index`)")
+    name = args.model or _index_model(root)
+    index = HybridIndex.load(root, _model(args, name))
+    where: dict[str, Any] = {}
+    for item in args.filter:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CLIError(f"--filter wants KEY=VALUE, got {item!r}")
+        where[key] = _scalar(value)
+    if not args.query.strip():
+        raise CLIError("the query is empty")
+    hits = index.search(args.query, k=args.k, mode=args.mode, fusion=args.fusion,
+                        filter=where or None)
+    if args.json:
+        for rank, hit in enumerate(hits, start=1):
+            print(json.dumps({"rank": rank, "id": hit.id, "score": hit.score,
+                              "scores": hit.scores, "text": hit.text,
+                              "metadata": hit.metadata}, ensure_ascii=False))
+        return
+    print(_table(hits))
+
+
+def _index_model(root: Path) -> str:
+    from bgem3.index._persist import read_manifest
+
+    return str(read_manifest(root).get("model") or DEFAULT_MODEL)
+
+
+def _scalar(value: str) -> Any:
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        return value
+    return parsed if isinstance(parsed, (int, float, bool)) else value
+
+
+def _table(hits: Sequence[Any]) -> str:
+    if not hits:
+        return "no hits"
+    width = max(40, min(shutil.get_terminal_size((100, 20)).columns, 160) - 52)
+    lines = [f"{'rank':>4}  {'score':>7}  {'dense':>6}  {'sparse':>6}  {'colbert':>7}  "
+             f"{'id':<14}  text"]
+    for rank, hit in enumerate(hits, start=1):
+        text = " ".join((hit.text or "").split())
+        snippet = text if len(text) <= width else text[: width - 1] + "…"
+        scores = [hit.scores.get(m) for m in ("dense", "sparse", "colbert")]
+        shown = [f"{s:.3f}" if s is not None else "-" for s in scores]
+        ident = hit.id if len(hit.id) <= 14 else hit.id[:13] + "…"
+        lines.append(f"{rank:>4}  {hit.score:>7.4f}  {shown[0]:>6}  {shown[1]:>6}  "
+                     f"{shown[2]:>7}  {ident:<14}  {snippet}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- encode
+def _encode(args: argparse.Namespace) -> None:
+    texts = list(args.texts)
+    if args.input:
+        file = Path(args.input)
+        if not file.is_file():
+            raise CLIError(f"no such file: {args.input}")
+        if file.suffix == ".jsonl":
+            texts += [r["text"] for r in _jsonl(file)]
+        else:
+            texts += [line for line in _read(file).splitlines() if line.strip()]
+    if not texts:
+        raise CLIError("nothing to encode: give texts or --input FILE")
+    model = _model(args)
+    encode = model.encode_queries if args.queries else model.encode_documents
+    out = encode(texts, dense=True, sparse=True, colbert=args.colbert,
+                 show_progress=len(texts) > 64 or None)
+    tokens = model.decode_sparse(out.sparse)
+    stream = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
+    try:
+        for i, text in enumerate(texts):
+            row: dict[str, Any] = {"text": text, "dense": out.dense[i].tolist(),
+                                   "sparse": tokens[i]}
+            if args.colbert:
+                row["colbert"] = out.colbert[i].tolist()
+            stream.write(json.dumps(row, ensure_ascii=False) + "\n")
+    finally:
+        if args.out:
+            stream.close()
+
+
+# ---------------------------------------------------------------------------- score
+def _score(args: argparse.Namespace) -> None:
+    model = _model(args)
+    scores = model.compute_score([(args.query, p) for p in args.passages],
+                                 weights=tuple(args.weights))
+    modes = list(scores)
+    print(f"{'passage':<40}  " + "  ".join(f"{m:>20}" for m in modes))
+    for i, passage in enumerate(args.passages):
+        text = " ".join(passage.split())
+        text = text if len(text) <= 40 else text[:39] + "…"
+        print(f"{text:<40}  " + "  ".join(f"{scores[m][i]:>20.4f}" for m in modes))
