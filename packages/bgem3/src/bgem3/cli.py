@@ -118,7 +118,7 @@ def _model(args: argparse.Namespace, name: str | None = None) -> Any:
 
     from bgem3.encoder import BGEM3
 
-    hf_logging.disable_progress_bar()  # the CLI shows its own progress, not weight loading
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # no weight-loading bar
     return BGEM3(name or args.model, device=args.device, dtype=args.dtype)
 
 
