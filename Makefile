@@ -31,7 +31,7 @@ test: setup ## run the whole test suite (offline, CPU)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 lint: setup ## ruff and mypy
-	$(BIN)/ruff check packages tests benchmarks examples
+	$(BIN)/ruff check packages tests benchmarks examples notebooks conftest.py
 	$(BIN)/mypy
 	cd packages/llama-index-bgem3/src && $(CURDIR)/$(BIN)/mypy --strict --explicit-package-bases llama_index/*/bgem3/*.py
 
