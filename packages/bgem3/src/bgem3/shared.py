@@ -32,7 +32,15 @@ from numpy.typing import NDArray
 
 from bgem3._types import EncodeOutput, SparseVector
 
-__all__ = ["OutputCache", "output_cache", "rerank_scores", "resolve_model", "shared_model"]
+__all__ = [
+    "OutputCache",
+    "check_query",
+    "new_index",
+    "output_cache",
+    "rerank_scores",
+    "resolve_model",
+    "shared_model",
+]
 
 _models: weakref.WeakValueDictionary[tuple[str, str | None, str | None], Any] = (
     weakref.WeakValueDictionary())
@@ -205,8 +213,7 @@ def rerank_scores(
     """
     from bgem3.scoring import colbert_scores, dense_scores, fuse_scores, sparse_scores
 
-    if not isinstance(query, str):
-        raise TypeError(f"query must be a str, got {type(query).__name__}")
+    check_query(query)
     if weights is not None:
         fuse_scores(0.0, 0.0, 0.0, weights)  # validates the weights before any encoding
     combined = weights is not None
@@ -220,3 +227,23 @@ def rerank_scores(
     per_mode["sparse"] = sparse_scores(q.sparse, d.sparse)[0]
     fused = fuse_scores(per_mode["dense"], per_mode["sparse"], per_mode["colbert"], weights)
     return fused, per_mode
+
+
+def check_query(query: Any) -> str:
+    """``query`` if it is a non-empty string; a ``TypeError`` or ``ValueError`` otherwise."""
+    if not isinstance(query, str):
+        raise TypeError(f"query must be a str, got {type(query).__name__}")
+    if not query.strip():
+        raise ValueError("query is empty")
+    return query
+
+
+def new_index(model: Any, qdrant_client: Any = None, collection: str = "bgem3") -> Any:
+    """An embedded :class:`~bgem3.HybridIndex`, or a Qdrant one when a client is given."""
+    if qdrant_client is not None:
+        from bgem3.index.qdrant import QdrantHybridIndex
+
+        return QdrantHybridIndex(model, qdrant_client, collection)
+    from bgem3.index.embedded import HybridIndex
+
+    return HybridIndex(model)

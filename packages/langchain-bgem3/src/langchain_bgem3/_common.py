@@ -68,15 +68,6 @@ def check_texts(texts: Any, what: str = "texts") -> list[str]:
     return list(texts)
 
 
-def check_query(query: Any) -> str:
-    """A non-empty query string, or a clear error."""
-    if not isinstance(query, str):
-        raise TypeError(f"query must be a str, got {type(query).__name__}")
-    if not query.strip():
-        raise ValueError("query is empty")
-    return query
-
-
 def check_positive(value: Any, name: str) -> int:
     """A positive ``int`` parameter such as ``k`` or ``top_n``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:

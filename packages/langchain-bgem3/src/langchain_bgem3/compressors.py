@@ -6,12 +6,12 @@ import asyncio
 from collections.abc import Sequence
 
 import numpy as np
-from bgem3.shared import rerank_scores
+from bgem3.shared import check_query, rerank_scores
 from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
 from pydantic import Field, field_validator
 
-from langchain_bgem3._common import BGEM3Model, check_query
+from langchain_bgem3._common import BGEM3Model
 
 __all__ = ["BGEM3ColbertReranker"]
 

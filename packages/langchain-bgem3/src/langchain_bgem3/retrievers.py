@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from bgem3.shared import resolve_model
+from bgem3.shared import check_query, new_index, resolve_model
 from langchain_core.callbacks import (
     AsyncCallbackManagerForRetrieverRun,
     CallbackManagerForRetrieverRun,
@@ -15,7 +15,7 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field
 
-from langchain_bgem3._common import DEFAULT_MODEL, check_positive, check_query, check_texts
+from langchain_bgem3._common import DEFAULT_MODEL, check_positive, check_texts
 
 __all__ = ["BGEM3HybridRetriever"]
 
@@ -87,14 +87,7 @@ class BGEM3HybridRetriever(BaseRetriever):
             **kwargs: Other fields of the retriever (``mode``, ``fusion``, ``weights``...).
         """
         bgem3_model = resolve_model(model, model_name, device=device, dtype=dtype)
-        if qdrant_client is not None:
-            from bgem3.index import QdrantHybridIndex
-
-            index: Any = QdrantHybridIndex(bgem3_model, qdrant_client, collection_name)
-        else:
-            from bgem3 import HybridIndex
-
-            index = HybridIndex(bgem3_model)
+        index = new_index(bgem3_model, qdrant_client, collection_name)
         retriever = cls(index=index, k=k, **kwargs)
         retriever.add_texts(texts, metadatas, ids=ids)
         return retriever

@@ -52,12 +52,3 @@ class BGEM3EncodeFields(BGEM3Fields):
         default=None, gt=0, description="Query truncation length (None: the model's, 512).")
     document_max_length: int | None = Field(
         default=None, gt=0, description="Document truncation length (None: the model's, 8192).")
-
-
-def check_query(query: Any) -> str:
-    """A non-empty query string, or a clear error."""
-    if not isinstance(query, str):
-        raise TypeError(f"query must be a str, got {type(query).__name__}")
-    if not query.strip():
-        raise ValueError("query is empty")
-    return query

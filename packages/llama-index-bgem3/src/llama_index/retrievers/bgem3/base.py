@@ -14,9 +14,9 @@ from llama_index.core.vector_stores.types import (
     MetadataFilter,
     MetadataFilters,
 )
-from llama_index.embeddings.bgem3._model import DEFAULT_MODEL, check_query
+from llama_index.embeddings.bgem3._model import DEFAULT_MODEL
 
-from bgem3.shared import resolve_model
+from bgem3.shared import check_query, new_index, resolve_model
 
 __all__ = ["BGEM3HybridRetriever"]
 
@@ -91,14 +91,7 @@ class BGEM3HybridRetriever(BaseRetriever):
     ) -> BGEM3HybridRetriever:
         """Index ``nodes`` (their ids, text and metadata) and return a retriever over them."""
         bgem3_model = resolve_model(model, model_name, device=device, dtype=dtype)
-        if qdrant_client is not None:
-            from bgem3.index import QdrantHybridIndex
-
-            index: Any = QdrantHybridIndex(bgem3_model, qdrant_client, collection_name)
-        else:
-            from bgem3 import HybridIndex
-
-            index = HybridIndex(bgem3_model)
+        index = new_index(bgem3_model, qdrant_client, collection_name)
         retriever = cls(index, similarity_top_k, **kwargs)
         retriever.add_nodes(nodes)
         return retriever
