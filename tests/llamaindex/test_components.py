@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import bgem3
 import numpy as np
@@ -104,9 +106,11 @@ def test_namespace_layout_and_no_torch_at_import(tmp_path) -> None:  # type: ign
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
     # the built wheel ships PEP 420 namespaces: no __init__.py above the bgem3 folders
+    source = tmp_path / "source"  # build from a copy: no build/ left in the checkout
+    shutil.copytree(Path(__file__).resolve().parents[2] / "packages" / "llama-index-bgem3",
+                    source, ignore=shutil.ignore_patterns("build", "*.egg-info"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                    "-w", str(tmp_path), "packages/llama-index-bgem3"], check=True,
-                   capture_output=True)
+                    "-w", str(tmp_path), str(source)], check=True, capture_output=True)
     import zipfile
 
     (wheel,) = tmp_path.glob("llama_index_bgem3-*.whl")

@@ -128,8 +128,6 @@ class BGEM3HybridRetriever(BaseRetriever):
         options = {name: overrides.get(name, getattr(self, name)) for name in _SEARCH_ARGS}
         check_query(query)
         check_positive(options["k"], "k")
-        if len(self.index) == 0:
-            return []
         hits = self.index.search(query, **options)
         return [Document(page_content=hit.text or "", id=hit.id, metadata={
             **hit.metadata, "relevance_score": hit.score,

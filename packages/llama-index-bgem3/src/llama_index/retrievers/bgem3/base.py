@@ -115,8 +115,6 @@ class BGEM3HybridRetriever(BaseRetriever):
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         query = check_query(query_bundle.query_str)
-        if len(self.index) == 0:
-            return []
         hits = self.index.search(query, self.similarity_top_k, filter=self._where,
                                  **self.search_options)
         results = []
