@@ -11,21 +11,38 @@ BGEM3_MODEL ?=
 TINY := .cache/tiny-bge-m3
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test lint demo bench clean
+.PHONY: help setup lock test test-latest test-lowest lint demo bench dist dist-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-setup: $(VENV)/.installed ## create .venv with every package, test and lint tool
+setup: $(VENV)/.installed ## create .venv from the lock: every package, test and lint tool
 
-$(VENV)/.installed: requirements-dev.txt $(wildcard packages/*/pyproject.toml)
+# The lock (requirements-dev.lock) pins every package except torch and our own three, with
+# hashes; it is installed without dependency resolution, so nothing newer can slip in.
+LOCK := requirements-dev.lock
+PACKAGES := packages/bgem3 packages/langchain-bgem3 packages/llama-index-bgem3
+EDITABLES := $(foreach p,$(PACKAGES),-e $(p))
+
+$(VENV)/.installed: $(LOCK) $(wildcard packages/*/pyproject.toml)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c 'import torch, sys; sys.exit(tuple(map(int, torch.__version__.split(".")[:2])) < (2, 1))' 2>/dev/null \
 		|| $(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -c 'import torch; print("torch==" + torch.__version__)' > $(VENV)/constraints.txt
-	PIP_CONSTRAINT=$(VENV)/constraints.txt $(BIN)/python -m pip install -q -r requirements-dev.txt
+	$(BIN)/python -m pip install -q --no-deps --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation $(EDITABLES)
+	$(BIN)/python -m pip check
 	touch $@
+
+# `make lock` re-resolves requirements-dev.in to the newest versions it allows, for every
+# platform and Python >= 3.10, then reinstalls and runs the tests; commit the new lock only if
+# they pass (`git checkout $(LOCK)` takes it back). LOCK_ARGS= keeps the current pins where
+# they still fit (after adding a package); LOCK_ARGS="--upgrade-package X" moves one.
+LOCK_ARGS ?= --upgrade
+lock: setup ## re-resolve requirements-dev.in into the lock, reinstall, run the tests
+	$(BIN)/uv pip compile requirements-dev.in -o $(LOCK) $(LOCK_ARGS) --quiet \
+		--universal --python-version 3.10 --generate-hashes --excludes <(echo torch) \
+		$(foreach p,$(notdir $(PACKAGES)),--no-emit-package $(p)) --custom-compile-command "make lock"
+	$(MAKE) test
 
 test: setup ## run the whole test suite (offline, CPU)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
