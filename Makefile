@@ -47,6 +47,30 @@ lock: setup ## re-resolve requirements-dev.in into the lock, reinstall, run the 
 test: setup ## run the whole test suite (offline, CPU)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
+# Drift and range checks: throwaway venvs under .cache/, not part of CI (.ci/run).
+LATEST := .cache/venv-latest
+LOWEST := .cache/venv-lowest
+TORCH_PIN = $$($(BIN)/python -c 'import torch; print("torch==" + torch.__version__)')
+
+test-latest: setup ## the tests on the newest versions requirements-dev.in allows (not the lock)
+	rm -rf $(LATEST) && $(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install -q --upgrade pip
+	$(LATEST)/bin/python -m pip install -q "$(TORCH)"
+	$(LATEST)/bin/python -m pip install -q -c <(echo "$(TORCH_PIN)") --upgrade -r requirements-dev.in
+	$(LATEST)/bin/python -m pip list --format=freeze > $(LATEST)/versions.txt
+	HF_HUB_OFFLINE=1 $(LATEST)/bin/python -m pytest -q -p no:cacheprovider
+
+# The packages' own dependencies at their lower bounds (tools/lowest_pins.py), test tools at
+# whatever fits them; torch at its lower bound comes from PyPI (a CUDA build, ~3 GB).
+test-lowest: setup ## the tests on the lowest versions the packages' pyproject.toml files allow
+	rm -rf $(LOWEST) && $(PYTHON) -m venv $(LOWEST)
+	$(BIN)/python tools/lowest_pins.py $(wildcard packages/*/pyproject.toml) > $(LOWEST)/pins.txt
+	$(BIN)/uv pip compile requirements-dev.in -c $(LOWEST)/pins.txt -o $(LOWEST)/requirements.txt \
+		--quiet --python $(LOWEST)/bin/python $(foreach p,$(notdir $(PACKAGES)),--no-emit-package $(p))
+	$(BIN)/uv pip install -q --python $(LOWEST)/bin/python -r $(LOWEST)/requirements.txt
+	$(BIN)/uv pip install -q --python $(LOWEST)/bin/python --no-deps $(EDITABLES)
+	HF_HUB_OFFLINE=1 $(LOWEST)/bin/python -m pytest -q -p no:cacheprovider
+
 lint: setup ## ruff and mypy
 	$(BIN)/ruff check packages tests benchmarks examples notebooks conftest.py
 	$(BIN)/mypy
