@@ -6,12 +6,10 @@ BIN := $(VENV)/bin
 # Which torch `make setup` installs when the venv has none. Any torch >= 2.1 that is
 # already in $(VENV) is kept (install a CUDA build there first if you want one).
 TORCH ?= torch==2.13.0
-# Checkpoint for `make demo`: empty builds the tiny random test checkpoint (offline).
-BGEM3_MODEL ?=
 TINY := .cache/tiny-bge-m3
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock test test-latest test-lowest lint demo bench dist dist-check clean
+.PHONY: help setup lock test test-latest test-lowest lint demo bench dist-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -72,22 +70,23 @@ test-lowest: setup ## the tests on the lowest versions the packages' pyproject.t
 	HF_HUB_OFFLINE=1 $(LOWEST)/bin/python -m pytest -q -p no:cacheprovider
 
 lint: setup ## ruff and mypy
-	$(BIN)/ruff check packages tests benchmarks examples notebooks conftest.py
+	$(BIN)/ruff check packages tests benchmarks examples notebooks tools conftest.py
 	$(BIN)/mypy
 	cd packages/llama-index-bgem3/src && $(CURDIR)/$(BIN)/mypy --strict --explicit-package-bases llama_index/*/bgem3/*.py
 
-$(TINY)/config.json: | setup
-	$(BIN)/python -m bgem3.testing $(TINY) > /dev/null
+dist-check: setup ## build wheels + sdists (dist/), twine check, install them in a clean venv, smoke test
+	$(BIN)/python tools/dist_check.py --torch "$(TORCH)"
 
-DEMO_MODEL = $(or $(BGEM3_MODEL),$(TINY))
-
-demo: setup $(if $(BGEM3_MODEL),,$(TINY)/config.json) ## index the sample corpus, search it, score (BGEM3_MODEL=... for a real model)
-	$(BIN)/python examples/quickstart.py --model "$(DEMO_MODEL)"
-	$(BIN)/bgem3 index examples/corpus --out .cache/demo-index --model "$(DEMO_MODEL)"
-	$(BIN)/bgem3 search .cache/demo-index "Where is the Eiffel Tower?" -k 5
-	$(BIN)/bgem3 search .cache/demo-index "混合检索" -k 3 --mode sparse
+# The demo runs on BAAI/bge-m3 when it is cached or the hub answers, else at once on a tiny
+# random checkpoint (examples/demo_model.py says which); BGEM3_MODEL=... overrides both.
+demo: setup ## index the sample corpus, search it, score (BAAI/bge-m3 if reachable; BGEM3_MODEL=...)
+	@model="$${BGEM3_MODEL:-$$($(BIN)/python examples/demo_model.py --tiny $(TINY))}" && set -x && \
+	$(BIN)/python examples/quickstart.py --model "$$model" && \
+	$(BIN)/bgem3 index examples/corpus --out .cache/demo-index --model "$$model" && \
+	$(BIN)/bgem3 search .cache/demo-index "Where is the Eiffel Tower?" -k 5 && \
+	$(BIN)/bgem3 search .cache/demo-index "混合检索" -k 3 --mode sparse && \
 	$(BIN)/bgem3 score "What is hybrid search?" "Hybrid retrieval combines dense and sparse vectors." \
-		"La tour Eiffel est à Paris." --model "$(DEMO_MODEL)"
+		"La tour Eiffel est à Paris." --model "$$model"
 
 bench: setup ## encoding speed against FlagEmbedding (BENCH_ARGS="--workloads W1 --threads 1")
 	$(BIN)/python benchmarks/encode.py $(BENCH_ARGS)

@@ -8,10 +8,14 @@ test tools float to whatever fits. Extras named in ``requirements-dev.in`` are i
 from __future__ import annotations
 
 import sys
-import tomllib
 from pathlib import Path
 
 from packaging.requirements import Requirement
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 OURS = {"bgem3", "langchain-bgem3", "llama-index-bgem3"}
 
