@@ -21,7 +21,9 @@ __all__ = [
     "lexical_matching_score",
     "maxsim",
     "packed_colbert_scores",
+    "rrf_fuse",
     "sparse_scores",
+    "weighted_fuse",
 ]
 
 Weights = tuple[float, float, float]
@@ -235,3 +237,75 @@ def fuse_scores(
         raise ValueError(f"weights sum to zero: {weights}")
     c = np.asarray(colbert, dtype=np.float64)
     return (w[2] * c + w[1] * s + w[0] * d) / total
+
+
+def weighted_fuse(scores: Sequence[NDArray[np.floating]],
+                  weights: NDArray[np.floating] | Sequence[float]) -> NDArray[np.float64]:
+    """``sum(w_m * s_m) / sum(w_m)`` over modes, for one weight vector or a grid of them.
+
+    The index's weighted fusion and the evaluation's weight grid both run this function,
+    so a grid point ranks documents exactly as a search with those weights does.
+
+    Args:
+        scores: One ``[n]`` score array per mode.
+        weights: ``[m]`` weights, or ``[g, m]`` for ``g`` weight vectors at once.
+
+    Returns:
+        ``float64 [n]``, or ``[n, g]`` for a grid.
+
+    Raises:
+        ValueError: A negative or non-finite weight, or weights that sum to zero.
+
+    Example:
+        >>> weighted_fuse([np.array([1.0, 0.0]), np.array([0.0, 1.0])], [3, 1]).tolist()
+        [0.75, 0.25]
+        >>> weighted_fuse([np.array([1.0]), np.array([0.0])], [[1, 0], [1, 1]]).tolist()
+        [[1.0, 0.5]]
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    grid = w.ndim == 2
+    w = w if grid else w[None, :]
+    if w.ndim != 2 or w.shape[1] != len(scores):
+        raise ValueError(f"expected {len(scores)} weights per vector, got shape {np.shape(weights)}")
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise ValueError(f"weights must be finite and non-negative, got {np.asarray(weights)}")
+    total_weight = w.sum(axis=1)
+    if (total_weight <= 0).any():
+        raise ValueError("the weights of the modes in use sum to zero")
+    total = np.zeros((np.shape(scores[0])[0], w.shape[0]), dtype=np.float64)
+    for m, values in enumerate(scores):
+        total += w[:, m] * np.asarray(values, dtype=np.float64)[:, None]
+    fused: NDArray[np.float64] = total / total_weight
+    return fused if grid else fused[:, 0]
+
+
+def rrf_fuse(scores: Sequence[NDArray[np.floating]], members: Sequence[NDArray[np.bool_]],
+             k: float | NDArray[np.floating] = 60) -> NDArray[np.float64]:
+    """Reciprocal rank fusion: ``sum over modes of 1 / (k + rank)``, ranks from 1.
+
+    Each mode ranks only its own members (its candidate list) by score, ties by position;
+    the other documents get nothing from that mode.
+
+    Args:
+        scores: One ``[n]`` score array per mode.
+        members: One ``bool [n]`` mask per mode.
+        k: The RRF constant (60 in the original paper), or ``[g]`` values at once.
+
+    Returns:
+        ``float64 [n]``, or ``[n, g]`` for an array of ``k``.
+
+    Example:
+        >>> rrf_fuse([np.array([0.9, 0.1])], [np.array([True, True])], k=1).tolist()
+        [0.5, 0.3333333333333333]
+    """
+    ks = np.asarray(k, dtype=np.float64)
+    grid = ks.ndim == 1
+    ks = ks if grid else ks[None]
+    if not np.isfinite(ks).all() or (ks < 0).any():
+        raise ValueError(f"the RRF constant must be finite and non-negative, got {k}")
+    total = np.zeros((np.shape(scores[0])[0], ks.shape[0]), dtype=np.float64)
+    for values, member in zip(scores, members, strict=True):
+        rows = np.flatnonzero(member)
+        order = rows[np.argsort(-np.asarray(values)[rows], kind="stable")]
+        total[order] += 1.0 / (ks[None, :] + np.arange(1, order.size + 1)[:, None])
+    return total if grid else total[:, 0]

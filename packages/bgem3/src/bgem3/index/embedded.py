@@ -16,7 +16,7 @@ import itertools
 import os
 import threading
 import uuid
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -25,9 +25,9 @@ from numpy.typing import NDArray
 
 from bgem3._types import EncodeOutput, Hit, SparseVector
 from bgem3.index._store import BlockArray, GrowingArray, Rows, Snapshot, row_ranges
-from bgem3.scoring import fuse_scores, segment_maxsim
+from bgem3.scoring import fuse_scores, rrf_fuse, segment_maxsim, weighted_fuse
 
-__all__ = ["HybridIndex", "check_search_args", "validate_embeddings"]
+__all__ = ["CandidatePool", "HybridIndex", "check_search_args", "validate_embeddings"]
 
 Mode = Literal["hybrid", "dense", "sparse"]
 Fusion = Literal["weighted", "rrf"]
@@ -321,12 +321,14 @@ class HybridIndex:
         candidates: int = 100,
         rerank: bool | None = None,
         filter: Mapping[str, Any] | None = None,
+        rrf_k: int = RRF_K,
     ) -> list[Hit]:
         """Search with one query; see :meth:`search_batch` for the arguments."""
         if not isinstance(query, str):
             raise TypeError(f"query must be a str, got {type(query).__name__}")
         return self.search_batch([query], k, mode=mode, fusion=fusion, weights=weights,
-                                 candidates=candidates, rerank=rerank, filter=filter)[0]
+                                 candidates=candidates, rerank=rerank, filter=filter,
+                                 rrf_k=rrf_k)[0]
 
     def search_batch(
         self,
@@ -339,6 +341,7 @@ class HybridIndex:
         candidates: int = 100,
         rerank: bool | None = None,
         filter: Mapping[str, Any] | None = None,
+        rrf_k: int = RRF_K,
     ) -> list[list[Hit]]:
         """Search with many queries (encoded in one batch).
 
@@ -349,7 +352,7 @@ class HybridIndex:
                 ``"dense"`` or ``"sparse"``.
             fusion: ``"weighted"``: FlagEmbedding's weighted average of the per-mode
                 scores, ``sum(w_m * s_m) / sum(w_m)`` over the modes in use; ``"rrf"``:
-                reciprocal rank fusion ``sum(1 / (60 + rank_m))``, where each mode ranks
+                reciprocal rank fusion ``sum(1 / (rrf_k + rank_m))``, where each mode ranks
                 its own candidate list (ColBERT ranks the whole pool).
             weights: ``(w_dense, w_sparse, w_colbert)``; the BGE-M3 README's
                 ``(0.4, 0.2, 0.4)`` by default.
@@ -359,6 +362,7 @@ class HybridIndex:
                 stores ColBERT vectors.
             filter: Metadata conditions, all of which must hold, applied before top-k:
                 ``{"lang": "en"}`` (equality) or ``{"year": [2023, 2024]}`` (in).
+            rrf_k: The constant of reciprocal rank fusion (60, as in the RRF paper).
 
         Returns:
             One list of :class:`~bgem3.Hit` per query, best first.
@@ -370,14 +374,15 @@ class HybridIndex:
         if isinstance(queries, str):
             raise TypeError("queries must be a list of strings; use search() for one query")
         texts = list(queries)
-        use_colbert = self._check_search(k, mode, fusion, candidates, rerank, weights)
+        use_colbert = self._check_search(k, mode, fusion, candidates, rerank, weights, rrf_k)
         encoded = self.model.encode_queries(texts, dense=True, sparse=True, colbert=use_colbert)
         return self.search_encoded(encoded, k, mode=mode, fusion=fusion, weights=weights,
-                                   candidates=candidates, rerank=use_colbert, filter=filter)
+                                   candidates=candidates, rerank=use_colbert, filter=filter,
+                                   rrf_k=rrf_k)
 
     def _check_search(self, k: int, mode: str, fusion: str, candidates: int,
-                      rerank: bool | None, weights: Sequence[float]) -> bool:
-        check_search_args(k, mode, fusion, candidates, weights, ("weighted", "rrf"))
+                      rerank: bool | None, weights: Sequence[float], rrf_k: int = RRF_K) -> bool:
+        check_search_args(k, mode, fusion, candidates, weights, ("weighted", "rrf"), rrf_k)
         if rerank and not self.store_colbert:
             raise ValueError("rerank=True needs an index built with store_colbert=True")
         return self.store_colbert if rerank is None else rerank
@@ -393,26 +398,65 @@ class HybridIndex:
         candidates: int = 100,
         rerank: bool | None = None,
         filter: Mapping[str, Any] | None = None,
+        rrf_k: int = RRF_K,
     ) -> list[list[Hit]]:
         """Search with queries encoded already (``encode_queries`` output).
 
         Takes the arguments of :meth:`search_batch`; use it to embed once and search often.
         """
-        use_colbert = self._check_search(k, mode, fusion, candidates, rerank, weights)
+        use_colbert = self._check_search(k, mode, fusion, candidates, rerank, weights, rrf_k)
+        snap = self.snapshot()
+        return [_hits(snap, pool, pool.fuse(fusion, weights, rrf_k), k)
+                for pool in self._pools(snap, queries, k, mode, candidates, use_colbert, filter)]
+
+    def score_candidates(
+        self,
+        queries: EncodeOutput,
+        k: int = 10,
+        *,
+        mode: Mode = "hybrid",
+        candidates: int = 100,
+        rerank: bool | None = None,
+        filter: Mapping[str, Any] | None = None,
+    ) -> list[CandidatePool]:
+        """The candidate pool of each query with its exact per-mode scores, unfused.
+
+        This is what :meth:`search_encoded` fuses: ``pool.fuse(fusion, weights)`` ranks the
+        pool as that search would. Evaluation uses it to score many fusions at once.
+
+        Args:
+            queries: ``encode_queries`` output with dense, sparse (and, to rerank, ColBERT).
+            k: As in search: each list holds at least ``k`` documents.
+            mode: Candidate source, as in :meth:`search_batch`.
+            candidates: Documents from each of the dense and sparse lists.
+            rerank: Add ColBERT scores of the pool (``None``: when the index stores them).
+            filter: Metadata conditions, as in :meth:`search_batch`.
+
+        Returns:
+            One :class:`CandidatePool` per query.
+        """
+        use_colbert = self._check_search(k, mode, "weighted", candidates, rerank, DEFAULT_WEIGHTS)
+        return list(self._pools(self.snapshot(), queries, k, mode, candidates, use_colbert,
+                                filter))
+
+    def _pools(self, snap: Snapshot, queries: EncodeOutput, k: int, mode: str,
+               candidates: int, use_colbert: bool, filter: Mapping[str, Any] | None
+               ) -> Iterator[CandidatePool]:
+        """Each query's pool; the dense matrix is read once per block of queries."""
         if queries.dense is None or queries.sparse is None:
             raise ValueError("encoded queries need dense and sparse outputs")
         if use_colbert and queries.colbert is None:
             raise ValueError("reranking needs the queries' ColBERT vectors")
-        snap = self.snapshot()
         mask = self._filter_mask(snap, filter)
-        if not mask.any():
-            return [[] for _ in range(len(queries))]
-        results: list[list[Hit]] = []
+        empty = CandidatePool(np.zeros(0, np.int64), [], {}, {})
+        candidates = max(candidates, k)  # each list must be able to fill the k hits
         for start in range(0, len(queries), _QUERY_BLOCK):
             stop = min(start + _QUERY_BLOCK, len(queries))
-            # one pass over the stored dense vectors for a whole block of queries
+            if not mask.any():
+                yield from (empty for _ in range(start, stop))
+                continue
             dense_tops = (_dense_candidates(snap.dense, queries.dense[start:stop], mask,
-                                            max(candidates, k))
+                                            candidates)
                           if mode in ("hybrid", "dense") else None)
             for j in range(stop - start):
                 i = start + j
@@ -421,24 +465,19 @@ class HybridIndex:
                     sparse=_clip(queries.sparse[i], self.vocab_size),
                     colbert=(np.asarray(queries.colbert[i], dtype=np.float32)
                              if use_colbert and queries.colbert else None))
-                results.append(self._search_one(
-                    snap, mask, query, None if dense_tops is None else dense_tops[j],
-                    k, mode, fusion, tuple(weights), candidates))
-        return results
+                yield self._pool(snap, mask, query,
+                                 None if dense_tops is None else dense_tops[j], mode, candidates)
 
-    def _search_one(
+    def _pool(
         self,
         snap: Snapshot,
         mask: NDArray[np.bool_],
         query: _Query,
         dense_top: NDArray[np.int64] | None,
-        k: int,
         mode: str,
-        fusion: str,
-        weights: tuple[float, ...],
         candidates: int,
-    ) -> list[Hit]:
-        candidates = max(candidates, k)  # each list must be able to fill the k hits
+    ) -> CandidatePool:
+        """The candidates of one query with their exact per-mode scores."""
         pools = []
         if dense_top is not None:
             pools.append(dense_top)
@@ -449,36 +488,54 @@ class HybridIndex:
             matching = np.flatnonzero((sparse_all > 0) & mask)
             pools.append(matching[_top(sparse_all[matching], candidates)])
         pool = np.unique(np.concatenate(pools))
-        if pool.size == 0:
-            return []
+        used = [m for m in ("dense", "sparse") if m == mode or mode == "hybrid"]
+        lists = dict(zip(used, pools, strict=True))
         # exact per-mode scores of the pool (fp16 dense storage widened to fp32 here)
         per_mode: dict[str, NDArray[np.float32]] = {
             "dense": _pool_dense_scores(snap.dense.take(pool), query.dense),
             "sparse": (sparse_all[pool] if sparse_all is not None
                        else _sparse_scores(snap, query.sparse, rows=pool)),
         }
-        used = {"dense": mode in ("hybrid", "dense"), "sparse": mode in ("hybrid", "sparse")}
-        lists = dict(zip([m for m in ("dense", "sparse") if used[m]], pools, strict=True))
         if (query.colbert is not None and snap.colbert is not None
-                and snap.colbert_offsets is not None):
+                and snap.colbert_offsets is not None and pool.size):
             starts, ends = snap.colbert_offsets[pool], snap.colbert_offsets[pool + 1]
             per_mode["colbert"] = _colbert_scores(query.colbert, snap.colbert,
                                                   row_ranges(starts, ends), ends - starts)
-            used["colbert"] = True
             lists["colbert"] = pool  # ColBERT reranks the whole pool
-        fused = _fuse(per_mode, used, pool, lists, fusion, weights)
-        best = _top(fused, k)
-        hits = []
-        for j in best:
-            row = int(pool[j])
-            hits.append(Hit(
-                id=snap.ids[row],
-                score=float(fused[j]),
-                scores={name: float(values[j]) for name, values in per_mode.items()},
-                text=snap.texts[row],
-                metadata=dict(snap.metadata[row]),
-            ))
-        return hits
+        return CandidatePool(rows=pool, ids=[snap.ids[r] for r in pool], scores=per_mode,
+                             lists=lists)
+
+
+@dataclass(frozen=True)
+class CandidatePool:
+    """The documents one search scores, with the exact scores that search fuses.
+
+    Attributes:
+        rows: Storage rows of the pool, ascending (the union of the candidate lists).
+        ids: Their document ids.
+        scores: ``float32`` per-mode scores of the pool: ``"dense"`` and ``"sparse"``
+            always, ``"colbert"`` when the search reranks.
+        lists: The rows each mode in use contributed (its own ranking for RRF); ColBERT,
+            when used, ranks the whole pool.
+    """
+
+    rows: NDArray[np.int64]
+    ids: list[str]
+    scores: dict[str, NDArray[np.float32]]
+    lists: dict[str, NDArray[np.int64]]
+
+    def fuse(self, fusion: str, weights: Sequence[float], rrf_k: float = RRF_K
+             ) -> NDArray[np.float64]:
+        """Fused scores of the pool, as :meth:`HybridIndex.search` ranks them."""
+        if self.rows.size == 0:
+            return np.zeros(0)
+        names = [m for m in ("dense", "sparse", "colbert") if m in self.lists]
+        values = [self.scores[m] for m in names]
+        if fusion == "rrf":
+            members = [np.isin(self.rows, self.lists[m]) for m in names]
+            return rrf_fuse(values, members, rrf_k)
+        w = dict(zip(("dense", "sparse", "colbert"), weights, strict=True))
+        return weighted_fuse(values, [w[m] for m in names])
 
 
 @dataclass(frozen=True)
@@ -592,36 +649,28 @@ def _top(scores: NDArray[np.floating], k: int) -> NDArray[np.int64]:
     return part[np.argsort(-scores[part], kind="stable")]
 
 
-def _fuse(per_mode: dict[str, NDArray[np.float32]], used: dict[str, bool],
-          pool: NDArray[np.int64], lists: dict[str, NDArray[np.int64]], fusion: str,
-          weights: tuple[float, ...]) -> NDArray[np.float64]:
-    """Fuse per-mode scores of the candidate pool.
-
-    ``rrf``: each mode ranks the documents of its own candidate list (1 = best) and adds
-    ``1 / (60 + rank)`` to them; the others get nothing from that mode.
-    """
-    names = [m for m in ("dense", "sparse", "colbert") if used.get(m)]
-    if fusion == "rrf":
-        total = np.zeros(per_mode["dense"].shape[0])
-        for name in names:
-            # a mode only votes for the documents of its own candidate list
-            members = np.flatnonzero(np.isin(pool, lists[name]))
-            order = members[np.argsort(-per_mode[name][members], kind="stable")]
-            total[order] += 1.0 / (RRF_K + np.arange(1, order.size + 1))
-        return total
-    w = dict(zip(("dense", "sparse", "colbert"), weights, strict=True))
-    weight_sum = sum(w[m] for m in names)
-    if weight_sum <= 0:
-        raise ValueError(f"the weights of the modes in use ({', '.join(names)}) sum to zero")
-    total = np.zeros(per_mode["dense"].shape[0], dtype=np.float64)
-    for m in names:
-        total += w[m] * per_mode[m].astype(np.float64)
-    return total / weight_sum
+def _hits(snap: Snapshot, pool: CandidatePool, fused: NDArray[np.float64], k: int
+          ) -> list[Hit]:
+    """The ``k`` best of a pool as hits, best first."""
+    hits = []
+    for j in _top(fused, k):
+        row = int(pool.rows[j])
+        hits.append(Hit(
+            id=snap.ids[row],
+            score=float(fused[j]),
+            scores={name: float(values[j]) for name, values in pool.scores.items()},
+            text=snap.texts[row],
+            metadata=dict(snap.metadata[row]),
+        ))
+    return hits
 
 
 def check_search_args(k: int, mode: str, fusion: str, candidates: int,
-                      weights: Sequence[float], fusions: Sequence[str]) -> None:
+                      weights: Sequence[float], fusions: Sequence[str], rrf_k: int = RRF_K
+                      ) -> None:
     """Validate the search arguments both backends share; raise ``ValueError`` if wrong."""
+    if isinstance(rrf_k, bool) or not isinstance(rrf_k, int) or rrf_k < 1:
+        raise ValueError(f"rrf_k must be a positive int, got {rrf_k!r}")
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be a positive int, got {k!r}")
     if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:

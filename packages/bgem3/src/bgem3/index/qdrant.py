@@ -21,11 +21,11 @@ from bgem3._types import EncodeOutput, Hit, SparseVector
 from bgem3.index.embedded import (
     DEFAULT_WEIGHTS,
     RRF_K,
+    CandidatePool,
     Mode,
     _as_ids,
     _as_metadata,
     _count,
-    _fuse,
     _top,
     check_search_args,
     validate_embeddings,
@@ -198,12 +198,14 @@ class QdrantHybridIndex:
         candidates: int = 100,
         rerank: bool | None = None,
         filter: Mapping[str, Any] | None = None,  # the name users expect
+        rrf_k: int = RRF_K,
     ) -> list[Hit]:
         """Search with one query; see :meth:`search_batch` for the arguments."""
         if not isinstance(query, str):
             raise TypeError(f"query must be a str, got {type(query).__name__}")
         return self.search_batch([query], k, mode=mode, fusion=fusion, weights=weights,
-                                 candidates=candidates, rerank=rerank, filter=filter)[0]
+                                 candidates=candidates, rerank=rerank, filter=filter,
+                                 rrf_k=rrf_k)[0]
 
     def search_batch(
         self,
@@ -216,6 +218,7 @@ class QdrantHybridIndex:
         candidates: int = 100,
         rerank: bool | None = None,
         filter: Mapping[str, Any] | None = None,
+        rrf_k: int = RRF_K,
     ) -> list[list[Hit]]:
         """Search with many queries: one encoding batch, one ``query_batch_points`` call.
 
@@ -235,6 +238,7 @@ class QdrantHybridIndex:
             rerank: Score the candidates with ColBERT MaxSim; ``None`` means yes when
                 the collection stores ColBERT vectors.
             filter: Metadata conditions as in :meth:`bgem3.HybridIndex.search`.
+            rrf_k: The constant of reciprocal rank fusion (60, as in the RRF paper).
 
         Returns:
             One list of hits per query, best first, with per-mode scores.
@@ -242,10 +246,11 @@ class QdrantHybridIndex:
         if isinstance(queries, str):
             raise TypeError("queries must be a list of strings; use search() for one query")
         texts = list(queries)
-        use_colbert = self._check_search(k, mode, fusion, candidates, rerank, weights)
+        use_colbert = self._check_search(k, mode, fusion, candidates, rerank, weights, rrf_k)
         encoded = self.model.encode_queries(texts, dense=True, sparse=True, colbert=use_colbert)
         return self.search_encoded(encoded, k, mode=mode, fusion=fusion, weights=weights,
-                                   candidates=candidates, rerank=use_colbert, filter=filter)
+                                   candidates=candidates, rerank=use_colbert, filter=filter,
+                                   rrf_k=rrf_k)
 
     def search_encoded(
         self,
@@ -258,9 +263,10 @@ class QdrantHybridIndex:
         candidates: int = 100,
         rerank: bool | None = None,
         filter: Mapping[str, Any] | None = None,
+        rrf_k: int = RRF_K,
     ) -> list[list[Hit]]:
         """Search with queries encoded already; takes the arguments of :meth:`search_batch`."""
-        use_colbert = self._check_search(k, mode, fusion, candidates, rerank, weights)
+        use_colbert = self._check_search(k, mode, fusion, candidates, rerank, weights, rrf_k)
         if queries.dense is None or queries.sparse is None:
             raise ValueError("encoded queries need dense and sparse outputs")
         if use_colbert and queries.colbert is None:
@@ -273,19 +279,20 @@ class QdrantHybridIndex:
         on_client = fusion == "weighted" or use_colbert or mode != "hybrid"
         where = self._filter(filter)
         requests = [self._request(queries, i, mode, candidates, k, use_colbert, on_client, fusion,
-                                  where) for i in range(len(queries))]
+                                  where, rrf_k) for i in range(len(queries))]
         responses = self.client.query_batch_points(self.collection, requests=requests)
         results = []
         for i, response in enumerate(responses):
             hits = [self._scored(point, queries, i, use_colbert) for point in response.points]
             if on_client:
-                hits = _fuse_pool(hits, k, mode, fusion, tuple(weights), candidates)
+                hits = _fuse_pool(hits, k, mode, fusion, tuple(weights), candidates, rrf_k)
             results.append(hits)
         return results
 
     def _check_search(self, k: int, mode: str, fusion: str, candidates: int,
-                      rerank: bool | None, weights: Sequence[float]) -> bool:
-        check_search_args(k, mode, fusion, candidates, weights, ("weighted", "rrf", "dbsf"))
+                      rerank: bool | None, weights: Sequence[float], rrf_k: int = RRF_K) -> bool:
+        check_search_args(k, mode, fusion, candidates, weights, ("weighted", "rrf", "dbsf"),
+                          rrf_k)
         use_colbert = self.store_colbert if rerank is None else rerank
         if use_colbert and not self.store_colbert:
             raise ValueError("rerank=True needs a collection with ColBERT vectors")
@@ -296,7 +303,8 @@ class QdrantHybridIndex:
         return use_colbert
 
     def _request(self, q: EncodeOutput, i: int, mode: str, candidates: int, k: int,
-                 use_colbert: bool, on_client: bool, fusion: str, where: Any) -> Any:
+                 use_colbert: bool, on_client: bool, fusion: str, where: Any,
+                 rrf_k: int = RRF_K) -> Any:
         models = self._models
         sparse = q.sparse[i]  # type: ignore[index]
         sparse_q = models.SparseVector(indices=sparse.indices.tolist(),
@@ -317,7 +325,7 @@ class QdrantHybridIndex:
             request = {"query": models.FusionQuery(fusion=models.Fusion.RRF),
                        "prefetch": prefetch}
         elif fusion == "rrf":  # Qdrant's RRF is 1 / (k' + rank) with 0-based ranks
-            request = {"query": models.RrfQuery(rrf=models.Rrf(k=RRF_K + 1)),
+            request = {"query": models.RrfQuery(rrf=models.Rrf(k=rrf_k + 1)),
                        "prefetch": prefetch}
         else:
             request = {"query": models.FusionQuery(fusion=models.Fusion.DBSF),
@@ -355,7 +363,7 @@ class QdrantHybridIndex:
 
 
 def _fuse_pool(pool: list[Hit], k: int, mode: str, fusion: str, weights: tuple[float, ...],
-               candidates: int) -> list[Hit]:
+               candidates: int, rrf_k: int) -> list[Hit]:
     """Fuse a candidate pool's per-mode scores as the embedded index does; top ``k``.
 
     Each prefetch's list is the pool's top ``candidates`` by that mode's score: every
@@ -366,18 +374,18 @@ def _fuse_pool(pool: list[Hit], k: int, mode: str, fusion: str, weights: tuple[f
     rows = np.arange(len(pool))
     per_mode = {name: np.array([h.scores.get(name, 0.0) for h in pool], dtype=np.float32)
                 for name in (DENSE, SPARSE, COLBERT)}
-    used = {DENSE: mode in ("hybrid", "dense"), SPARSE: mode in ("hybrid", "sparse"),
-            COLBERT: COLBERT in pool[0].scores}
     lists = {}
-    if used[DENSE]:
+    if mode in ("hybrid", "dense"):
         lists[DENSE] = rows[_top(per_mode[DENSE], candidates)]
-    if used[SPARSE]:
+    if mode in ("hybrid", "sparse"):
         matching = np.flatnonzero(per_mode[SPARSE] > 0)
         lists[SPARSE] = matching[_top(per_mode[SPARSE][matching], candidates)]
-    if used[COLBERT]:
+    if COLBERT in pool[0].scores:
         lists[COLBERT] = rows
     else:
         del per_mode[COLBERT]
-    fused = _fuse(per_mode, used, rows, lists, fusion, weights)
+    candidate_pool = CandidatePool(rows=rows, ids=[h.id for h in pool], scores=per_mode,
+                                   lists=lists)
+    fused = candidate_pool.fuse(fusion, weights, rrf_k)
     return [Hit(pool[j].id, float(fused[j]), pool[j].scores, pool[j].text, pool[j].metadata)
             for j in _top(fused, k)]
