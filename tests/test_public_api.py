@@ -10,10 +10,11 @@ import bgem3
 
 def test_core_all_is_pinned() -> None:
     assert sorted(bgem3.__all__) == sorted([
-        "BGEM3", "BGEM3Error", "CheckpointError", "CheckpointNotFoundError", "EncodeOutput",
-        "EncodePool", "HeadNotLoadedError", "Hit", "HybridIndex", "IndexFormatError",
-        "SparseVector", "TruncationWarning", "__version__", "colbert_scores", "dense_scores",
-        "fuse_scores", "lexical_matching_score", "maxsim", "sparse_scores", "sparse_to_csr",
+        "BGEM3", "BGEM3Error", "CheckpointError", "CheckpointNotFoundError", "DatasetError",
+        "DatasetNotFoundError", "EncodeOutput", "EncodePool", "HeadNotLoadedError", "Hit",
+        "HybridIndex", "IndexFormatError", "SparseVector", "TruncationWarning", "__version__",
+        "colbert_scores", "dense_scores", "evaluate", "fuse_scores", "lexical_matching_score",
+        "maxsim", "sparse_scores", "sparse_to_csr",
     ])
     for name in bgem3.__all__:
         assert getattr(bgem3, name) is not None

@@ -15,10 +15,13 @@ from bgem3.errors import (
     BGEM3Error,
     CheckpointError,
     CheckpointNotFoundError,
+    DatasetError,
+    DatasetNotFoundError,
     HeadNotLoadedError,
     IndexFormatError,
     TruncationWarning,
 )
+from bgem3.evaluation import evaluate
 from bgem3.index import HybridIndex
 from bgem3.parallel import EncodePool
 from bgem3.scoring import (
@@ -40,6 +43,8 @@ __all__ = [
     "BGEM3Error",
     "CheckpointError",
     "CheckpointNotFoundError",
+    "DatasetError",
+    "DatasetNotFoundError",
     "EncodeOutput",
     "EncodePool",
     "HeadNotLoadedError",
@@ -51,6 +56,7 @@ __all__ = [
     "__version__",
     "colbert_scores",
     "dense_scores",
+    "evaluate",
     "fuse_scores",
     "lexical_matching_score",
     "maxsim",

@@ -1,4 +1,4 @@
-"""The ``bgem3`` command line: index, search, encode and score (also ``python -m bgem3``).
+"""The ``bgem3`` command line: index, search, encode, score and eval (also ``python -m bgem3``).
 
 Examples::
 
@@ -6,6 +6,7 @@ Examples::
     bgem3 search my-index "where is the eiffel tower?" -k 5
     bgem3 encode "a text" "another text" --colbert > vectors.jsonl
     bgem3 score "what is bge-m3?" "BGE-M3 is an embedding model."
+    bgem3 eval my-beir-dataset --split test --tune --json
 """
 
 from __future__ import annotations
@@ -110,6 +111,26 @@ def _parser() -> argparse.ArgumentParser:
                    metavar=("DENSE", "SPARSE", "COLBERT"))
     model_options(p, env_model)
     p.set_defaults(run=_score)
+
+    p = commands.add_parser("eval", help="retrieval quality of every mode and fusion on "
+                                         "labelled data (BEIR layout)")
+    p.add_argument("data", metavar="DATA_DIR",
+                   help="corpus.jsonl, queries.jsonl and qrels/<split>.tsv")
+    p.add_argument("--split", default="test", help="qrels split to evaluate (default: test)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--tune", action="store_true",
+                   help="choose fusion weights and the RRF k, scored on held-out queries")
+    p.add_argument("--tune-split", help="choose on this split instead of cross-validating")
+    p.add_argument("--k", type=int, default=10, help="cut-off of nDCG and MRR (default: 10)")
+    p.add_argument("--recall-at", type=int, default=100, help="cut-off of recall (default: 100)")
+    p.add_argument("--candidates", type=int, default=100,
+                   help="documents from each of the dense and sparse lists (default: 100)")
+    p.add_argument("--weights", type=float, nargs=3, default=(0.4, 0.2, 0.4),
+                   metavar=("DENSE", "SPARSE", "COLBERT"))
+    p.add_argument("--index", help="directory to save the corpus encoding in, or reuse it from")
+    p.add_argument("--batch-size", type=int, default=256)
+    model_options(p, env_model)
+    p.set_defaults(run=_eval)
     return parser
 
 
@@ -308,3 +329,21 @@ def _score(args: argparse.Namespace) -> None:
         text = " ".join(passage.split())
         text = text if len(text) <= 40 else text[:39] + "…"
         print(f"{text:<40}  " + "  ".join(f"{scores[m][i]:>20.4f}" for m in modes))
+
+
+# ---------------------------------------------------------------------------- eval
+def _eval(args: argparse.Namespace) -> None:
+    from transformers.utils import logging as hf_logging
+
+    from bgem3.evaluation import evaluate
+
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    report = evaluate(args.model, args.data, split=args.split, k=args.k,
+                      recall_at=args.recall_at, candidates=args.candidates,
+                      weights=tuple(args.weights), tune=args.tune or args.tune_split is not None,
+                      tune_split=args.tune_split, index=args.index, batch_size=args.batch_size,
+                      device=args.device, dtype=args.dtype)
+    if args.json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False))
+    else:
+        print(report.table())

@@ -11,6 +11,8 @@ __all__ = [
     "BGEM3Error",
     "CheckpointError",
     "CheckpointNotFoundError",
+    "DatasetError",
+    "DatasetNotFoundError",
     "HeadNotLoadedError",
     "IndexFormatError",
     "TruncationWarning",
@@ -35,6 +37,17 @@ class HeadNotLoadedError(BGEM3Error, ValueError):
 
 class IndexFormatError(BGEM3Error, ValueError):
     """A saved index is corrupt, truncated, of another format, or built by another model."""
+
+
+class DatasetError(BGEM3Error, ValueError):
+    """An evaluation or training data file is missing, unreadable or malformed.
+
+    The message names the file and, where there is one, the line.
+    """
+
+
+class DatasetNotFoundError(DatasetError, FileNotFoundError):
+    """A data file or directory does not exist."""
 
 
 class TruncationWarning(UserWarning):

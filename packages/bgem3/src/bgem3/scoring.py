@@ -266,7 +266,8 @@ def weighted_fuse(scores: Sequence[NDArray[np.floating]],
     grid = w.ndim == 2
     w = w if grid else w[None, :]
     if w.ndim != 2 or w.shape[1] != len(scores):
-        raise ValueError(f"expected {len(scores)} weights per vector, got shape {np.shape(weights)}")
+        raise ValueError(f"expected {len(scores)} weights per vector, got shape "
+                         f"{np.shape(weights)}")
     if not np.isfinite(w).all() or (w < 0).any():
         raise ValueError(f"weights must be finite and non-negative, got {np.asarray(weights)}")
     total_weight = w.sum(axis=1)

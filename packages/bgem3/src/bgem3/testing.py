@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["TINY_WORDS", "build_tiny_checkpoint", "random_texts"]
+__all__ = ["TINY_WORDS", "build_tiny_checkpoint", "random_texts", "write_beir_dataset"]
 
 _SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
 _MASK = "<mask>"
@@ -254,6 +254,69 @@ def random_texts(
         lengths = rng.integers(min_words, max_words + 1, n)
     words = np.array(TINY_WORDS)
     return [" ".join(rng.choice(words, int(k))) for k in lengths]
+
+
+def write_beir_dataset(
+    path: str | os.PathLike[str],
+    *,
+    n_documents: int = 60,
+    n_queries: int = 20,
+    query_words: int | None = None,
+    split: str = "test",
+    seed: int = 0,
+) -> Path:
+    """Write a small labelled dataset in BEIR's layout, for tests and tutorials.
+
+    Documents are distinct :func:`random_texts`; query ``i`` is taken from one document,
+    whole (``query_words=None``) or as ``query_words`` consecutive words, and that document
+    is its only relevant one (grade 1).
+
+    Args:
+        path: Target directory (created).
+        n_documents: Corpus size.
+        n_queries: Number of queries (at most ``n_documents``).
+        query_words: Words per query; ``None`` copies the whole document.
+        split: Name of the qrels file (``qrels/<split>.tsv``).
+        seed: Random seed.
+
+    Returns:
+        The dataset directory.
+
+    Example:
+        >>> import tempfile
+        >>> root = write_beir_dataset(tempfile.mkdtemp(), n_documents=5, n_queries=2)
+        >>> sorted(p.name for p in root.rglob("*"))
+        ['corpus.jsonl', 'qrels', 'queries.jsonl', 'test.tsv']
+    """
+    if not 0 < n_queries <= n_documents:
+        raise ValueError(f"need 0 < n_queries <= n_documents, got {n_queries}, {n_documents}")
+    rng = np.random.default_rng(seed)
+    texts: list[str] = []
+    for text in random_texts(4 * n_documents, min_words=8, max_words=40, seed=seed):
+        if text not in texts:
+            texts.append(text)
+        if len(texts) == n_documents:
+            break
+    if len(texts) < n_documents:
+        raise ValueError(f"could not draw {n_documents} distinct documents")
+    sources = rng.choice(n_documents, size=n_queries, replace=False)
+    root = Path(path)
+    (root / "qrels").mkdir(parents=True, exist_ok=True)
+    with (root / "corpus.jsonl").open("w", encoding="utf-8") as f:
+        for i, text in enumerate(texts):
+            f.write(json.dumps({"_id": f"doc{i}", "title": "", "text": text}) + "\n")
+    with (root / "queries.jsonl").open("w", encoding="utf-8") as f:
+        for i, source in enumerate(sources):
+            words = texts[source].split()
+            if query_words is not None and query_words < len(words):
+                start = int(rng.integers(0, len(words) - query_words + 1))
+                words = words[start : start + query_words]
+            f.write(json.dumps({"_id": f"q{i}", "text": " ".join(words)}) + "\n")
+    with (root / "qrels" / f"{split}.tsv").open("w", encoding="utf-8") as f:
+        f.write("query-id\tcorpus-id\tscore\n")
+        for i, source in enumerate(sources):
+            f.write(f"q{i}\tdoc{source}\t1\n")
+    return root
 
 
 def _main(argv: Sequence[str] | None = None) -> None:
