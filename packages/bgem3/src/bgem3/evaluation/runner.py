@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from bgem3._types import EncodeOutput
 from bgem3.errors import IndexFormatError
 from bgem3.evaluation.data import BeirData, load_beir
 from bgem3.evaluation.metrics import Judgments, order_run
@@ -415,31 +416,35 @@ def evaluate(
                                        show_progress=show_progress)
     snap = corpus_index.snapshot()
     to_corpus = np.asarray([scorer.doc_row.get(i, -1) for i in snap.ids], dtype=np.int64)
-    with timer("score"):
-        dense = corpus_index.score_candidates(queries, depth, mode="dense", candidates=depth,
-                                              rerank=False)
-        add_row("dense", [(to_corpus[p.rows], p.scores["dense"].astype(np.float64)[:, None])
-                          for p in dense])
-        sparse = corpus_index.score_candidates(queries, depth, mode="sparse", candidates=depth,
-                                               rerank=False)
-        add_row("sparse", [(to_corpus[p.rows], p.scores["sparse"].astype(np.float64)[:, None])
-                           for p in sparse])
-        pools = corpus_index.score_candidates(queries, depth, mode="hybrid",
-                                              candidates=candidates, rerank=True)
-        total_vectors = 0 if snap.colbert_offsets is None else int(snap.colbert_offsets[-1])
-        colbert_ranking = "corpus" if total_vectors <= colbert_corpus_limit else "candidates"
-        if colbert_ranking == "corpus":
-            add_row("colbert", _colbert_corpus_runs(snap, to_corpus, queries.colbert or [],
-                                                    depth))
-        else:
-            add_row("colbert", [(to_corpus[p.rows],
-                                 p.scores["colbert"].astype(np.float64)[:, None]) for p in pools])
-        add_row("sparse+dense", [(to_corpus[p.rows],
-                                  weighted_fuse([p.scores["dense"], p.scores["sparse"]],
-                                                w[:2])[:, None]) for p in pools])
-        add_row("colbert+sparse+dense", [(to_corpus[p.rows], p.fuse("weighted", w)[:, None])
-                                         for p in pools])
-        add_row("rrf", [(to_corpus[p.rows], p.fuse("rrf", w)[:, None]) for p in pools])
+    total_vectors = 0 if snap.colbert_offsets is None else int(snap.colbert_offsets[-1])
+    colbert_ranking = "corpus" if total_vectors <= colbert_corpus_limit else "candidates"
+    runs: dict[str, list[tuple[NDArray[np.int64], NDArray[np.float64]]]] = {m: [] for m in MODES}
+    pools: list[CandidatePool] = []
+    with timer("score"), _progress(len(all_ids), show_progress, len(snap.ids)) as bar:
+        for start in range(0, len(all_ids), _BLOCK):
+            block = _slice(queries, start, start + _BLOCK)
+            for p in corpus_index.score_candidates(block, depth, mode="dense",
+                                                   candidates=depth, rerank=False):
+                runs["dense"].append(_run(to_corpus, p, p.scores["dense"]))
+            for p in corpus_index.score_candidates(block, depth, mode="sparse",
+                                                   candidates=depth, rerank=False):
+                runs["sparse"].append(_run(to_corpus, p, p.scores["sparse"]))
+            hybrid = corpus_index.score_candidates(block, depth, mode="hybrid",
+                                                   candidates=candidates, rerank=True)
+            if colbert_ranking == "corpus":
+                runs["colbert"] += _colbert_corpus_runs(snap, to_corpus, block.colbert or [],
+                                                        depth)
+            else:
+                runs["colbert"] += [_run(to_corpus, p, p.scores["colbert"]) for p in hybrid]
+            for p in hybrid:
+                dense_sparse = weighted_fuse([p.scores["dense"], p.scores["sparse"]], w[:2])
+                runs["sparse+dense"].append(_run(to_corpus, p, dense_sparse))
+                runs["colbert+sparse+dense"].append(_run(to_corpus, p, p.fuse("weighted", w)))
+                runs["rrf"].append(_run(to_corpus, p, p.fuse("rrf", w)))
+            pools += hybrid
+            bar.update(len(block))
+        for mode in MODES:
+            add_row(mode, runs[mode])
     tuned = None
     if tune:
         with timer("tune"):
@@ -450,6 +455,28 @@ def evaluate(
                       recall_at=recall_at, candidates=candidates, weights=w, results=results,
                       missing=missing, colbert_ranking=colbert_ranking, tuned=tuned,
                       notes=notes, timings=timer.seconds)
+
+
+def _run(to_corpus: NDArray[np.int64], pool: CandidatePool, scores: NDArray[np.floating]
+         ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """A pool's corpus rows and ``scores`` as one run (``[p, 1]`` scores)."""
+    return to_corpus[pool.rows], np.asarray(scores, dtype=np.float64)[:, None]
+
+
+def _slice(output: EncodeOutput, start: int, stop: int) -> EncodeOutput:
+    return EncodeOutput(
+        dense=None if output.dense is None else output.dense[start:stop],
+        sparse=None if output.sparse is None else output.sparse[start:stop],
+        colbert=None if output.colbert is None else output.colbert[start:stop])
+
+
+def _progress(total: int, show: bool | None, documents: int) -> Any:
+    """A tqdm bar over queries; ``None`` shows it for large evaluations."""
+    from tqdm.auto import tqdm
+
+    if show is None:
+        show = total * documents >= 10**8
+    return tqdm(total=total, disable=not show, unit="query", desc="bgem3 eval")
 
 
 def _measure_runs(scorer: _Scorer, runs: Sequence[tuple[NDArray[np.int64], NDArray[np.float64]]]
