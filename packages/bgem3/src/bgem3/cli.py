@@ -7,6 +7,8 @@ Examples::
     bgem3 encode "a text" "another text" --colbert > vectors.jsonl
     bgem3 score "what is bge-m3?" "BGE-M3 is an embedding model."
     bgem3 eval my-beir-dataset --split test --tune --json
+    bgem3 mine-negatives train.jsonl --output mined.jsonl
+    bgem3 finetune --model BAAI/bge-m3 --train-data mined.jsonl --output my-bge-m3
 """
 
 from __future__ import annotations
@@ -131,6 +133,80 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256)
     model_options(p, env_model)
     p.set_defaults(run=_eval)
+
+    p = commands.add_parser("mine-negatives", help="add hard negatives to training data "
+                                                   "(FlagEmbedding's JSONL)")
+    p.add_argument("train_data", nargs="+", metavar="TRAIN.jsonl",
+                   help="training files or directories")
+    p.add_argument("--output", required=True, help="JSONL to write")
+    p.add_argument("--range", default="10-210", metavar="START-END",
+                   help="retrieval ranks to draw negatives from (default: 10-210)")
+    p.add_argument("--num", type=int, default=15, help="negatives per query (default: 15)")
+    p.add_argument("--mode", choices=["dense", "hybrid"], default="dense",
+                   help="retrieval used for mining (default: dense)")
+    p.add_argument("--candidate-pool", help="JSONL with a 'text' per line to mine from "
+                                            "(default: every passage of the training data)")
+    p.add_argument("--query-instruction", help="prepended to queries without a 'prompt'")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=256)
+    model_options(p, env_model)
+    p.set_defaults(run=_mine)
+
+    p = commands.add_parser("finetune", help="fine-tune dense, sparse and ColBERT together "
+                                             "(transformers' Trainer; torchrun for several "
+                                             "processes)")
+    p.add_argument("--train-data", nargs="+", required=True, metavar="FILE_OR_DIR",
+                   help="FlagEmbedding's JSONL: query, pos, neg [, pos_scores, neg_scores, "
+                        "prompt]")
+    p.add_argument("--output", required=True, help="directory of the fine-tuned checkpoint")
+    p.add_argument("--heads", default="dense,sparse,colbert",
+                   help="heads to train, comma separated; the others stay as they are")
+    p.add_argument("--self-distill", action=argparse.BooleanOptionalAction, default=True,
+                   help="self-knowledge distillation from the ensemble (default: on)")
+    p.add_argument("--self-distill-start", type=int, default=0, metavar="STEP",
+                   help="first optimizer step with self-distillation")
+    p.add_argument("--init-heads", action="store_true",
+                   help="create the sparse and ColBERT heads (a backbone without them)")
+    p.add_argument("--colbert-dim", type=int, help="width of a created ColBERT head")
+    p.add_argument("--group-size", type=int, default=8,
+                   help="passages per query: 1 positive + negatives (default: 8)")
+    p.add_argument("--temperature", type=float, default=0.02)
+    p.add_argument("--learning-rate", type=float, default=1e-5)
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    p.add_argument("--batch-size", type=int, default=16, help="queries per batch (per device)")
+    p.add_argument("--batch-tokens", type=int,
+                   help="padded passage tokens per batch: long texts get fewer queries "
+                        "(default: batch size x group size x passage max length; 0: off)")
+    p.add_argument("--query-max-length", type=int, default=512)
+    p.add_argument("--passage-max-length", type=int, default=512)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--kd-loss", choices=["kl_div", "m3_kd_loss"], default="kl_div",
+                   help="use of the data's teacher scores (default: kl_div)")
+    p.add_argument("--no-in-batch-negatives", dest="in_batch_negatives", action="store_false",
+                   help="score each query against its own group only")
+    p.add_argument("--freeze-backbone", action="store_true", help="train the heads alone")
+    p.add_argument("--gradient-checkpointing", action="store_true",
+                   help="recompute activations in the backward pass (less memory)")
+    p.add_argument("--grad-cache", type=int, metavar="TEXTS",
+                   help="gradient caching: encode a batch this many texts at a time "
+                        "(large batches in small memory, same gradients)")
+    p.add_argument("--gradient-accumulation-steps", type=int, default=1)
+    p.add_argument("--warmup-ratio", type=float, default=0.1)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--logging-steps", type=int, default=10)
+    p.add_argument("--save-steps", type=int, default=500)
+    p.add_argument("--query-instruction", help="prepended to queries without a 'prompt'")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 mixed precision")
+    p.add_argument("--fp16", action="store_true", help="float16 mixed precision (CUDA)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the last checkpoint in OUTPUT/checkpoints")
+    p.add_argument("--no-progress", dest="show_progress", action="store_false")
+    p.add_argument("--model", default=env_model,
+                   help=f"hub id or checkpoint directory (default: $BGEM3_MODEL, else "
+                        f"{DEFAULT_MODEL})")
+    p.add_argument("--device", choices=["cpu"], help="train on the CPU even if a GPU is there")
+    p.set_defaults(run=_finetune)
     return parser
 
 
@@ -347,3 +423,55 @@ def _eval(args: argparse.Namespace) -> None:
         print(json.dumps(report.to_dict(), ensure_ascii=False))
     else:
         print(report.table())
+
+
+# ---------------------------------------------------------------------------- training
+def _mine(args: argparse.Namespace) -> None:
+    import warnings
+
+    from bgem3.encoder import load_model
+    from bgem3.train import mine_negatives
+
+    start, sep, end = args.range.partition("-")
+    if not sep or not start.isdigit() or not end.isdigit():
+        raise CLIError(f"--range wants START-END (e.g. 10-210), got {args.range!r}")
+    model = load_model(args.model, device=args.device, dtype=args.dtype)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        report = mine_negatives(args.train_data, model, args.output,
+                                rank_range=(int(start), int(end)), num=args.num, mode=args.mode,
+                                candidate_pool=args.candidate_pool,
+                                query_instruction=args.query_instruction, seed=args.seed,
+                                batch_size=args.batch_size)
+    for warning in caught:
+        print(f"bgem3: warning: {warning.message}", file=sys.stderr)
+    print(f"mined {report.negatives:.1f} negatives per query for {report.queries} queries "
+          f"from {report.corpus} passages into {report.output}"
+          + (f" ({report.short} queries got fewer than {args.num})" if report.short else ""))
+
+
+def _finetune(args: argparse.Namespace) -> None:
+    import warnings
+
+    from bgem3.train import FinetuneSettings, finetune
+
+    settings = FinetuneSettings(
+        model=args.model, train_data=list(args.train_data), output=args.output,
+        heads=[h.strip() for h in args.heads.split(",") if h.strip()],
+        self_distill=args.self_distill, self_distill_start=args.self_distill_start,
+        init_heads=args.init_heads, colbert_dim=args.colbert_dim, group_size=args.group_size,
+        temperature=args.temperature, learning_rate=args.learning_rate, epochs=args.epochs,
+        max_steps=args.max_steps, batch_size=args.batch_size, batch_tokens=args.batch_tokens,
+        query_max_length=args.query_max_length, passage_max_length=args.passage_max_length,
+        seed=args.seed, kd_loss=args.kd_loss, in_batch_negatives=args.in_batch_negatives,
+        freeze_backbone=args.freeze_backbone,
+        gradient_checkpointing=args.gradient_checkpointing, grad_cache=args.grad_cache,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay,
+        logging_steps=args.logging_steps, save_steps=args.save_steps,
+        query_instruction=args.query_instruction, device=args.device, bf16=args.bf16,
+        fp16=args.fp16, resume=args.resume, show_progress=args.show_progress)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("always", message=".*not trained.*", category=UserWarning)
+        output = finetune(settings)
+    print(f"fine-tuned checkpoint in {output}")

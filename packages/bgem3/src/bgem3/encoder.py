@@ -25,7 +25,7 @@ from bgem3.errors import CheckpointError, HeadNotLoadedError, TruncationWarning
 from bgem3.model import load_module
 from bgem3.scoring import colbert_scores, fuse_scores
 
-__all__ = ["BGEM3"]
+__all__ = ["BGEM3", "load_model"]
 
 DEFAULT_MODEL = "BAAI/bge-m3"
 QUERY_MAX_LENGTH = 512
@@ -640,3 +640,21 @@ class BGEM3:
                 item[string] = max(weight, item.get(string, weight))
             result.append(item)
         return result
+
+
+def load_model(model: str | os.PathLike[str] | BGEM3, *, device: str | None = None,
+               dtype: str | None = None) -> BGEM3:
+    """``model`` itself if it is loaded, else load it, ``dense_only`` if it has no heads.
+
+    For tools that work with either kind of checkpoint, such as evaluation and mining.
+
+    Example:
+        >>> import tempfile
+        >>> from bgem3.testing import build_tiny_checkpoint
+        >>> load_model(build_tiny_checkpoint(tempfile.mkdtemp(), heads=False)).has_heads
+        False
+    """
+    if isinstance(model, BGEM3):
+        return model
+    has_heads = resolve_checkpoint(model, require_heads=False).has_heads
+    return BGEM3(model, device=device, dtype=dtype, dense_only=not has_heads)

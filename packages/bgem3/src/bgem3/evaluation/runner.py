@@ -212,16 +212,6 @@ class _Timer:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
 
-def _load_model(model: Any, device: str | None, dtype: str | None) -> Any:
-    if not isinstance(model, (str, os.PathLike)):
-        return model
-    from bgem3.checkpoint import resolve_checkpoint
-    from bgem3.encoder import BGEM3
-
-    has_heads = resolve_checkpoint(model, require_heads=False).has_heads
-    return BGEM3(model, device=device, dtype=dtype, dense_only=not has_heads)
-
-
 def _corpus_index(model: Any, data: BeirData, path: str | os.PathLike[str] | None,
                   batch_size: int, show_progress: bool | None) -> tuple[HybridIndex, bool]:
     """The corpus in a HybridIndex, loaded from ``path`` if it holds this corpus."""
@@ -364,7 +354,10 @@ def evaluate(
         tuning = (load_beir(dataset.path, tune_split) if tune and tune_split is not None
                   else None)
     with timer("load model"):
-        model = _load_model(model, device, dtype)
+        if isinstance(model, (str, os.PathLike)):
+            from bgem3.encoder import load_model
+
+            model = load_model(model, device=device, dtype=dtype)
     depth = max(k, recall_at)
     query_ids = list(dataset.query_ids)
     texts = dict(zip(dataset.query_ids, dataset.query_texts, strict=True))

@@ -1,0 +1,195 @@
+"""The ``transformers.Trainer`` subclass behind :func:`bgem3.train.finetune`."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from transformers import Trainer, TrainerCallback
+
+from bgem3.train.data import GroupBatches, TrainingSet, collate_groups
+from bgem3.train.model import M3ForTraining, save_checkpoint
+
+__all__ = ["M3Trainer"]
+
+
+class _Indices(torch.utils.data.Dataset[int]):
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+
+class _SelfDistillStart(TrainerCallback):
+    """Turns self-distillation on at the configured optimizer step (also after a resume)."""
+
+    def __init__(self, network: M3ForTraining, start: int) -> None:
+        self.network = network
+        self.start = start
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.network.distill_active = state.global_step >= self.start
+
+
+class M3Trainer(Trainer):
+    """A Trainer for BGE-M3: group batches, loss parts in the logs, gradient caching.
+
+    Checkpoints are written in BGE-M3's layout, with ``bgem3_finetune.json`` instead of a
+    pickled ``training_args.bin``.
+    """
+
+    def __init__(self, *, network: M3ForTraining, train_set: TrainingSet, batches: GroupBatches,
+                 source: Path, settings: Any, **kwargs: Any) -> None:
+        super().__init__(model=network, **kwargs)
+        self.train_set = train_set
+        self.batches = batches
+        self.source = source
+        self.settings = settings
+        self.settings_record: dict[str, Any] = settings.to_json()
+        self._parts: dict[str, float] = {}
+        self._parts_count = 0
+        self.add_callback(_SelfDistillStart(network, settings.self_distill_start))
+
+    # ------------------------------------------------------------------ data
+    def get_train_dataloader(self) -> DataLoader[Any]:
+        """Length-bucketed group batches; the Trainer sets their epoch."""
+        pad_id = self.train_set_pad_id
+        loader = DataLoader(_Indices(len(self.train_set)), batch_sampler=self.batches,
+                            collate_fn=lambda idx: collate_groups(self.train_set, idx, pad_id),
+                            num_workers=0)
+        return self.accelerator.prepare(loader)  # type: ignore[no-any-return]
+
+    @property
+    def train_set_pad_id(self) -> int:
+        """The padding id of the tokenizer."""
+        network: M3ForTraining = self.accelerator.unwrap_model(self.model)
+        unused: torch.Tensor = network._unused_ids  # type: ignore[assignment]
+        return int(unused[2])  # (cls, eos, pad, unk)
+
+    # ------------------------------------------------------------------ loss
+    def compute_loss(self, model: torch.nn.Module, inputs: dict[str, Any],
+                     return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
+        """The loss of one batch; its parts are kept for the next log line."""
+        out = model(**inputs)
+        self._keep(out.parts)
+        return (out.loss, out) if return_outputs else out.loss
+
+    def _keep(self, parts: dict[str, torch.Tensor]) -> None:
+        for name, value in parts.items():
+            self._parts[name] = self._parts.get(name, 0.0) + float(value)
+        self._parts_count += 1
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add the mean of each loss part since the last log line."""
+        if "loss" in logs and self._parts_count:
+            names = sorted(self._parts)
+            local = torch.tensor([self._parts[n] / self._parts_count for n in names],
+                                 device=self.args.device)
+            mean = self.accelerator.reduce(local, reduction="mean")
+            logs.update({f"loss_{n}" if not n.startswith("sparse_") else n: round(float(v), 5)
+                         for n, v in zip(names, mean.tolist(), strict=True)})
+            self._parts, self._parts_count = {}, 0
+        super().log(logs, start_time)
+
+    def training_step(self, model: torch.nn.Module, inputs: dict[str, Any],
+                      num_items_in_batch: Any = None) -> torch.Tensor:
+        """One batch; with gradient caching, the GradCache procedure (Gao et al., 2021)."""
+        if not self.settings.grad_cache:
+            return super().training_step(model, inputs, num_items_in_batch)
+        model.train()
+        inputs = self._prepare_inputs(inputs)
+        network: M3ForTraining = self.accelerator.unwrap_model(model)
+        chunk = int(self.settings.grad_cache)
+        pieces = [(name, start) for name in ("query", "passage")
+                  for start in range(0, inputs[f"{name}_ids"].shape[0], chunk)]
+        # 1. every chunk without a graph; remember each chunk's random state (dropout)
+        states: list[tuple[torch.Tensor, list[torch.Tensor] | None]] = []
+        raw: dict[str, list[tuple[torch.Tensor, ...]]] = {"query": [], "passage": []}
+        for name, start in pieces:
+            states.append(_rng_state())
+            with torch.no_grad(), self.compute_loss_context_manager():
+                raw[name].append(model(encode_ids=inputs[f"{name}_ids"][start : start + chunk],
+                                       encode_mask=inputs[f"{name}_mask"][start : start + chunk]))
+        leaves = {name: [torch.cat(parts).detach().requires_grad_()
+                         for parts in zip(*chunks, strict=True)]
+                  for name, chunks in raw.items()}
+        # 2. the loss over the whole batch, and its gradient w.r.t. the representations
+        with self.compute_loss_context_manager():
+            queries, passages = network.assemble(
+                leaves["query"], leaves["passage"], inputs["query_ids"], inputs["query_mask"],
+                inputs["passage_ids"], inputs["passage_mask"])
+            out = network.loss(queries, passages, inputs.get("teacher_scores"),
+                               inputs["query_mask"], inputs["passage_mask"], leaves["passage"])
+        scale = 1.0 / self.current_gradient_accumulation_steps
+        grads = torch.autograd.grad(out.loss * scale, [t for ts in leaves.values() for t in ts],
+                                    allow_unused=True)
+        grad_of = dict(zip([id(t) for ts in leaves.values() for t in ts], grads, strict=True))
+        self._keep(out.parts)
+        # 3. each chunk again, with a graph, back-propagating its cached gradient
+        for i, ((name, start), state) in enumerate(zip(pieces, states, strict=True)):
+            _set_rng_state(state)
+            last = i == len(pieces) - 1
+            ddp: Any = model
+            sync = nullcontext() if last or not hasattr(ddp, "no_sync") else ddp.no_sync()
+            with sync:
+                with self.compute_loss_context_manager():
+                    fresh = model(encode_ids=inputs[f"{name}_ids"][start : start + chunk],
+                                  encode_mask=inputs[f"{name}_mask"][start : start + chunk])
+                surrogate = sum(
+                    (f * g[start : start + f.shape[0]]).sum()
+                    for f, g in ((f, grad_of[id(t)]) for f, t in zip(fresh, leaves[name],
+                                                                     strict=True))
+                    if g is not None)
+                if isinstance(surrogate, torch.Tensor):
+                    self.accelerator.backward(surrogate)
+        return out.loss.detach() * scale
+
+    # ------------------------------------------------------------------ saving
+    def _save(self, output_dir: str | None = None, state_dict: dict[str, Any] | None = None
+              ) -> None:
+        """Save in BGE-M3's layout (no ``training_args.bin``)."""
+        if not self.args.should_save:
+            return
+        network: M3ForTraining = self.accelerator.unwrap_model(self.model)
+        if state_dict is not None:  # gathered by DeepSpeed / FSDP: load it into place first
+            own = {k: v for k, v in state_dict.items() if k.startswith("m3.")}
+            network.load_state_dict(own, strict=False)
+        save_checkpoint(network.m3, self.source, output_dir or str(self.args.output_dir),
+                        self.settings_record)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        """Load a checkpoint written by :meth:`_save` (resume)."""
+        from safetensors.torch import load_file
+
+        from bgem3.checkpoint import COLBERT_HEAD, SPARSE_HEAD, load_head
+
+        network: M3ForTraining = self.accelerator.unwrap_model(model or self.model)
+        folder = Path(resume_from_checkpoint)
+        state = load_file(str(folder / "model.safetensors"))
+        missing, unexpected = network.m3.backbone.load_state_dict(state, strict=False)
+        if unexpected or [k for k in missing if "pooler" not in k]:
+            raise ValueError(f"{folder} does not match the model being trained "
+                             f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        for name, attr in ((COLBERT_HEAD, "colbert_linear"), (SPARSE_HEAD, "sparse_linear")):
+            head = getattr(network.m3, attr)
+            if head is not None:
+                loaded = load_head(folder / name, head.in_features, head.out_features)
+                head.load_state_dict(loaded.state_dict())
+
+
+def _rng_state() -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    return torch.get_rng_state(), cuda
+
+
+def _set_rng_state(state: tuple[torch.Tensor, list[torch.Tensor] | None]) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state_all(state[1])
