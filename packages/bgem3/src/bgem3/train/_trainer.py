@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -11,9 +12,10 @@ from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback
 
 from bgem3.train.data import GroupBatches, TrainingSet, collate_groups
+from bgem3.train.loss import LossOutput
 from bgem3.train.model import M3ForTraining, save_checkpoint
 
-__all__ = ["M3Trainer"]
+__all__ = ["M3Trainer", "grad_cache_step"]
 
 
 class _Indices(torch.utils.data.Dataset[int]):
@@ -105,50 +107,12 @@ class M3Trainer(Trainer):
             return super().training_step(model, inputs, num_items_in_batch)
         model.train()
         inputs = self._prepare_inputs(inputs)
-        network: M3ForTraining = self.accelerator.unwrap_model(model)
-        chunk = int(self.settings.grad_cache)
-        pieces = [(name, start) for name in ("query", "passage")
-                  for start in range(0, inputs[f"{name}_ids"].shape[0], chunk)]
-        # 1. every chunk without a graph; remember each chunk's random state (dropout)
-        states: list[tuple[torch.Tensor, list[torch.Tensor] | None]] = []
-        raw: dict[str, list[tuple[torch.Tensor, ...]]] = {"query": [], "passage": []}
-        for name, start in pieces:
-            states.append(_rng_state())
-            with torch.no_grad(), self.compute_loss_context_manager():
-                raw[name].append(model(encode_ids=inputs[f"{name}_ids"][start : start + chunk],
-                                       encode_mask=inputs[f"{name}_mask"][start : start + chunk]))
-        leaves = {name: [torch.cat(parts).detach().requires_grad_()
-                         for parts in zip(*chunks, strict=True)]
-                  for name, chunks in raw.items()}
-        # 2. the loss over the whole batch, and its gradient w.r.t. the representations
-        with self.compute_loss_context_manager():
-            queries, passages = network.assemble(
-                leaves["query"], leaves["passage"], inputs["query_ids"], inputs["query_mask"],
-                inputs["passage_ids"], inputs["passage_mask"])
-            out = network.loss(queries, passages, inputs.get("teacher_scores"),
-                               inputs["query_mask"], inputs["passage_mask"], leaves["passage"])
         scale = 1.0 / self.current_gradient_accumulation_steps
-        grads = torch.autograd.grad(out.loss * scale, [t for ts in leaves.values() for t in ts],
-                                    allow_unused=True)
-        grad_of = dict(zip([id(t) for ts in leaves.values() for t in ts], grads, strict=True))
+        out = grad_cache_step(model, self.accelerator.unwrap_model(model), inputs,
+                              int(self.settings.grad_cache), scale=scale,
+                              backward=self.accelerator.backward,
+                              autocast=self.compute_loss_context_manager)
         self._keep(out.parts)
-        # 3. each chunk again, with a graph, back-propagating its cached gradient
-        for i, ((name, start), state) in enumerate(zip(pieces, states, strict=True)):
-            _set_rng_state(state)
-            last = i == len(pieces) - 1
-            ddp: Any = model
-            sync = nullcontext() if last or not hasattr(ddp, "no_sync") else ddp.no_sync()
-            with sync:
-                with self.compute_loss_context_manager():
-                    fresh = model(encode_ids=inputs[f"{name}_ids"][start : start + chunk],
-                                  encode_mask=inputs[f"{name}_mask"][start : start + chunk])
-                surrogate = sum(
-                    (f * g[start : start + f.shape[0]]).sum()
-                    for f, g in ((f, grad_of[id(t)]) for f, t in zip(fresh, leaves[name],
-                                                                     strict=True))
-                    if g is not None)
-                if isinstance(surrogate, torch.Tensor):
-                    self.accelerator.backward(surrogate)
         return out.loss.detach() * scale
 
     # ------------------------------------------------------------------ saving
@@ -182,6 +146,68 @@ class M3Trainer(Trainer):
             if head is not None:
                 loaded = load_head(folder / name, head.in_features, head.out_features)
                 head.load_state_dict(loaded.state_dict())
+
+
+def grad_cache_step(model: torch.nn.Module, network: M3ForTraining, inputs: dict[str, Any],
+                    chunk: int, *, scale: float = 1.0,
+                    backward: Callable[[torch.Tensor], Any] = torch.Tensor.backward,
+                    autocast: Callable[[], Any] = nullcontext) -> LossOutput:
+    """Accumulate the gradients of one batch, encoding ``chunk`` texts at a time.
+
+    GradCache (Gao et al., 2021): encode every chunk without a graph, compute the loss over
+    the whole batch and its gradient with respect to the representations, then encode each
+    chunk again with a graph and back-propagate that cached gradient. Each chunk's random
+    state (dropout) is replayed, so the gradients equal those of one big forward pass while
+    only one chunk's activations are alive at a time.
+
+    Args:
+        model: The (possibly DDP-wrapped) model whose forward encodes a chunk.
+        network: The unwrapped :class:`M3ForTraining`.
+        inputs: A collated batch.
+        chunk: Texts per chunk.
+        scale: Multiplies the loss (``1 / gradient accumulation steps``).
+        backward: How to back-propagate (the accelerator's, in the Trainer).
+        autocast: Mixed-precision context.
+
+    Returns:
+        The batch's loss and parts (unscaled).
+    """
+    pieces = [(name, start) for name in ("query", "passage")
+              for start in range(0, inputs[f"{name}_ids"].shape[0], chunk)]
+    states: list[tuple[torch.Tensor, list[torch.Tensor] | None]] = []
+    raw: dict[str, list[tuple[torch.Tensor, ...]]] = {"query": [], "passage": []}
+    for name, start in pieces:  # 1. every chunk without a graph
+        states.append(_rng_state())
+        with torch.no_grad(), autocast():
+            raw[name].append(model(encode_ids=inputs[f"{name}_ids"][start : start + chunk],
+                                   encode_mask=inputs[f"{name}_mask"][start : start + chunk]))
+    leaves = {name: [torch.cat(parts).detach().requires_grad_()
+                     for parts in zip(*chunks, strict=True)]
+              for name, chunks in raw.items()}
+    with autocast():  # 2. the loss of the whole batch; its gradient w.r.t. the outputs
+        queries, passages = network.assemble(
+            leaves["query"], leaves["passage"], inputs["query_ids"], inputs["query_mask"],
+            inputs["passage_ids"], inputs["passage_mask"])
+        out = network.loss(queries, passages, inputs.get("teacher_scores"),
+                           inputs["query_mask"], inputs["passage_mask"], leaves["passage"])
+    flat = [t for ts in leaves.values() for t in ts]
+    grads = dict(zip([id(t) for t in flat],
+                     torch.autograd.grad(out.loss * scale, flat, allow_unused=True), strict=True))
+    for i, ((name, start), state) in enumerate(zip(pieces, states, strict=True)):
+        _set_rng_state(state)  # 3. each chunk again, with its cached gradient
+        ddp: Any = model
+        last = i == len(pieces) - 1
+        sync = nullcontext() if last or not hasattr(ddp, "no_sync") else ddp.no_sync()
+        with sync:
+            with autocast():
+                fresh = model(encode_ids=inputs[f"{name}_ids"][start : start + chunk],
+                              encode_mask=inputs[f"{name}_mask"][start : start + chunk])
+            terms = [(f * grads[id(t)][start : start + f.shape[0]]).sum()
+                     for f, t in zip(fresh, leaves[name], strict=True)
+                     if grads[id(t)] is not None]
+            if terms:
+                backward(torch.stack(terms).sum())
+    return out
 
 
 def _rng_state() -> tuple[torch.Tensor, list[torch.Tensor] | None]:

@@ -144,7 +144,7 @@ class M3ForTraining(nn.Module):
         present = torch.unique(torch.cat([i[k] for i, k in zip(ids, keep, strict=True)]))
         out = []
         for token_ids, k, w in zip(ids, keep, weights, strict=True):
-            columns = torch.searchsorted(present, token_ids)
+            columns = torch.searchsorted(present, token_ids.contiguous())
             columns = torch.where(k, columns, present.numel())  # dropped: a spare column
             vectors = w.new_zeros(w.shape[0], present.numel() + 1)
             vectors = vectors.scatter_reduce(1, columns, w, reduce="amax", include_self=True)

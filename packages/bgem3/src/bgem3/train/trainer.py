@@ -14,6 +14,7 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,11 +187,12 @@ def _warn_untrained(settings: FinetuneSettings) -> None:
                       stacklevel=3)
 
 
-def finetune(settings: FinetuneSettings) -> Path:
+def finetune(settings: FinetuneSettings, *, callbacks: Sequence[Any] = ()) -> Path:
     r"""Fine-tune a BGE-M3 checkpoint and save it in BGE-M3's layout.
 
     Args:
         settings: The run (see :class:`FinetuneSettings`).
+        callbacks: ``transformers.TrainerCallback`` objects to add (early stopping, logging).
 
     Returns:
         The output checkpoint directory, which ``bgem3.BGEM3`` and FlagEmbedding's
@@ -274,7 +276,7 @@ def finetune(settings: FinetuneSettings) -> Path:
     from bgem3.train._trainer import M3Trainer
 
     trainer = M3Trainer(network=network, args=args, train_set=train_set, batches=batches,
-                        source=source, settings=settings)
+                        source=source, settings=settings, callbacks=list(callbacks))
     started = time.time()
     result = trainer.train(resume_from_checkpoint=True if settings.resume else None)
     record = {
