@@ -18,9 +18,8 @@ import json
 import platform
 from pathlib import Path
 
-import torch
-
 import bgem3
+import torch
 from bgem3.evaluation import MODES
 
 

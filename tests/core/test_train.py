@@ -8,17 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import bgem3
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
-
-import bgem3
 from bgem3.cli import main
 from bgem3.errors import CheckpointNotFoundError, DatasetError
 from bgem3.testing import build_tiny_checkpoint, random_texts
 from bgem3.train import FinetuneSettings, finetune, mine_negatives
 from bgem3.train.model import M3ForTraining
+from safetensors.torch import load_file
 
 # ---------------------------------------------------------------- data
 
