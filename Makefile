@@ -3,16 +3,16 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Which torch `make setup` installs when the venv has none. Any torch >= 2.1 that is
+# Which torch `make setup` installs when the venv has none. Any torch >= 2.2 that is
 # already in $(VENV) is kept (install a CUDA build there first if you want one).
 TORCH ?= torch==2.13.0
 TINY := .cache/tiny-bge-m3
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock test test-latest test-lowest lint demo bench dist-check clean
+.PHONY: help setup lock test test-latest test-lowest test-lowest-core lint demo bench dist-check clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 setup: $(VENV)/.installed ## create .venv from the lock: every package, test and lint tool
 
@@ -24,7 +24,7 @@ EDITABLES := $(foreach p,$(PACKAGES),-e $(p))
 
 $(VENV)/.installed: $(LOCK) $(wildcard packages/*/pyproject.toml)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -c 'import torch, sys; sys.exit(tuple(map(int, torch.__version__.split(".")[:2])) < (2, 1))' 2>/dev/null \
+	$(BIN)/python -c 'import torch, sys; sys.exit(tuple(map(int, torch.__version__.split(".")[:2])) < (2, 2))' 2>/dev/null \
 		|| $(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q --no-deps --require-hashes -r $(LOCK)
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation $(EDITABLES)
@@ -60,14 +60,48 @@ test-latest: setup ## the tests on the newest versions requirements-dev.in allow
 
 # The packages' own dependencies at their lower bounds (tools/lowest_pins.py), test tools at
 # whatever fits them; torch at its lower bound comes from PyPI (a CUDA build, ~3 GB).
+# test-lowest runs the whole suite with every test tool. Where a test tool, or a dependency of
+# another of our packages, needs more than a bound, LOWEST_FLOORS raises that pin:
+#   numpy 1.26.2          langchain-tests 1.0 requires it
+#   tqdm 4.66.1           llama-index-core 0.13.0 requires it
+#   langchain-core 1.4.9  langchain-milvus 0.4.0 (the milvus extra) requires it
+#   qdrant-client 1.16.1  1.16.0 registers a protobuf "common.proto", as pymilvus does: one
+#                         process cannot import both (langchain-bgem3[milvus])
+# LOWEST_TOOLS constrains test tools that declare too little: pyarrow >= 26 (FlagEmbedding's
+# datasets) needs NumPy 2. The parity tests are left out: FlagEmbedding 1.4.2 passes
+# from_pretrained(dtype=...), which transformers < 4.56 rejects.
+# test-lowest-core checks bgem3's bounds themselves, unraised: the bgem3 package alone, its tests
+# (tests/core, the public API, its doctests) and no other tools (tools/lowest-core.in).
+# Both use a tiny checkpoint built with .venv (its random weights depend on the transformers
+# version that initialises them; tests/conftest.py reads BGEM3_TEST_CHECKPOINT).
+LOWEST_FLOORS := numpy==1.26.2 tqdm==4.66.1 langchain-core==1.4.9 qdrant-client==1.16.1
+LOWEST_TOOLS := pyarrow<26
+test-lowest: LOWEST_PINS = $(foreach f,$(LOWEST_FLOORS),--floor $(f)) $(wildcard packages/*/pyproject.toml)
+test-lowest: LOWEST_IN = requirements-dev.in
+test-lowest: LOWEST_EDITABLES = $(EDITABLES)
+test-lowest: LOWEST_TESTS = --ignore=tests/parity
+test-lowest: LOWEST_EXTRA = $(LOWEST_TOOLS)
+test-lowest-core: LOWEST = .cache/venv-lowest-core
+test-lowest-core: LOWEST_PINS = packages/bgem3/pyproject.toml
+test-lowest-core: LOWEST_IN = tools/lowest-core.in
+test-lowest-core: LOWEST_EDITABLES = -e packages/bgem3
+test-lowest-core: LOWEST_TESTS = tests/core tests/test_public_api.py packages/bgem3/src
+test-lowest-core: LOWEST_EXTRA =
+
 test-lowest: setup ## the tests on the lowest versions the packages' pyproject.toml files allow
+test-lowest-core: setup ## bgem3's own tests on exactly its lower bounds
+test-lowest test-lowest-core:
 	rm -rf $(LOWEST) && $(PYTHON) -m venv $(LOWEST)
-	$(BIN)/python tools/lowest_pins.py $(wildcard packages/*/pyproject.toml) > $(LOWEST)/pins.txt
-	$(BIN)/uv pip compile requirements-dev.in -c $(LOWEST)/pins.txt -o $(LOWEST)/requirements.txt \
+	$(BIN)/python tools/lowest_pins.py $(LOWEST_PINS) > $(LOWEST)/pins.txt
+	printf '%s\n' $(foreach t,$(LOWEST_EXTRA),'$(t)') >> $(LOWEST)/pins.txt
+	$(BIN)/uv pip compile $(LOWEST_IN) -c $(LOWEST)/pins.txt -o $(LOWEST)/requirements.txt \
 		--quiet --python $(LOWEST)/bin/python $(foreach p,$(notdir $(PACKAGES)),--no-emit-package $(p))
 	$(BIN)/uv pip install -q --python $(LOWEST)/bin/python -r $(LOWEST)/requirements.txt
-	$(BIN)/uv pip install -q --python $(LOWEST)/bin/python --no-deps $(EDITABLES)
-	HF_HUB_OFFLINE=1 $(LOWEST)/bin/python -m pytest -q -p no:cacheprovider
+	$(BIN)/uv pip install -q --python $(LOWEST)/bin/python --no-deps $(LOWEST_EDITABLES)
+	$(BIN)/uv pip freeze --python $(LOWEST)/bin/python > $(LOWEST)/versions.txt
+	$(BIN)/python -m bgem3.testing $(LOWEST)/tiny > /dev/null
+	HF_HUB_OFFLINE=1 BGEM3_TEST_CHECKPOINT=$(CURDIR)/$(LOWEST)/tiny BGEM3_MODEL=$(CURDIR)/$(LOWEST)/tiny \
+		$(LOWEST)/bin/python -m pytest -q -p no:cacheprovider $(LOWEST_TESTS)
 
 lint: setup ## ruff and mypy
 	$(BIN)/ruff check packages tests benchmarks examples notebooks tools conftest.py

@@ -8,6 +8,7 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,13 @@ from bgem3.testing import build_tiny_checkpoint
 
 @pytest.fixture(scope="session")
 def tiny_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-bge-m3"))
+    path = tmp_path_factory.mktemp("tiny-bge-m3")
+    # Its random weights depend on the transformers version that initialises them:
+    # `make test-lowest` builds it with the locked versions, for the same weights as `make test`
+    prebuilt = os.environ.get("BGEM3_TEST_CHECKPOINT")
+    if prebuilt:
+        return Path(shutil.copytree(prebuilt, path, dirs_exist_ok=True))
+    return build_tiny_checkpoint(path)
 
 
 @pytest.fixture(scope="session")
