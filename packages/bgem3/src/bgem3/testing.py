@@ -32,7 +32,13 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["TINY_WORDS", "build_tiny_checkpoint", "random_texts", "write_beir_dataset"]
+__all__ = [
+    "TINY_WORDS",
+    "build_tiny_checkpoint",
+    "random_texts",
+    "write_beir_dataset",
+    "write_training_pairs",
+]
 
 _SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
 _MASK = "<mask>"
@@ -317,6 +323,48 @@ def write_beir_dataset(
         for i, source in enumerate(sources):
             f.write(f"q{i}\tdoc{source}\t1\n")
     return root
+
+
+def write_training_pairs(
+    path: str | os.PathLike[str],
+    *,
+    n_pairs: int = 64,
+    query_words: int = 5,
+    seed: int = 0,
+) -> Path:
+    """Write training pairs in FlagEmbedding's JSONL, for tests and tutorials.
+
+    Each line is ``{"query": ..., "pos": [document], "neg": []}``: the query is
+    ``query_words`` consecutive words of a distinct :func:`random_texts` document, and the
+    negatives are left for ``bgem3 mine-negatives`` to find.
+
+    Args:
+        path: The JSONL file to write (its directory is created).
+        n_pairs: Number of lines.
+        query_words: Words per query.
+        seed: Random seed.
+
+    Returns:
+        The file.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> file = write_training_pairs(pathlib.Path(tempfile.mkdtemp()) / "t.jsonl", n_pairs=3)
+        >>> len(file.read_text().splitlines())
+        3
+    """
+    rng = np.random.default_rng(seed)
+    documents = list(dict.fromkeys(random_texts(3 * n_pairs, min_words=query_words + 3,
+                                                max_words=40, seed=seed + 1)))[:n_pairs]
+    file = Path(path)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    with file.open("w", encoding="utf-8") as f:
+        for document in documents:
+            words = document.split()
+            start = int(rng.integers(0, len(words) - query_words + 1))
+            query = " ".join(words[start : start + query_words])
+            f.write(json.dumps({"query": query, "pos": [document], "neg": []}) + "\n")
+    return file
 
 
 def _main(argv: Sequence[str] | None = None) -> None:
