@@ -405,3 +405,47 @@ def test_module_runs_under_python_m() -> None:
     done = subprocess.run([sys.executable, "-m", "bgem3", "finetune", "--help"],
                           capture_output=True, text=True, check=True)
     assert "--init-heads" in done.stdout and "--grad-cache" in done.stdout
+
+
+def test_length_bucketed_batches_stay_within_the_token_budget(model, train_file: Path) -> None:  # type: ignore[no-untyped-def]
+    from bgem3.train.data import GroupBatches, TrainingSet, read_training_data
+
+    train_set = TrainingSet(read_training_data(train_file), model._backend, model._spec, 4,
+                            64, 64, seed=3)
+    sampler = GroupBatches(train_set, batch_size=8, batch_tokens=4 * 4 * 20, seed=3)
+    first = sampler.batches()
+    assert sorted(i for b in first for i in b) == list(range(len(train_set)))
+    for batch in first:
+        longest = max(int(train_set.lengths[i]) for i in batch)
+        assert len(batch) == 1 or len(batch) * 4 * longest <= 4 * 4 * 20
+        assert len(batch) <= 8
+    assert sampler.batches() == first  # same seed and epoch, same batches
+    groups = [train_set.group(i)[0].tolist() for i in range(5)]
+    sampler.set_epoch(1)
+    assert sampler.batches() != first
+    assert [train_set.group(i)[0].tolist() for i in range(5)] != groups  # new draws per epoch
+    sampler.set_epoch(0)
+    assert [train_set.group(i)[0].tolist() for i in range(5)] == groups
+    for i in range(len(train_set)):  # the positive leads each group
+        rows, _ = train_set.group(i)
+        assert train_set.examples[i].pos[0] == train_set.passages_text(rows[0])
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_path: Path,
+                                                         train_file: Path) -> None:
+    from bgem3.train.data import TrainingSet, collate_groups, read_training_data
+
+    model = bgem3.BGEM3(tiny_path, device="cpu", dtype="float32")
+    train_set = TrainingSet(read_training_data(train_file), model._backend, model._spec, 4,
+                            64, 64)
+    batch = collate_groups(train_set, list(range(4)), model._spec.pad_id)
+    grads = []
+    for checkpointing in (False, True):
+        network = M3ForTraining(bgem3.BGEM3(tiny_path, device="cpu")._module, model._spec,
+                                group_size=4)
+        if checkpointing:
+            network.gradient_checkpointing_enable()
+        network(**batch).loss.backward()
+        grads.append({k: p.grad for k, p in network.named_parameters() if p.grad is not None})
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, msg=name)

@@ -184,6 +184,7 @@ class TrainingSet:
         self._passage_row = {t: i for i, t in enumerate(passages)}
         self.queries = tokenize(backend, queries, spec, query_max_length)
         self.passages = tokenize(backend, passages, spec, passage_max_length)
+        self._passage_texts = passages
         self.pos_rows = [np.asarray([self._passage_row[t] for t in e.pos], np.int64)
                          for e in self.examples]
         self.neg_rows = [np.asarray([self._passage_row[t] for t in e.neg], np.int64)
@@ -195,6 +196,10 @@ class TrainingSet:
 
     def __len__(self) -> int:
         return len(self.examples)
+
+    def passages_text(self, row: int) -> str:
+        """The text of passage ``row``."""
+        return self._passage_texts[row]
 
     @property
     def truncated(self) -> tuple[int, int]:
