@@ -63,6 +63,20 @@ def test_add_delete_and_from_documents(model: BGEM3) -> None:
     assert retriever.index.get(["doc-0"])[0].text == "replaced text"
 
 
+def test_documents_without_an_id_do_not_cost_the_others_theirs(model: BGEM3) -> None:
+    docs = [Document(page_content=TEXTS[0], id="a"), Document(page_content=TEXTS[1]),
+            Document(page_content=TEXTS[2], id="c")]
+    retriever = BGEM3HybridRetriever.from_documents(docs, model=model)
+    stored = [hit.id for hit in retriever.index.get(["a", "c"])]
+    assert stored == ["a", "c"] and len(retriever.index) == 3
+    ids = retriever.add_documents([Document(page_content=TEXTS[3]),
+                                   Document(page_content="new text for a", id="a")])
+    assert ids[1] == "a" and ids[0] not in {"a", "c"} and len(retriever.index) == 4
+    assert retriever.index.get(["a"])[0].text == "new text for a"  # replaced, not duplicated
+    retriever.delete(["a", "c", ids[0]])
+    assert len(retriever.index) == 1
+
+
 def test_bad_input(model: BGEM3, lc_retriever) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match="query is empty"):
         lc_retriever.invoke("")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -95,12 +96,13 @@ class BGEM3HybridRetriever(BaseRetriever):
     @classmethod
     def from_documents(cls, documents: Iterable[Document], model_name: str = DEFAULT_MODEL,
                        k: int = 4, **kwargs: Any) -> BGEM3HybridRetriever:
-        """Like :meth:`from_texts`, from ``Document`` objects (their ids are kept)."""
+        """Like :meth:`from_texts`, from ``Document`` objects.
+
+        Their ids are kept; a document without one gets a new random id.
+        """
         docs = _check_documents(documents)
-        ids = [d.id for d in docs]
         return cls.from_texts([d.page_content for d in docs], model_name, k,
-                              [d.metadata for d in docs],
-                              ids=ids if all(ids) else None, **kwargs)  # type: ignore[arg-type]
+                              [d.metadata for d in docs], ids=_document_ids(docs), **kwargs)
 
     def add_texts(self, texts: Iterable[str], metadatas: Sequence[Mapping[str, Any]] | None = None,
                   *, ids: Sequence[str] | None = None) -> list[str]:
@@ -110,11 +112,13 @@ class BGEM3HybridRetriever(BaseRetriever):
         return result
 
     def add_documents(self, documents: Iterable[Document]) -> list[str]:
-        """Add (or replace, by ``Document.id``) documents; returns their ids."""
+        """Add (or replace, by ``Document.id``) documents; returns their ids.
+
+        A document without an id gets a new random one; the others keep theirs.
+        """
         docs = _check_documents(documents)
-        ids = [d.id for d in docs]
         return self.add_texts([d.page_content for d in docs], [d.metadata for d in docs],
-                              ids=ids if all(ids) else None)  # type: ignore[arg-type]
+                              ids=_document_ids(docs))
 
     def delete(self, ids: Sequence[str]) -> None:
         """Delete documents by id (unknown ids: ``KeyError``, nothing deleted)."""
@@ -149,3 +153,8 @@ def _check_documents(documents: Iterable[Document]) -> list[Document]:
         if not isinstance(getattr(doc, "page_content", None), str) or not doc.page_content:
             raise ValueError(f"documents[{i}] has no text (page_content)")
     return docs
+
+
+def _document_ids(docs: Sequence[Document]) -> list[str]:
+    """Each document's id, or a new random one (as the index makes) where it has none."""
+    return [d.id or uuid.uuid4().hex for d in docs]
