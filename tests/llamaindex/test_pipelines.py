@@ -77,7 +77,7 @@ async def test_async_filters_and_bad_input(model: BGEM3, retriever: BGEM3HybridR
         MetadataFilter(key="n", value=[1, 4, 7, 10], operator=FilterOperator.IN)])
     french = BGEM3HybridRetriever(retriever.index, 10, filters=filters).retrieve(QUERIES[0])
     assert french and {n.node.node_id for n in french} <= {"n1", "n4", "n7", "n10"}
-    with pytest.raises(ValueError, match="only AND"):
+    with pytest.raises(ValueError, match="OR across different keys"):
         BGEM3HybridRetriever(retriever.index, filters=MetadataFilters(
             filters=filters.filters, condition=FilterCondition.OR))
     with pytest.raises(ValueError, match="not supported"):
@@ -88,6 +88,52 @@ async def test_async_filters_and_bad_input(model: BGEM3, retriever: BGEM3HybridR
     with pytest.raises(ValueError, match="similarity_top_k"):
         BGEM3HybridRetriever(retriever.index, 0)
     assert BGEM3HybridRetriever.from_nodes([], model=model).retrieve(QUERIES[0]) == []
+
+
+def _eq(key: str, value: object) -> MetadataFilter:
+    return MetadataFilter(key=key, value=value)  # type: ignore[arg-type]
+
+
+def _in(key: str, values: list[object]) -> MetadataFilter:
+    return MetadataFilter(key=key, value=values, operator=FilterOperator.IN)  # type: ignore[arg-type]
+
+
+def _all(*filters: MetadataFilter | MetadataFilters) -> MetadataFilters:
+    return MetadataFilters(filters=list(filters), condition=FilterCondition.AND)
+
+
+def _any(*filters: MetadataFilter | MetadataFilters) -> MetadataFilters:
+    return MetadataFilters(filters=list(filters), condition=FilterCondition.OR)
+
+
+@pytest.mark.parametrize(("filters", "wanted"), [
+    (_all(_eq("lang", "en"), _eq("lang", "fr")), lambda m: False),
+    (_all(_eq("lang", "fr"), _eq("lang", "fr")), lambda m: m["lang"] == "fr"),
+    (_any(_eq("lang", "en"), _eq("lang", "fr")), lambda m: m["lang"] in ("en", "fr")),
+    (_all(_in("lang", ["en", "fr"]), _in("lang", ["fr", "de"])), lambda m: m["lang"] == "fr"),
+    (_all(_in("lang", ["en", "fr"]), _any(_eq("n", 0), _eq("n", 1), _eq("n", 2))),
+     lambda m: m["n"] in (0, 1)),
+    (_any(_all(_eq("n", 3), _eq("n", 4)), _eq("n", 5)), lambda m: m["n"] == 5),
+    (_all(_eq("lang", "de"), _any(_in("n", []), _eq("n", 2))), lambda m: m["n"] == 2),
+    (_all(_eq("n", 1), _eq("n", "1")), lambda m: False),  # typed, as in the core: "1" != 1
+    (_any(_eq("lang", "de"), _all()), lambda m: True),
+], ids=["and-two-equalities", "and-same-equality", "or-one-key", "and-two-ins", "nested",
+        "or-of-an-empty-and", "or-of-an-empty-in", "typed", "or-with-no-condition"])
+def test_metadata_filters_match_exactly_what_they_say(retriever: BGEM3HybridRetriever,
+                                                      filters, wanted) -> None:  # type: ignore[no-untyped-def]
+    got = BGEM3HybridRetriever(retriever.index, 30, filters=filters).retrieve(QUERIES[0])
+    assert {n.node.node_id for n in got} == {n.node_id for n in make_nodes() if wanted(n.metadata)}
+
+
+def test_metadata_filters_the_core_cannot_express_raise(retriever: BGEM3HybridRetriever) -> None:
+    for filters, message in [
+            (_any(_eq("lang", "en"), _eq("n", 1)), "OR across different keys"),
+            (_any(_all(_eq("lang", "en"), _eq("n", 0)), _eq("lang", "fr")), "OR across"),
+            (MetadataFilters(filters=[_eq("lang", "en")], condition=FilterCondition.NOT), "not"),
+            (_all(_eq("lang", ["en", "fr"])), "one value"),
+            (_all(MetadataFilter(key="lang", value="en", operator=FilterOperator.NE)), "!=")]:
+        with pytest.raises(ValueError, match=message):
+            BGEM3HybridRetriever(retriever.index, filters=filters)
 
 
 def test_query_engine_with_reranker_and_fusion_retriever(

@@ -39,7 +39,8 @@ class BGEM3HybridRetriever(BaseRetriever):
         weights: ``(dense, sparse, colbert)`` for weighted fusion.
         candidates: Candidates from each of dense and sparse.
         rerank: ColBERT rerank; ``None``: when the index stores ColBERT vectors.
-        filters: ``MetadataFilters`` with ``==`` and ``in`` conditions joined by AND.
+        filters: ``MetadataFilters`` of ``==`` and ``in`` conditions, joined by AND, or by
+            OR on one key (nested too); conditions on one key under AND must all hold.
 
     Example:
         .. code-block:: python
@@ -132,20 +133,61 @@ class BGEM3HybridRetriever(BaseRetriever):
 
 
 def _to_where(filters: MetadataFilters | None) -> dict[str, Any] | None:
-    """``MetadataFilters`` (``==`` / ``in``, AND) as the core index's filter dict."""
+    """``MetadataFilters`` as the core index's filter dict, or a ``ValueError``.
+
+    The core filter ANDs its keys, each with one value (equality) or a list (any of them;
+    an empty list matches nothing). ``==`` and ``in`` conditions map onto it; several under
+    AND on one key keep the values all of them allow (``lang == "en" AND lang == "fr"``
+    matches nothing), under OR on one key the values any of them allows. An OR across
+    keys, ``NOT`` and other operators cannot be expressed and raise.
+    """
     if filters is None or not filters.filters:
         return None
-    if filters.condition not in (None, FilterCondition.AND):
-        raise ValueError(f"only AND filters are supported, got {filters.condition}")
-    where: dict[str, Any] = {}
-    for f in filters.filters:
-        if not isinstance(f, MetadataFilter):
-            raise ValueError("nested MetadataFilters are not supported")
-        if f.operator == FilterOperator.EQ:
-            where[f.key] = f.value
-        elif f.operator == FilterOperator.IN and isinstance(f.value, list):
-            where[f.key] = list(f.value)
-        else:
-            raise ValueError(f"filter operator {f.operator.value!r} on {f.key!r} is not "
-                             "supported: use == or in")
-    return where
+    return {key: values[0] if len(values) == 1 else values
+            for key, values in _allowed(filters).items()}
+
+
+def _allowed(item: MetadataFilters | MetadataFilter) -> dict[str, list[Any]]:
+    """The values each constrained key may take (a key not listed is not constrained)."""
+    if isinstance(item, MetadataFilter):
+        if item.operator == FilterOperator.EQ and not isinstance(item.value, list):
+            return {item.key: [item.value]}
+        if item.operator == FilterOperator.IN and isinstance(item.value, list):
+            return {item.key: _union([item.value])}
+        raise ValueError(f"filter operator {item.operator.value!r} on {item.key!r} with value "
+                         f"{item.value!r} is not supported: use == (one value) or in (a list)")
+    parts = [_allowed(f) for f in item.filters]
+    if item.condition in (None, FilterCondition.AND):
+        out: dict[str, list[Any]] = {}
+        for part in parts:
+            for key, values in part.items():
+                out[key] = [v for v in out[key] if _has(values, v)] if key in out else values
+        return out
+    if item.condition != FilterCondition.OR:
+        raise ValueError(f"filter condition {item.condition.value!r} is not supported: "
+                         "use and / or")
+    if not parts or {} in parts:  # one branch with no condition matches everything
+        return {}
+    possible = [p for p in parts if all(p.values())]  # a branch that matches nothing adds nothing
+    if not possible:
+        return parts[0]
+    keys = {key for part in possible for key in part}
+    if len(keys) > 1 or any(len(part) != 1 for part in possible):
+        raise ValueError(f"an OR across different keys ({sorted(keys)}) cannot be expressed "
+                         "as a bgem3 filter: OR works within one key (lang == 'en' OR "
+                         "lang == 'fr')")
+    (key,) = keys
+    return {key: _union([part[key] for part in possible])}
+
+
+def _has(values: list[Any], value: Any) -> bool:
+    # typed, as the core compares: True is not 1
+    return any(type(v) is type(value) and v == value for v in values)
+
+
+def _union(lists: list[list[Any]]) -> list[Any]:
+    out: list[Any] = []
+    for value in (v for values in lists for v in values):
+        if not _has(out, value):
+            out.append(value)
+    return out
