@@ -96,6 +96,19 @@ async def test_rerank_async_and_bad_input(model: BGEM3) -> None:
         BGEM3ColbertRerank(model=model, top_n=0)
 
 
+def test_unknown_keyword_arguments_are_rejected(model: BGEM3) -> None:
+    from llama_index.retrievers.bgem3 import BGEM3HybridRetriever
+
+    for cls, name in [(BGEM3Embedding, "devcie"), (BGEM3SparseEmbedding, "devcie"),
+                      (BGEM3ColbertRerank, "top_k")]:
+        with pytest.raises(ValueError, match=rf"{name}\n +Extra inputs are not permitted"):
+            cls(model=model, **{name: 1})
+    with pytest.raises(TypeError, match="top_k"):
+        BGEM3HybridRetriever.from_nodes(make_nodes()[:2], model=model, top_k=1)
+    assert BGEM3ColbertRerank.from_dict({**BGEM3ColbertRerank(model=model).to_dict(),
+                                         "top_n": 1}).top_n == 1
+
+
 def test_namespace_layout_and_no_torch_at_import(tmp_path) -> None:  # type: ignore[no-untyped-def]
     code = ("import sys\n"
             "from llama_index.embeddings.bgem3 import BGEM3Embedding\n"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from bgem3.shared import OutputCache, output_cache, resolve_model
 
@@ -15,8 +15,11 @@ class BGEM3Fields(BaseModel):
     """``model=`` (a loaded ``bgem3.BGEM3``) or ``model_name`` / ``device`` / ``dtype``.
 
     Components built from the same name, device and dtype share one loaded model, and with
-    it one cache of recent dense and sparse outputs.
+    it one cache of recent dense and sparse outputs. Unknown keyword arguments are an
+    error (a misspelt ``devcie=`` or LangChain's ``top_k=`` would otherwise be ignored).
     """
+
+    model_config = ConfigDict(extra="forbid")
 
     model_name: str = Field(default=DEFAULT_MODEL,
                             description="Hugging Face hub id or local checkpoint directory.")
