@@ -3,39 +3,55 @@
 Layout of an index directory::
 
     INDEX/CURRENT            name of the live version, replaced atomically
+    INDEX/.lock              taken by writers (one save at a time)
     INDEX/v-<hex>/manifest.json
     INDEX/v-<hex>/dense.npy, sparse_*.npy, colbert*.npy, documents.json
 
-A save writes a complete new version directory, flushes it to disk, then points
-``CURRENT`` at it with one atomic ``os.replace``, and only then removes the previous
-version's files. A save that fails or is killed at any moment leaves ``CURRENT`` naming a
-complete version, so the previous index stays loadable.
+A save takes the writer lock, writes a complete new version directory, flushes it to disk,
+then points ``CURRENT`` at it with one atomic ``os.replace`` (the commit point), and only
+then removes every other version directory (the previous one, and any that a killed save
+left behind). Nothing after the commit point can make the save fail. A save that fails or
+is killed before it leaves ``CURRENT`` naming a complete version, so the previous index
+stays loadable. Loads take no lock: a load that finds its version removed by a concurrent
+save reads ``CURRENT`` again and loads the new version.
+
+Everything read is checked before it is used (the manifest's fields, every array's shape,
+dtype, ranges and finiteness, the documents against a checksum), and every problem raises
+:class:`~bgem3.IndexFormatError`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import logging
 import os
+import re
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bgem3.errors import IndexFormatError
-from bgem3.index._store import row_ranges
 
 if TYPE_CHECKING:
-    from bgem3.index.embedded import HybridIndex
+    from bgem3.index.embedded import HybridIndex, IndexState
 
-__all__ = ["load_index", "save_index"]
+__all__ = ["load_index", "read_manifest", "save_index"]
+
+logger = logging.getLogger(__name__)
 
 FORMAT = "bgem3.hybrid_index"
 FORMAT_VERSION = 1
 POINTER = "CURRENT"
-ARRAYS = ("dense", "sparse_indptr", "sparse_indices", "sparse_values", "colbert",
-          "colbert_offsets")
+LOCK = ".lock"
+ARRAYS = {"dense": ("float32", "float16"), "sparse_indptr": ("int64",),
+          "sparse_indices": ("int32",), "sparse_values": ("float32",),
+          "colbert": ("float16",), "colbert_offsets": ("int64",)}
+_VERSION_NAME = re.compile(r"v-[0-9a-f]{32}")
 
 
 def _fsync(path: Path) -> None:
@@ -46,8 +62,22 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+@contextlib.contextmanager
+def _writer_lock(root: Path) -> Iterator[None]:
+    """Hold the index's exclusive writer lock (one save at a time, across processes)."""
+    fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if os.name == "nt":  # pragma: no cover - exercised on Windows only
+            import msvcrt
+
+            msvcrt.locking(fd, msvcrt.LK_LOCK, 1)  # type: ignore[attr-defined]
+        else:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def save_index(index: HybridIndex, path: str | os.PathLike[str]) -> None:
@@ -58,29 +88,21 @@ def save_index(index: HybridIndex, path: str | os.PathLike[str]) -> None:
     if root.is_dir() and any(root.iterdir()) and not (root / POINTER).is_file():
         raise FileExistsError(f"{root} is a non-empty directory that is not a bgem3 index; "
                               "refusing to write into it")
-    snap = index.snapshot()
-    rows = np.flatnonzero(snap.alive)
-    documents = {
-        "ids": [snap.ids[r] for r in rows],
-        "texts": [snap.texts[r] for r in rows],
-        "metadata": [snap.metadata[r] for r in rows],
-    }
+    state = index.state()
+    documents = {"ids": state.ids, "texts": state.texts, "metadata": state.metadata}
     try:
-        documents_json = json.dumps(documents, ensure_ascii=False)
+        documents_json = json.dumps(documents, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"metadata must be JSON-serialisable to save the index: {exc}") from exc
-    csr = snap.sparse.tocsr()[rows]
+        raise TypeError(f"metadata must be JSON-serialisable (no NaN or infinity) to save the "
+                        f"index: {exc}") from exc
     arrays: dict[str, np.ndarray] = {
-        "dense": snap.dense.take(rows),
-        "sparse_indptr": csr.indptr.astype(np.int64),
-        "sparse_indices": csr.indices.astype(np.int32),
-        "sparse_values": csr.data.astype(np.float32),
+        "dense": state.dense, "sparse_indptr": state.sparse_indptr,
+        "sparse_indices": state.sparse_indices, "sparse_values": state.sparse_values,
     }
-    if snap.colbert is not None and snap.colbert_offsets is not None:
-        starts, ends = snap.colbert_offsets[rows], snap.colbert_offsets[rows + 1]
-        lengths = ends - starts
-        arrays["colbert"] = snap.colbert.take(row_ranges(starts, ends))
-        arrays["colbert_offsets"] = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
+    if state.colbert is not None and state.colbert_offsets is not None:
+        arrays["colbert"] = state.colbert
+        arrays["colbert_offsets"] = state.colbert_offsets
+    encoded = documents_json.encode("utf-8")
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -90,53 +112,68 @@ def save_index(index: HybridIndex, path: str | os.PathLike[str]) -> None:
         "colbert_dim": index.colbert_dim,
         "vocab_size": index.vocab_size,
         "store_colbert": index.store_colbert,
-        "count": int(rows.size),
+        "count": len(state.ids),
+        "documents_sha256": hashlib.sha256(encoded).hexdigest(),
         "arrays": {name: {"shape": list(a.shape), "dtype": str(a.dtype)}
                    for name, a in arrays.items()},
     }
-
     root.mkdir(parents=True, exist_ok=True)
-    version = f"v-{uuid.uuid4().hex}"
-    target = root / version
-    target.mkdir()
-    previous = _current_version(root)
-    pointer_tmp = root / f".{POINTER}.{uuid.uuid4().hex}"
-    try:
-        for name, array in arrays.items():
-            np.save(target / f"{name}.npy", array, allow_pickle=False)
-        (target / "documents.json").write_text(documents_json, encoding="utf-8")
-        _write_json(target / "manifest.json", manifest)
-        for file in target.iterdir():
-            _fsync(file)
-        _fsync(target)
-        pointer_tmp.write_text(version, encoding="utf-8")
-        _fsync(pointer_tmp)
-        os.replace(pointer_tmp, root / POINTER)  # the commit point
-    except BaseException:
-        pointer_tmp.unlink(missing_ok=True)
-        _remove_version(target)
-        raise
-    _fsync(root)
-    if previous and previous != version:
-        _remove_version(root / previous)
+    with _writer_lock(root):
+        version = f"v-{uuid.uuid4().hex}"
+        target = root / version
+        target.mkdir()
+        pointer_tmp = root / f".{POINTER}.{uuid.uuid4().hex}"
+        try:
+            for name, array in arrays.items():
+                np.save(target / f"{name}.npy", array, allow_pickle=False)
+            (target / "documents.json").write_bytes(encoded)
+            (target / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+            for file in target.iterdir():
+                _fsync(file)
+            _fsync(target)
+            pointer_tmp.write_text(version, encoding="utf-8")
+            _fsync(pointer_tmp)
+            os.replace(pointer_tmp, root / POINTER)  # the commit point
+        except BaseException:
+            with contextlib.suppress(OSError):
+                pointer_tmp.unlink(missing_ok=True)
+                _remove_version(target)
+            raise
+        # committed: from here on nothing may fail the save
+        try:
+            _fsync(root)
+            _remove_stale(root, keep=version)
+        except OSError as exc:  # pragma: no cover - e.g. a read-only parent directory
+            logger.warning("index saved to %s; cleaning up old versions failed: %s", root, exc)
 
 
 def _current_version(root: Path) -> str | None:
     pointer = root / POINTER
-    if not pointer.is_file():
+    try:
+        name = pointer.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
         return None
-    name = pointer.read_text(encoding="utf-8").strip()
-    return name if name.startswith("v-") and "/" not in name and "\\" not in name else None
+    return name if _VERSION_NAME.fullmatch(name) else None
 
 
 def _remove_version(directory: Path) -> None:
-    """Delete a superseded version directory: only the files a save writes, then the dir."""
+    """Delete a version directory: only the files a save writes, then the directory."""
     names = {f"{a}.npy" for a in ARRAYS} | {"documents.json", "manifest.json"}
-    for file in directory.iterdir():
-        if file.name in names:
-            file.unlink()
+    with contextlib.suppress(FileNotFoundError):
+        for file in directory.iterdir():
+            if file.name in names:
+                file.unlink(missing_ok=True)
     with contextlib.suppress(OSError):  # something else lives there: leave it alone
         directory.rmdir()
+
+
+def _remove_stale(root: Path, keep: str) -> None:
+    """Remove every version but ``keep`` and leftover pointer files (under the lock)."""
+    for entry in root.iterdir():
+        if entry.is_dir() and _VERSION_NAME.fullmatch(entry.name) and entry.name != keep:
+            _remove_version(entry)
+        elif entry.name.startswith(f".{POINTER}.") and entry.is_file():
+            entry.unlink(missing_ok=True)
 
 
 def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -147,6 +184,12 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
         IndexFormatError: Not a bgem3 index, an unreadable manifest, or an unknown version.
     """
     return _current_manifest(Path(path))[1]
+
+
+_MANIFEST_TYPES: dict[str, Any] = {
+    "model": str, "model_fingerprint": str, "dense_dim": int, "vocab_size": int,
+    "store_colbert": bool, "count": int, "arrays": dict,
+}
 
 
 def _current_manifest(root: Path) -> tuple[Path, dict[str, Any]]:
@@ -167,23 +210,30 @@ def _current_manifest(root: Path) -> tuple[Path, dict[str, Any]]:
             f"{directory}: index format version {manifest.get('format_version')!r} is not "
             f"supported (this bgem3 reads version {FORMAT_VERSION})"
         )
+    for key, kind in _MANIFEST_TYPES.items():
+        value = manifest.get(key)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise IndexFormatError(f"{directory}: manifest.json field {key!r} is missing or "
+                                   f"not a {kind.__name__}")
+    colbert_dim = manifest.get("colbert_dim")
+    if colbert_dim is not None and (not isinstance(colbert_dim, int) or colbert_dim < 1):
+        raise IndexFormatError(f"{directory}: manifest.json field 'colbert_dim' is invalid")
     return directory, manifest
 
 
-def load_index(path: str | os.PathLike[str], model: Any) -> HybridIndex:
-    """Read an index written by :func:`save_index` and check it against ``model``."""
-    from bgem3.index.embedded import HybridIndex
-
-    root = Path(path)
-    directory, manifest = _current_manifest(root)
-    if manifest.get("model_fingerprint") != model.fingerprint:
-        raise IndexFormatError(
-            f"{root} was built with model {manifest.get('model')!r} (fingerprint "
-            f"{manifest.get('model_fingerprint')}), not with {model.name!r} (fingerprint "
-            f"{model.fingerprint}); encode the documents again with this model"
-        )
+def _read_arrays(directory: Path, manifest: dict[str, Any]) -> dict[str, np.ndarray]:
+    expected = set(ARRAYS) if manifest["store_colbert"] else set(ARRAYS) - {
+        "colbert", "colbert_offsets"}
+    specs = manifest["arrays"]
+    if set(specs) != expected:
+        raise IndexFormatError(f"{directory}: the manifest lists arrays {sorted(specs)}, "
+                               f"expected {sorted(expected)}")
     arrays = {}
-    for name, spec in manifest["arrays"].items():
+    for name in sorted(expected):
+        spec = specs[name]
+        if (not isinstance(spec, dict) or not isinstance(spec.get("shape"), list)
+                or spec.get("dtype") not in ARRAYS[name]):
+            raise IndexFormatError(f"{directory}: the manifest's entry for {name} is invalid")
         try:
             array = np.load(directory / f"{name}.npy", allow_pickle=False)
         except (OSError, ValueError, EOFError) as exc:
@@ -196,16 +246,65 @@ def load_index(path: str | os.PathLike[str], model: Any) -> HybridIndex:
                 f"manifest says {spec['shape']} {spec['dtype']}"
             )
         arrays[name] = array
-    try:
-        documents = json.loads((directory / "documents.json").read_text(encoding="utf-8"))
-        ids, texts, metadata = documents["ids"], documents["texts"], documents["metadata"]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise IndexFormatError(f"{directory}: documents.json is missing or corrupt") from exc
-    count = manifest["count"]
-    if not (len(ids) == len(texts) == len(metadata) == count == arrays["dense"].shape[0]):
-        raise IndexFormatError(f"{directory}: document and vector counts disagree")
+    return arrays
 
-    index = HybridIndex(model, store_colbert=bool(manifest["store_colbert"]),
-                        dense_dtype=str(arrays["dense"].dtype))
-    index._restore(ids, texts, metadata, arrays)
-    return index
+
+def _read_state(directory: Path, manifest: dict[str, Any]) -> IndexState:
+    from bgem3.index.embedded import IndexState
+
+    arrays = _read_arrays(directory, manifest)
+    try:
+        raw = (directory / "documents.json").read_bytes()
+    except OSError as exc:
+        raise IndexFormatError(f"{directory}: documents.json is missing ({exc})") from exc
+    checksum = manifest.get("documents_sha256")  # absent in indexes saved before it existed
+    if checksum is not None and hashlib.sha256(raw).hexdigest() != checksum:
+        raise IndexFormatError(f"{directory}: documents.json does not belong to this index "
+                               "(its checksum differs from the manifest's)")
+    try:
+        documents = json.loads(raw.decode("utf-8"))
+        ids, texts, metadata = documents["ids"], documents["texts"], documents["metadata"]
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise IndexFormatError(f"{directory}: documents.json is corrupt ({exc})") from exc
+    if not all(isinstance(x, list) for x in (ids, texts, metadata)) \
+            or len(ids) != manifest["count"]:
+        raise IndexFormatError(f"{directory}: documents.json does not hold "
+                               f"{manifest['count']} documents")
+    return IndexState(ids=ids, texts=texts, metadata=metadata, dense=arrays["dense"],
+                      sparse_indptr=arrays["sparse_indptr"],
+                      sparse_indices=arrays["sparse_indices"],
+                      sparse_values=arrays["sparse_values"], colbert=arrays.get("colbert"),
+                      colbert_offsets=arrays.get("colbert_offsets"))
+
+
+def _check_model(root: Path, manifest: dict[str, Any], model: Any) -> None:
+    if manifest["model_fingerprint"] != model.fingerprint:
+        raise IndexFormatError(
+            f"{root} was built with model {manifest['model']!r} (fingerprint "
+            f"{manifest['model_fingerprint']}), not with {model.name!r} (fingerprint "
+            f"{model.fingerprint}); encode the documents again with this model"
+        )
+    if (manifest["dense_dim"], manifest["vocab_size"]) != (model.dense_dim, model.vocab_size):
+        raise IndexFormatError(f"{root}: the manifest's dimensions do not match the model")
+
+
+def load_index(path: str | os.PathLike[str], model: Any) -> HybridIndex:
+    """Read an index written by :func:`save_index` and check it against ``model``."""
+    from bgem3.index.embedded import HybridIndex
+
+    root = Path(path)
+    for attempt in range(3):
+        seen = _current_version(root)
+        try:
+            directory, manifest = _current_manifest(root)
+            _check_model(root, manifest, model)
+            state = _read_state(directory, manifest)
+        except IndexFormatError:
+            if attempt < 2 and seen is not None and _current_version(root) != seen:
+                continue  # a concurrent save replaced the version while we read it
+            raise
+        try:
+            return HybridIndex.from_state(model, state)
+        except ValueError as exc:
+            raise IndexFormatError(f"{directory}: {exc}") from exc
+    raise IndexFormatError(f"{root} changed during every attempt to load it")  # pragma: no cover

@@ -12,11 +12,10 @@ write, never halfway. Writes are serialised by the same lock.
 
 from __future__ import annotations
 
-import itertools
 import os
 import threading
 import uuid
-from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -27,12 +26,176 @@ from bgem3._types import EncodeOutput, Hit, SparseVector
 from bgem3.index._store import BlockArray, GrowingArray, Rows, Snapshot, row_ranges
 from bgem3.scoring import fuse_scores, rrf_fuse, segment_maxsim, weighted_fuse
 
-__all__ = ["CandidatePool", "HybridIndex", "check_search_args", "validate_embeddings"]
+__all__ = [
+    "CandidatePool",
+    "HybridIndex",
+    "IndexState",
+    "check_filter",
+    "check_search_args",
+    "validate_embeddings",
+    "validate_state",
+]
 
 Mode = Literal["hybrid", "dense", "sparse"]
 Fusion = Literal["weighted", "rrf"]
 RRF_K = 60
 DEFAULT_WEIGHTS = (0.4, 0.2, 0.4)
+COMPACT_MIN_DEAD = 1024
+"""Dead rows (deleted or replaced documents) before an index compacts itself."""
+_FP16_MAX = 65504.0
+
+
+@dataclass(frozen=True)
+class IndexState:
+    """The contents of an index as plain arrays: its live documents, in order.
+
+    What :meth:`HybridIndex.state` returns, :meth:`HybridIndex.from_state` takes and the
+    saved format holds.
+
+    Attributes:
+        ids: Document ids (unique, non-empty strings).
+        texts: Texts (``None`` for documents added without one).
+        metadata: One dict per document.
+        dense: ``[n, d]`` dense vectors (float32 or float16).
+        sparse_indptr: ``int64 [n + 1]`` CSR row pointers of the lexical weights.
+        sparse_indices: ``int32`` token ids.
+        sparse_values: ``float32`` weights.
+        colbert: ``float16 [t, c]`` packed ColBERT vectors, or ``None`` without them.
+        colbert_offsets: ``int64 [n + 1]`` document ``i`` owns ``colbert[o[i]:o[i + 1]]``.
+    """
+
+    ids: list[str]
+    texts: list[str | None]
+    metadata: list[dict[str, Any]]
+    dense: NDArray[Any]
+    sparse_indptr: NDArray[np.int64]
+    sparse_indices: NDArray[np.int32]
+    sparse_values: NDArray[np.float32]
+    colbert: NDArray[np.float16] | None = None
+    colbert_offsets: NDArray[np.int64] | None = None
+
+
+def validate_state(state: IndexState, *, dense_dim: int, vocab_size: int,
+                   colbert_dim: int | None) -> None:
+    """Check everything ``add`` checks, for a whole state, in one vectorized pass.
+
+    Raises:
+        ValueError: The first inconsistency found, described.
+    """
+    n = len(state.ids)
+    if not all(isinstance(i, str) and i for i in state.ids):
+        raise ValueError("document ids must be non-empty strings")
+    if len(set(state.ids)) != n:
+        raise ValueError("document ids are not unique")
+    if len(state.texts) != n or len(state.metadata) != n:
+        raise ValueError(f"{n} ids but {len(state.texts)} texts and {len(state.metadata)} "
+                         "metadata entries")
+    if not all(t is None or isinstance(t, str) for t in state.texts):
+        raise ValueError("texts must be strings or null")
+    if not all(isinstance(m, dict) for m in state.metadata):
+        raise ValueError("metadata entries must be objects")
+    dense = state.dense
+    if dense.shape != (n, dense_dim) or dense.dtype not in (np.float32, np.float16):
+        raise ValueError(f"dense vectors must be float32/float16 [{n}, {dense_dim}], got "
+                         f"{dense.dtype} {list(dense.shape)}")
+    finite = (_all_finite_fp16(dense) if dense.dtype == np.float16
+              else bool(np.isfinite(dense).all()))
+    if not finite:
+        raise ValueError("dense vectors contain NaN or infinite values")
+    _check_pointers(state.sparse_indptr, n, state.sparse_indices.shape[0], "sparse", 0)
+    if state.sparse_values.shape != state.sparse_indices.shape:
+        raise ValueError("sparse indices and values differ in length")
+    ids = state.sparse_indices
+    if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
+        raise ValueError(f"sparse token ids outside [0, {vocab_size})")
+    if not np.isfinite(state.sparse_values).all():
+        raise ValueError("sparse weights contain NaN or infinite values")
+    if (state.colbert is None) != (colbert_dim is None) or \
+            (state.colbert is None) != (state.colbert_offsets is None):
+        raise ValueError("ColBERT vectors and offsets must both be present exactly when the "
+                         "index stores ColBERT vectors")
+    if state.colbert is not None and state.colbert_offsets is not None:
+        if state.colbert.ndim != 2 or state.colbert.shape[1] != colbert_dim \
+                or state.colbert.dtype != np.float16:
+            raise ValueError(f"ColBERT vectors must be float16 [t, {colbert_dim}], got "
+                             f"{state.colbert.dtype} {list(state.colbert.shape)}")
+        _check_pointers(state.colbert_offsets, n, state.colbert.shape[0], "ColBERT", 1)
+        if not _all_finite_fp16(state.colbert):
+            raise ValueError("ColBERT vectors contain NaN or infinite values")
+
+
+def _check_pointers(pointers: NDArray[Any], n: int, total: int, what: str, least: int) -> None:
+    """Row pointers: ``n + 1`` int64 values from 0 to ``total``, steps of at least ``least``."""
+    if pointers.shape != (n + 1,) or pointers.dtype != np.int64:
+        raise ValueError(f"{what} offsets must be int64 [{n + 1}], got {pointers.dtype} "
+                         f"{list(pointers.shape)}")
+    if int(pointers[0]) != 0 or int(pointers[-1]) != total:
+        raise ValueError(f"{what} offsets must run from 0 to {total}")
+    if n and int(np.diff(pointers).min()) < least:
+        raise ValueError(f"{what} offsets must increase by at least {least} per document")
+
+
+def _filter_value(value: Any) -> tuple[str, Any] | None:
+    """The posting key of one metadata value: tagged by type, so that ``True != 1``.
+
+    Only strings, ints and bools are matched (as in Qdrant); ``None`` for anything else.
+    """
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, int):
+        return ("int", value)
+    if isinstance(value, str):
+        return ("str", value)
+    return None
+
+
+def _posting_keys(value: Any) -> list[tuple[str, Any]]:
+    """What a metadata value is found by: itself, or each element of a list or tuple."""
+    if isinstance(value, (list, tuple)):
+        keys = [_filter_value(v) for v in value]
+        return [k for k in keys if k is not None]
+    key = _filter_value(value)
+    return [] if key is None else [key]
+
+
+def check_filter(where: Mapping[str, Any] | None) -> dict[str, list[tuple[str, Any]]]:
+    """Check a metadata filter; the same rules hold in both index backends.
+
+    A filter maps keys to a value (equality) or a list of values (any of them); all keys
+    must match. Values are strings, ints or bools, compared with their type (``True`` does
+    not match ``1``); a document whose metadata value is a list matches when any element
+    does. An empty list matches nothing.
+
+    Returns:
+        ``{key: [typed values]}``.
+
+    Raises:
+        TypeError: ``where`` is not a dict, or a key is not a string.
+        ValueError: A value that cannot be matched (a float, ``None``, a dict...).
+
+    Example:
+        >>> check_filter({"lang": "en", "year": [2023, 2024]})
+        {'lang': [('str', 'en')], 'year': [('int', 2023), ('int', 2024)]}
+    """
+    if where is None:
+        return {}
+    if not isinstance(where, Mapping):
+        raise TypeError(f"filter must be a dict such as {{'lang': 'en', 'year': [2023, 2024]}}, "
+                        f"got {type(where).__name__}")
+    out: dict[str, list[tuple[str, Any]]] = {}
+    for key, wanted in where.items():
+        if not isinstance(key, str):
+            raise TypeError(f"filter keys must be strings, got {key!r}")
+        values = list(wanted) if isinstance(wanted, (list, tuple, set, frozenset)) else [wanted]
+        typed = []
+        for value in values:
+            posting = _filter_value(value)
+            if posting is None:
+                raise ValueError(f"filter value {value!r} for {key!r} cannot be matched: use "
+                                 "strings, ints or bools")
+            typed.append(posting)
+        out[key] = typed
+    return out
 
 
 class HybridIndex:
@@ -64,10 +227,17 @@ class HybridIndex:
         store_colbert: bool = True,
         dense_dtype: str = "float32",
     ) -> None:
+        if isinstance(model, (str, os.PathLike)):
+            raise TypeError(f"HybridIndex needs a loaded model (bgem3.BGEM3), got the path "
+                            f"{os.fspath(model)!r}; to open a saved index use "
+                            "HybridIndex.load(path, model)")
+        if not all(hasattr(model, a) for a in ("encode_documents", "dense_dim", "has_heads")):
+            raise TypeError(f"HybridIndex needs a bgem3.BGEM3 model, got {type(model).__name__}")
         if dense_dtype not in ("float32", "float16"):
             raise ValueError(f"dense_dtype must be 'float32' or 'float16', got {dense_dtype!r}")
-        if store_colbert and not model.has_heads:
-            raise ValueError("store_colbert=True needs a model with its ColBERT head")
+        if not model.has_heads:
+            raise ValueError("HybridIndex needs a model with its sparse and ColBERT heads; "
+                             f"{model.name!r} was loaded with dense_only=True")
         self.model = model
         self.store_colbert = store_colbert
         self.dense_dim: int = model.dense_dim
@@ -88,7 +258,7 @@ class HybridIndex:
                                                self._BLOCK_BYTES)
         self._cb_offsets = GrowingArray((), np.int64)
         self._cb_offsets.extend(np.zeros(1, np.int64))
-        self._meta_postings: dict[str, dict[Hashable, list[int]]] = {}
+        self._meta_postings: dict[str, dict[tuple[str, Any], list[int]]] = {}
         self._snapshot: Snapshot | None = None
 
     # ------------------------------------------------------------------ size and access
@@ -147,6 +317,7 @@ class HybridIndex:
             ValueError: Mismatched lengths, duplicate ids, or embeddings of the wrong
                 shape or with NaN values.
         """
+        texts = _as_texts(texts)
         n = _count(texts, embeddings)
         doc_ids = [uuid.uuid4().hex for _ in range(n)] if ids is None else _as_ids(ids)
         if len(doc_ids) != n:
@@ -166,8 +337,16 @@ class HybridIndex:
         dense, sparse, colbert = validate_embeddings(
             embeddings, n, dense_dim=self.dense_dim, vocab_size=self.vocab_size,
             colbert_dim=self.colbert_dim if self.store_colbert else None)
+        if self._dense.dtype == np.float16 and n and float(np.abs(dense).max()) > _FP16_MAX:
+            raise ValueError("dense vectors exceed the float16 range of this index "
+                             "(dense_dtype='float16'): normalise them or use float32")
         text_list: list[str | None] = [None] * n if texts is None else list(texts)
-        self._append(doc_ids, text_list, metas, dense, sparse, colbert)
+        counts = np.fromiter((len(v) for v in sparse), dtype=np.int64, count=n)
+        indices = (np.concatenate([v.indices for v in sparse]).astype(np.int32) if n
+                   else np.zeros(0, np.int32))
+        values = (np.concatenate([v.values for v in sparse]).astype(np.float32) if n
+                  else np.zeros(0, np.float32))
+        self._append(doc_ids, text_list, metas, dense, counts, indices, values, colbert)
         return doc_ids
 
     def delete(self, ids: Sequence[str]) -> None:
@@ -176,30 +355,32 @@ class HybridIndex:
         Raises:
             KeyError: If any id is unknown; then nothing is deleted.
         """
-        ids = _as_ids(ids)
+        ids = list(dict.fromkeys(_as_ids(ids)))  # an id given twice is deleted once
         with self._lock:
             unknown = [i for i in ids if i not in self._row]
             if unknown:
                 raise KeyError(f"unknown ids, nothing deleted: {unknown[:10]}")
             alive = self._alive.copy()
+            alive[[self._row[i] for i in ids]] = False
             for doc_id in ids:
-                alive[self._row.pop(doc_id)] = False
+                del self._row[doc_id]
             self._alive = alive
             self._snapshot = None
+            self._compact_if_sparse()
 
     def _append(self, ids: list[str], texts: list[str | None], metas: list[dict[str, Any]],
-                dense: NDArray[Any], sparse: list[SparseVector],
+                dense: NDArray[Any], counts: NDArray[np.int64], indices: NDArray[np.int32],
+                values: NDArray[np.float32],
                 colbert: tuple[NDArray[np.float16], NDArray[np.int64]] | None) -> None:
-        """Append validated rows; ``colbert`` is ``(packed vectors, rows per document)``.
+        """Append validated rows.
 
-        The packed ColBERT matrix must be a fresh array that nobody else changes: large
-        ones are kept as they are.
+        ``counts`` / ``indices`` / ``values`` are the documents' lexical weights in CSR form;
+        ``colbert`` is ``(packed vectors, rows per document)``. The packed ColBERT matrix
+        must be a fresh array that nobody else changes: large ones are kept as they are.
+        Everything that can fail is done before the first change.
         """
-        counts = np.fromiter((len(v) for v in sparse), dtype=np.int64, count=len(sparse))
-        indices = (np.concatenate([v.indices for v in sparse]).astype(np.int32)
-                   if sparse else np.zeros(0, np.int32))
-        values = (np.concatenate([v.values for v in sparse]) if sparse
-                  else np.zeros(0, np.float32))
+        postings = [[(key, k) for key, value in meta.items() for k in _posting_keys(value)]
+                    for meta in metas]
         with self._lock:
             start = len(self._ids)
             replaced = [self._row[i] for i in ids if i in self._row]
@@ -213,23 +394,108 @@ class HybridIndex:
                 self._cb_offsets.extend(self._cb_offsets.view()[-1] + np.cumsum(lengths))
             alive = np.concatenate([self._alive, np.ones(len(ids), dtype=np.bool_)])
             alive[replaced] = False
-            for offset, (doc_id, meta) in enumerate(zip(ids, metas, strict=True)):
+            for offset, (doc_id, keys) in enumerate(zip(ids, postings, strict=True)):
                 self._row[doc_id] = start + offset
-                for key, value in meta.items():
-                    if isinstance(value, Hashable):
-                        self._meta_postings.setdefault(key, {}).setdefault(value, []).append(
-                            start + offset)
+                for key, posting in keys:
+                    self._meta_postings.setdefault(key, {}).setdefault(posting, []).append(
+                        start + offset)
             self._ids.extend(ids)
             self._texts.extend(texts)
             self._metadata.extend(metas)
             self._alive = alive
             self._snapshot = None
+            self._compact_if_sparse()
+
+    # ------------------------------------------------------------------ state and compaction
+    def state(self) -> IndexState:
+        """The live documents and their vectors as plain arrays (what :meth:`save` writes).
+
+        Example:
+            >>> import tempfile, bgem3
+            >>> from bgem3.testing import build_tiny_checkpoint
+            >>> model = bgem3.BGEM3(build_tiny_checkpoint(tempfile.mkdtemp()), device="cpu")
+            >>> index = bgem3.HybridIndex(model)
+            >>> _ = index.add(["a cat", "a dog"], ids=["c", "d"])
+            >>> index.delete(["c"])
+            >>> state = index.state()
+            >>> state.ids, state.dense.shape[0], len(HybridIndex.from_state(model, state))
+            (['d'], 1, 1)
+        """
+        snap = self.snapshot()
+        rows = np.flatnonzero(snap.alive)
+        csr = snap.sparse_rows[rows]
+        colbert = offsets = None
+        if snap.colbert is not None and snap.colbert_offsets is not None:
+            starts, ends = snap.colbert_offsets[rows], snap.colbert_offsets[rows + 1]
+            colbert = snap.colbert.take(row_ranges(starts, ends))
+            offsets = np.concatenate(([0], np.cumsum(ends - starts))).astype(np.int64)
+        return IndexState(
+            ids=[snap.ids[r] for r in rows],
+            texts=[snap.texts[r] for r in rows],
+            metadata=[dict(snap.metadata[r]) for r in rows],
+            dense=snap.dense.take(rows),
+            sparse_indptr=csr.indptr.astype(np.int64),
+            sparse_indices=csr.indices.astype(np.int32),
+            sparse_values=csr.data.astype(np.float32),
+            colbert=colbert,
+            colbert_offsets=offsets,
+        )
+
+    @classmethod
+    def from_state(cls, model: Any, state: IndexState) -> HybridIndex:
+        """An index holding ``state`` (from :meth:`state`, or read from disk), checked first.
+
+        Raises:
+            ValueError: The state is inconsistent or does not fit ``model`` (the message
+                says what); nothing is built then.
+        """
+        store_colbert = state.colbert is not None
+        index = cls(model, store_colbert=store_colbert, dense_dtype=str(state.dense.dtype))
+        validate_state(state, dense_dim=index.dense_dim, vocab_size=index.vocab_size,
+                       colbert_dim=index.colbert_dim)
+        colbert = None
+        if state.colbert is not None and state.colbert_offsets is not None:
+            colbert = (state.colbert, np.diff(state.colbert_offsets))
+        index._append(list(state.ids), list(state.texts), [dict(m) for m in state.metadata],
+                      state.dense, np.diff(state.sparse_indptr), state.sparse_indices,
+                      state.sparse_values, colbert)
+        return index
+
+    def compact(self) -> int:
+        """Drop the storage of deleted and replaced documents; returns the rows freed.
+
+        Runs by itself once dead rows outnumber live ones (and number at least
+        ``COMPACT_MIN_DEAD``); searches that already started keep their snapshot.
+        """
+        with self._lock:
+            dead = len(self._ids) - len(self._row)
+            if dead == 0:
+                return 0
+            fresh = HybridIndex.from_state(self.model, self.state())
+            for name in ("_ids", "_texts", "_metadata", "_row", "_alive", "_dense",
+                         "_sp_indptr", "_sp_indices", "_sp_values", "_cb_vectors",
+                         "_cb_offsets", "_meta_postings"):
+                setattr(self, name, getattr(fresh, name))
+            self._snapshot = None
+            return dead
+
+    def _compact_if_sparse(self) -> None:
+        dead = len(self._ids) - len(self._row)
+        if dead >= COMPACT_MIN_DEAD and dead > len(self._row):
+            self.compact()
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise TypeError("a HybridIndex cannot be pickled or copied (it holds a loaded model and "
+                        "live storage): save it with index.save(path) and open it with "
+                        "HybridIndex.load(path, model), or share the object")
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str]) -> None:
         """Save to the directory ``path`` atomically (``.npy`` + JSON, no pickle).
 
-        A save that fails or is killed leaves the previously saved index loadable.
+        A save that fails or is killed leaves the previously saved index loadable; the
+        next save removes what it left behind. Saves to one path from several threads or
+        processes take turns (a file lock); a load during a save reads one complete version.
 
         Raises:
             FileExistsError: ``path`` is a file or a non-empty directory of something else.
@@ -251,22 +517,6 @@ class HybridIndex:
         from bgem3.index._persist import load_index
 
         return load_index(path, model)
-
-    def _restore(self, ids: list[str], texts: list[str | None], metadata: list[dict[str, Any]],
-                 arrays: dict[str, NDArray[Any]]) -> None:
-        """Fill an empty index from saved arrays (used by :meth:`load`)."""
-        from scipy.sparse import csr_matrix
-
-        indptr = arrays["sparse_indptr"]
-        csr = csr_matrix((arrays["sparse_values"], arrays["sparse_indices"], indptr),
-                         shape=(len(ids), self.vocab_size))
-        sparse = [SparseVector(csr.indices[a:b].astype(np.int64), csr.data[a:b])
-                  for a, b in itertools.pairwise(indptr)]
-        colbert = None
-        if self.store_colbert:
-            colbert = (arrays["colbert"], np.diff(arrays["colbert_offsets"]))
-        self._append(list(ids), list(texts), [dict(m) for m in metadata],
-                     arrays["dense"], sparse, colbert)
 
     # ------------------------------------------------------------------ reading
     def snapshot(self) -> Snapshot:
@@ -296,16 +546,11 @@ class HybridIndex:
 
     def _filter_mask(self, snap: Snapshot, where: Mapping[str, Any] | None) -> NDArray[np.bool_]:
         mask: NDArray[np.bool_] = snap.alive.copy()
-        if not where:
-            return mask
-        for key, wanted in where.items():
-            allowed = wanted if isinstance(wanted, (list, tuple, set, frozenset)) else [wanted]
+        for key, wanted in check_filter(where).items():
             postings = self._meta_postings.get(key, {})
             keep = np.zeros(snap.n, dtype=np.bool_)
-            for value in allowed:
-                if not isinstance(value, Hashable):
-                    raise TypeError(f"filter value for {key!r} must be hashable, got {value!r}")
-                rows = np.asarray(postings.get(value, ()), dtype=np.int64)
+            for posting in wanted:
+                rows = np.asarray(postings.get(posting, ()), dtype=np.int64)
                 keep[rows[rows < snap.n]] = True
             mask &= keep
         return mask
@@ -443,10 +688,8 @@ class HybridIndex:
                candidates: int, use_colbert: bool, filter: Mapping[str, Any] | None
                ) -> Iterator[CandidatePool]:
         """Each query's pool; the dense matrix is read once per block of queries."""
-        if queries.dense is None or queries.sparse is None:
-            raise ValueError("encoded queries need dense and sparse outputs")
-        if use_colbert and queries.colbert is None:
-            raise ValueError("reranking needs the queries' ColBERT vectors")
+        dense, sparse = _check_queries(queries, self.dense_dim,
+                                       self.colbert_dim if use_colbert else None)
         mask = self._filter_mask(snap, filter)
         empty = CandidatePool(np.zeros(0, np.int64), [], {}, {})
         candidates = max(candidates, k)  # each list must be able to fill the k hits
@@ -455,14 +698,13 @@ class HybridIndex:
             if not mask.any():
                 yield from (empty for _ in range(start, stop))
                 continue
-            dense_tops = (_dense_candidates(snap.dense, queries.dense[start:stop], mask,
-                                            candidates)
+            dense_tops = (_dense_candidates(snap.dense, dense[start:stop], mask, candidates)
                           if mode in ("hybrid", "dense") else None)
             for j in range(stop - start):
                 i = start + j
                 query = _Query(
-                    dense=np.asarray(queries.dense[i], dtype=np.float32),
-                    sparse=_clip(queries.sparse[i], self.vocab_size),
+                    dense=np.asarray(dense[i], dtype=np.float32),
+                    sparse=_clip(sparse[i], self.vocab_size),
                     colbert=(np.asarray(queries.colbert[i], dtype=np.float32)
                              if use_colbert and queries.colbert else None))
                 yield self._pool(snap, mask, query,
@@ -713,6 +955,11 @@ def validate_embeddings(
         raise ValueError("dense embeddings contain NaN or infinite values")
     if len(emb.sparse) != n:
         raise ValueError(f"expected {n} sparse vectors, got {len(emb.sparse)}")
+    for i, vector in enumerate(emb.sparse):
+        if not isinstance(vector, SparseVector):
+            raise TypeError(f"sparse vector {i} is a {type(vector).__name__}, not a "
+                            "bgem3.SparseVector (FlagEmbedding's lexical_weights dicts convert "
+                            "with SparseVector.from_dict)")
     if n:  # checked on the concatenation: one numpy call per check, not per document
         ids = np.concatenate([v.indices for v in emb.sparse])
         if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
@@ -737,6 +984,42 @@ def validate_embeddings(
     return dense, list(emb.sparse), colbert
 
 
+def _as_texts(texts: Any) -> list[str] | None:
+    """Texts as a list: a list, tuple, numpy array of strings or any iterable of them."""
+    if texts is None:
+        return None
+    if isinstance(texts, (str, bytes, Mapping)):
+        raise TypeError(f"texts must be a list of strings, got {type(texts).__name__}")
+    if isinstance(texts, np.ndarray):
+        texts = texts.tolist()
+    if not isinstance(texts, Iterable):
+        raise TypeError(f"texts must be a list of strings, got {type(texts).__name__}")
+    return list(texts)
+
+
+def _check_queries(queries: EncodeOutput, dense_dim: int, colbert_dim: int | None
+                   ) -> tuple[NDArray[np.float32], list[SparseVector]]:
+    """Encoded queries must fit the index: the outputs it needs, in the right shapes."""
+    if not isinstance(queries, EncodeOutput):
+        raise TypeError(f"queries must be an EncodeOutput (encode_queries), got "
+                        f"{type(queries).__name__}")
+    if queries.dense is None or queries.sparse is None:
+        raise ValueError("encoded queries need dense and sparse outputs")
+    n = len(queries.dense)
+    if np.ndim(queries.dense) != 2 or np.shape(queries.dense)[1] != dense_dim:
+        raise ValueError(f"query dense vectors must have shape (m, {dense_dim}), got "
+                         f"{np.shape(queries.dense)}")
+    if len(queries.sparse) != n or not all(isinstance(v, SparseVector) for v in queries.sparse):
+        raise ValueError(f"expected {n} query SparseVectors, one per dense vector")
+    if colbert_dim is not None:
+        if queries.colbert is None:
+            raise ValueError("reranking needs the queries' ColBERT vectors")
+        if len(queries.colbert) != n or any(
+                np.ndim(a) != 2 or np.shape(a)[1] != colbert_dim for a in queries.colbert):
+            raise ValueError(f"expected {n} query ColBERT arrays of shape (t, {colbert_dim})")
+    return queries.dense, queries.sparse
+
+
 def _count(texts: Sequence[str] | None, embeddings: EncodeOutput | None) -> int:
     if texts is not None:
         if isinstance(texts, str) or not isinstance(texts, Sequence):
@@ -753,9 +1036,9 @@ def _count(texts: Sequence[str] | None, embeddings: EncodeOutput | None) -> int:
 
 
 def _as_ids(ids: Iterable[str]) -> list[str]:
-    if isinstance(ids, str) or not isinstance(ids, Iterable):
+    if isinstance(ids, (str, bytes, Mapping)) or not isinstance(ids, Iterable):
         raise TypeError(f"ids must be a list of strings, got {type(ids).__name__}")
-    out = list(ids)
+    out = ids.tolist() if isinstance(ids, np.ndarray) else list(ids)
     for i, doc_id in enumerate(out):
         if not isinstance(doc_id, str) or not doc_id:
             raise TypeError(f"ids[{i}] must be a non-empty str, got {doc_id!r}")

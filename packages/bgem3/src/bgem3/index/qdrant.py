@@ -27,6 +27,7 @@ from bgem3.index.embedded import (
     _as_metadata,
     _count,
     _top,
+    check_filter,
     check_search_args,
     validate_embeddings,
 )
@@ -278,6 +279,8 @@ class QdrantHybridIndex:
         # fuses (RRF or DBSF over the two prefetches, no rerank)
         on_client = fusion == "weighted" or use_colbert or mode != "hybrid"
         where = self._filter(filter)
+        if where is False:  # an empty list of allowed values matches nothing
+            return [[] for _ in range(len(queries))]
         requests = [self._request(queries, i, mode, candidates, k, use_colbert, on_client, fusion,
                                   where, rrf_k) for i in range(len(queries))]
         responses = self.client.query_batch_points(self.collection, requests=requests)
@@ -349,16 +352,23 @@ class QdrantHybridIndex:
                    dict(payload["metadata"]))
 
     def _filter(self, where: Mapping[str, Any] | None) -> Any:
-        if not where:
+        """The Qdrant filter of ``where``; ``False`` when it can match nothing.
+
+        The rules of :func:`~bgem3.index.embedded.check_filter`: typed equality, any-of
+        lists, list payloads match by element.
+        """
+        checked = check_filter(where)
+        if not checked:
             return None
         models = self._models
         conditions = []
-        for key, wanted in where.items():
-            if isinstance(wanted, (list, tuple, set, frozenset)):
-                match: Any = models.MatchAny(any=list(wanted))
-            else:
-                match = models.MatchValue(value=wanted)
-            conditions.append(models.FieldCondition(key=f"metadata.{key}", match=match))
+        for key, wanted in checked.items():
+            if not wanted:
+                return False
+            matches = [models.FieldCondition(key=f"metadata.{key}",
+                                             match=models.MatchValue(value=value))
+                       for _, value in wanted]
+            conditions.append(matches[0] if len(matches) == 1 else models.Filter(should=matches))
         return models.Filter(must=conditions)
 
 
