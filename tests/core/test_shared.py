@@ -8,7 +8,7 @@ import bgem3
 import numpy as np
 import pytest
 from bgem3 import BGEM3
-from bgem3.shared import OutputCache, rerank_scores, resolve_model, shared_model
+from bgem3.shared import OutputCache, rerank_scores, resolve_model, shared_model, with_scores
 from bgem3.testing import random_texts
 
 TEXTS = random_texts(12, max_words=20, seed=61)
@@ -72,3 +72,12 @@ def test_rerank_scores_equal_the_scoring_functions(model: BGEM3) -> None:
     assert np.allclose(fused, want, atol=1e-6) and set(per_mode) == {"dense", "sparse", "colbert"}
     with pytest.raises(TypeError, match="query must be a str"):
         rerank_scores(model, None, TEXTS)  # type: ignore[arg-type]
+
+
+def test_scores_never_replace_metadata_values() -> None:
+    metadata = {"relevance_score": "high", "previous_relevance_score": 1, "lang": "en"}
+    out = with_scores(metadata, {"relevance_score": 0.5, "colbert_score": 0.25})
+    assert out == {"relevance_score": 0.5, "previous_relevance_score": "high",
+                   "previous_previous_relevance_score": 1, "lang": "en", "colbert_score": 0.25}
+    assert metadata == {"relevance_score": "high", "previous_relevance_score": 1, "lang": "en"}
+    assert with_scores({}, {"dense_score": 1.0}) == {"dense_score": 1.0}

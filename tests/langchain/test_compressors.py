@@ -64,5 +64,20 @@ def test_inside_a_contextual_compression_retriever(model: BGEM3) -> None:
     assert len(docs) == 3
     scores = [d.metadata["relevance_score"] for d in docs]
     assert scores == sorted(scores, reverse=True)
-    pool = {d.page_content for d in base.invoke(QUERIES[2])}
-    assert {d.page_content for d in docs} <= pool
+    pool = {d.page_content: d.metadata["relevance_score"] for d in base.invoke(QUERIES[2])}
+    assert {d.page_content for d in docs} <= set(pool)
+    # the retriever's score is kept beside the reranker's
+    assert [d.metadata["previous_relevance_score"] for d in docs] == [
+        pool[d.page_content] for d in docs]
+
+
+def test_existing_score_metadata_is_kept(model: BGEM3) -> None:
+    docs = [Document(page_content=t, metadata={"relevance_score": f"user {i}", "colbert_score": i})
+            for i, t in enumerate(TEXTS[:4])]
+    out = BGEM3ColbertReranker(model=model, top_n=4).compress_documents(docs, QUERIES[0])
+    for doc in out:
+        i = int(doc.metadata["previous_relevance_score"].removeprefix("user "))
+        assert doc.page_content == TEXTS[i] and doc.metadata["previous_colbert_score"] == i
+        assert isinstance(doc.metadata["relevance_score"], float)
+        assert doc.metadata["relevance_score"] == doc.metadata["colbert_score"]
+    assert docs[0].metadata == {"relevance_score": "user 0", "colbert_score": 0}

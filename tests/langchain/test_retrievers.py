@@ -77,6 +77,18 @@ def test_documents_without_an_id_do_not_cost_the_others_theirs(model: BGEM3) -> 
     assert len(retriever.index) == 1
 
 
+def test_stored_metadata_under_a_score_key_is_kept(model: BGEM3) -> None:
+    retriever = BGEM3HybridRetriever.from_texts(
+        TEXTS[:5], model=model, metadatas=[{"relevance_score": "editor's pick", "dense_score": i}
+                                           for i in range(5)], ids=list("abcde"))
+    doc = retriever.invoke(TEXTS[2], k=1)[0]
+    hit = retriever.index.search(TEXTS[2], k=1)[0]
+    assert doc.metadata["relevance_score"] == pytest.approx(hit.score)
+    assert doc.metadata["dense_score"] == pytest.approx(hit.scores["dense"])
+    assert doc.metadata["previous_relevance_score"] == "editor's pick"
+    assert doc.metadata["previous_dense_score"] == 2
+
+
 def test_bad_input(model: BGEM3, lc_retriever) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match="query is empty"):
         lc_retriever.invoke("")

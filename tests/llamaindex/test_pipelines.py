@@ -136,6 +136,19 @@ def test_metadata_filters_the_core_cannot_express_raise(retriever: BGEM3HybridRe
             BGEM3HybridRetriever(retriever.index, filters=filters)
 
 
+def test_stored_metadata_under_a_score_key_is_kept(model: BGEM3) -> None:
+    nodes = [n.model_copy(update={"metadata": {**n.metadata, "dense_score": f"user {i}"}})
+             for i, n in enumerate(make_nodes()[:5])]
+    retriever = BGEM3HybridRetriever.from_nodes(nodes, model=model, similarity_top_k=1)
+    (got,) = retriever.retrieve(TEXTS[3])
+    hit = retriever.index.search(TEXTS[3], k=1)[0]
+    assert got.node.node_id == hit.id == "n3"
+    assert got.node.metadata["dense_score"] == pytest.approx(hit.scores["dense"])
+    assert got.node.metadata["previous_dense_score"] == "user 3"
+    llm_text = got.node.get_content(metadata_mode=MetadataMode.LLM)
+    assert "user 3" in llm_text and "colbert_score" not in llm_text  # the user's data stays visible
+
+
 def test_query_engine_with_reranker_and_fusion_retriever(
         model: BGEM3, retriever: BGEM3HybridRetriever) -> None:
     llm = MockLLM(max_tokens=8)

@@ -21,10 +21,11 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -40,6 +41,7 @@ __all__ = [
     "rerank_scores",
     "resolve_model",
     "shared_model",
+    "with_scores",
 ]
 
 _models: weakref.WeakValueDictionary[tuple[str, str | None, str | None], Any] = (
@@ -227,6 +229,30 @@ def rerank_scores(
     per_mode["sparse"] = sparse_scores(q.sparse, d.sparse)[0]
     fused = fuse_scores(per_mode["dense"], per_mode["sparse"], per_mode["colbert"], weights)
     return fused, per_mode
+
+
+def with_scores(metadata: Mapping[str, Any], scores: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a document's ``metadata`` with ``scores`` under their keys, losing nothing.
+
+    The rule of every retriever and reranker of the framework packages: the scores take
+    their keys (``relevance_score``, ``dense_score``...), and a value already under one
+    of those keys moves to the same key prefixed with ``previous_`` (a value there moves
+    on the same way). So a reranker after a retriever keeps the retriever's score as
+    ``previous_relevance_score``, and a user's own ``relevance_score`` is never lost.
+
+    Example:
+        >>> with_scores({"relevance_score": "high", "lang": "en"}, {"relevance_score": 0.5})
+        {'relevance_score': 0.5, 'lang': 'en', 'previous_relevance_score': 'high'}
+    """
+    out = dict(metadata)
+    for key, value in scores.items():
+        chain = [key]
+        while chain[-1] in out:
+            chain.append(f"previous_{chain[-1]}")
+        for newer, older in reversed(list(itertools.pairwise(chain))):
+            out[older] = out[newer]
+        out[key] = value
+    return out
 
 
 def check_query(query: Any) -> str:

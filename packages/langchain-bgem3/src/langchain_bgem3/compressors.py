@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Sequence
 
 import numpy as np
-from bgem3.shared import check_query, rerank_scores
+from bgem3.shared import check_query, rerank_scores, with_scores
 from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
 from pydantic import Field, field_validator
@@ -21,8 +21,10 @@ class BGEM3ColbertReranker(BGEM3Model, BaseDocumentCompressor):
 
     All documents are encoded in one call, with the real ColBERT projection head. The
     returned documents are copies, best first, with ``metadata["relevance_score"]`` (and
-    the per-mode scores as ``dense_score`` / ``sparse_score`` / ``colbert_score``); the
-    input documents are never changed.
+    the per-mode scores as ``dense_score`` / ``sparse_score`` / ``colbert_score``); a value
+    a document already has under one of those keys (a retriever's score, or the user's own)
+    is kept under the key prefixed ``previous_`` (``bgem3.shared.with_scores``). The input
+    documents are never changed.
 
     Example:
         .. code-block:: python
@@ -60,9 +62,10 @@ class BGEM3ColbertReranker(BGEM3Model, BaseDocumentCompressor):
                                         weights=self.weights, batch_size=self.batch_size)
         out = []
         for i in np.argsort(-fused, kind="stable")[: self.top_n].tolist():
-            metadata = {**docs[i].metadata, "relevance_score": float(fused[i])}
-            metadata.update({f"{mode}_score": float(s[i]) for mode, s in per_mode.items()})
-            out.append(docs[i].model_copy(update={"metadata": metadata}))
+            scores = {"relevance_score": float(fused[i]),
+                      **{f"{mode}_score": float(s[i]) for mode, s in per_mode.items()}}
+            out.append(docs[i].model_copy(
+                update={"metadata": with_scores(docs[i].metadata, scores)}))
         return out
 
     async def acompress_documents(self, documents: Sequence[Document], query: str,

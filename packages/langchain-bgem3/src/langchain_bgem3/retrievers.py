@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from bgem3.shared import check_query, new_index, resolve_model
+from bgem3.shared import check_query, new_index, resolve_model, with_scores
 from langchain_core.callbacks import (
     AsyncCallbackManagerForRetrieverRun,
     CallbackManagerForRetrieverRun,
@@ -29,8 +29,9 @@ class BGEM3HybridRetriever(BaseRetriever):
     Dense and sparse top candidates, their union scored by ColBERT MaxSim, then fused
     (FlagEmbedding's weighted sum, or reciprocal rank fusion). Each document carries the
     fused ``relevance_score`` and ``dense_score`` / ``sparse_score`` / ``colbert_score`` in
-    its metadata. Every search option can also be passed per call:
-    ``retriever.invoke("query", k=2, filter={"lang": "en"})``.
+    its metadata; a stored metadata value under one of those keys is kept under the key
+    prefixed ``previous_`` (``bgem3.shared.with_scores``). Every search option can also be
+    passed per call: ``retriever.invoke("query", k=2, filter={"lang": "en"})``.
 
     Example:
         .. code-block:: python
@@ -133,9 +134,10 @@ class BGEM3HybridRetriever(BaseRetriever):
         check_query(query)
         check_positive(options["k"], "k")
         hits = self.index.search(query, **options)
-        return [Document(page_content=hit.text or "", id=hit.id, metadata={
-            **hit.metadata, "relevance_score": hit.score,
-            **{f"{mode}_score": score for mode, score in hit.scores.items()}}) for hit in hits]
+        return [Document(page_content=hit.text or "", id=hit.id, metadata=with_scores(
+            hit.metadata, {"relevance_score": hit.score,
+                           **{f"{mode}_score": s for mode, s in hit.scores.items()}}))
+                for hit in hits]
 
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun,
                                 **kwargs: Any) -> list[Document]:

@@ -17,8 +17,9 @@ class BGEM3ColbertRerank(BGEM3Fields, BaseNodePostprocessor):
     """Rerank nodes by BGE-M3's ColBERT score (or the dense+sparse+ColBERT combination).
 
     All node texts are encoded in one call with the ColBERT projection head. The result is
-    new ``NodeWithScore`` objects, best first, holding the same nodes; the incoming ones
-    are never changed.
+    new ``NodeWithScore`` objects, best first, holding the same nodes with the score in
+    ``NodeWithScore.score``: no metadata is written, and the incoming objects are never
+    changed.
 
     Example:
         .. code-block:: python

@@ -16,12 +16,9 @@ from llama_index.core.vector_stores.types import (
 )
 from llama_index.embeddings.bgem3._model import DEFAULT_MODEL
 
-from bgem3.shared import check_query, new_index, resolve_model
+from bgem3.shared import check_query, new_index, resolve_model, with_scores
 
 __all__ = ["BGEM3HybridRetriever"]
-
-_SCORE_KEYS = ["relevance_score", "dense_score", "sparse_score", "colbert_score"]
-
 
 class BGEM3HybridRetriever(BaseRetriever):
     """Hybrid BGE-M3 retrieval over ``bgem3.HybridIndex`` (embedded) or its Qdrant backend.
@@ -29,7 +26,8 @@ class BGEM3HybridRetriever(BaseRetriever):
     Dense and sparse top candidates, their union scored by ColBERT MaxSim, then fused
     (FlagEmbedding's weighted sum, or reciprocal rank fusion). Nodes carry the per-mode
     scores in their metadata (``dense_score`` / ``sparse_score`` / ``colbert_score``, hidden
-    from the LLM and the embedder).
+    from the LLM and the embedder); a stored metadata value under one of those keys is kept
+    under the key prefixed ``previous_`` (``bgem3.shared.with_scores``).
 
     Args:
         index: A ``bgem3.HybridIndex`` or ``bgem3.index.QdrantHybridIndex``.
@@ -122,9 +120,9 @@ class BGEM3HybridRetriever(BaseRetriever):
         for hit in hits:
             scores = {f"{mode}_score": score for mode, score in hit.scores.items()}
             node = TextNode(id_=hit.id, text=hit.text or "",
-                            metadata={**hit.metadata, **scores},
-                            excluded_llm_metadata_keys=_SCORE_KEYS,
-                            excluded_embed_metadata_keys=_SCORE_KEYS)
+                            metadata=with_scores(hit.metadata, scores),
+                            excluded_llm_metadata_keys=list(scores),
+                            excluded_embed_metadata_keys=list(scores))
             results.append(NodeWithScore(node=node, score=hit.score))
         return results
 
