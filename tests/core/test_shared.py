@@ -8,7 +8,14 @@ import bgem3
 import numpy as np
 import pytest
 from bgem3 import BGEM3
-from bgem3.shared import OutputCache, rerank_scores, resolve_model, shared_model, with_scores
+from bgem3.shared import (
+    OutputCache,
+    model_reference,
+    rerank_scores,
+    resolve_model,
+    shared_model,
+    with_scores,
+)
 from bgem3.testing import random_texts
 
 TEXTS = random_texts(12, max_words=20, seed=61)
@@ -53,6 +60,10 @@ def test_one_model_per_checkpoint(tiny_path: Path, model: BGEM3) -> None:
     assert shared_model(str(tiny_path), device="cpu", dtype="float32") is a
     assert resolve_model(None, str(tiny_path), device="cpu", dtype="float32") is a
     assert resolve_model(model) is model
+    assert model_reference(a) == (str(tiny_path), "cpu", "float32")
+    by_default = shared_model(str(tiny_path))
+    assert model_reference(by_default) == (str(tiny_path), None, None)  # its registry key
+    assert model_reference(model) == (str(tiny_path), "cpu", "float32")  # not in the registry
     with pytest.raises(ValueError, match="model_name"):
         resolve_model(None, None)
     with pytest.raises(TypeError, match="BGEM3"):

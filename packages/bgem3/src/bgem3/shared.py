@@ -36,6 +36,7 @@ from bgem3._types import EncodeOutput, SparseVector
 __all__ = [
     "OutputCache",
     "check_query",
+    "model_reference",
     "new_index",
     "output_cache",
     "rerank_scores",
@@ -66,6 +67,21 @@ def shared_model(model_name: str, *, device: str | None = None, dtype: str | Non
             model = BGEM3(model_name, device=device, dtype=dtype, **kwargs)
             _models[key] = model
         return model
+
+
+def model_reference(model: Any) -> tuple[str, str | None, str | None]:
+    """``(model_name, device, dtype)`` for which :func:`shared_model` gives this model back.
+
+    What framework objects pickle instead of the model: its key in the registry when it
+    was loaded by :func:`shared_model`, else its name, device and dtype (then unpickling
+    loads it once into the registry). Other load options (``batch_tokens``...) are not
+    part of the reference.
+    """
+    with _lock:
+        for key, shared in _models.items():
+            if shared is model:
+                return key
+    return (str(model.name), str(model.device), str(model.dtype).removeprefix("torch."))
 
 
 def resolve_model(model: Any = None, model_name: str | None = None, *,

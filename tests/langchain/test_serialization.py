@@ -1,0 +1,45 @@
+"""Pickling, deep copies and LangChain serialisation: settings travel, the model is shared."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+from pathlib import Path
+
+import pytest
+from bgem3 import BGEM3
+from bgem3.shared import model_reference, shared_model
+from langchain_bgem3 import BGEM3ColbertReranker, BGEM3Embeddings, BGEM3SparseEmbeddings
+from langchain_core.documents import Document
+from lc_data import QUERIES, TEXTS
+
+CLASSES = [BGEM3Embeddings, BGEM3SparseEmbeddings, BGEM3ColbertReranker]
+
+
+def _same_results(a, b) -> bool:  # type: ignore[no-untyped-def]
+    if isinstance(a, BGEM3ColbertReranker):
+        docs = [Document(page_content=t) for t in TEXTS[:5]]
+        return a.compress_documents(docs, QUERIES[0]) == b.compress_documents(docs, QUERIES[0])
+    return bool(a.embed_query(QUERIES[0]) == b.embed_query(QUERIES[0]))
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_pickled_by_reference_and_unpickled_objects_share_one_model(
+        cls, model: BGEM3, tiny_path: Path) -> None:  # type: ignore[no-untyped-def]
+    by_name = cls(model_name=str(tiny_path), device="cpu", dtype="float32")
+    for obj in (cls(model=model), by_name):
+        data = pickle.dumps(obj)
+        assert len(data) < 4096  # the tiny checkpoint alone is 2.6 MB
+        first, second = pickle.loads(data), pickle.loads(data)
+        name, device, dtype = model_reference(obj.bgem3)
+        assert first.bgem3 is second.bgem3 is shared_model(name, device=device, dtype=dtype)
+        assert (first.model_name, first.device, first.dtype) == (name, device, dtype)
+        assert _same_results(first, obj)
+    assert pickle.loads(pickle.dumps(by_name)).bgem3 is by_name.bgem3
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_a_deep_copy_shares_the_model(cls, model: BGEM3) -> None:  # type: ignore[no-untyped-def]
+    obj = cls(model=model)
+    clone = copy.deepcopy(obj)
+    assert clone.bgem3 is model and clone is not obj and _same_results(clone, obj)
