@@ -19,9 +19,13 @@ __all__ = ["EncodeOutput", "Hit", "SparseVector", "sparse_to_csr"]
 class SparseVector:
     """Lexical weights of one text: token ids (sorted, unique) and their weights.
 
+    The invariants are checked on construction: 1-d arrays of equal length, integer ids
+    that are non-negative, strictly increasing (so unique), and finite weights. Two vectors
+    are equal when they hold the same ids and weights.
+
     Attributes:
         indices: ``int64 [nnz]`` token ids in increasing order.
-        values: ``float32 [nnz]`` weights, all strictly positive.
+        values: ``float32 [nnz]`` weights.
 
     Example:
         >>> v = SparseVector.from_dict({7: 0.5, 3: 0.25})
@@ -35,11 +39,37 @@ class SparseVector:
     values: NDArray[np.float32]
 
     def __post_init__(self) -> None:
-        if self.indices.shape != self.values.shape or self.indices.ndim != 1:
+        indices, values = np.asarray(self.indices), np.asarray(self.values)
+        if indices.shape != values.shape or indices.ndim != 1:
             raise ValueError(
                 "SparseVector needs 1-d indices and values of equal length, got shapes "
-                f"{self.indices.shape} and {self.values.shape}"
+                f"{indices.shape} and {values.shape}"
             )
+        if indices.size and not np.issubdtype(indices.dtype, np.integer):
+            raise TypeError(f"SparseVector indices must be integer token ids, got {indices.dtype}")
+        if indices.size and (int(indices[0]) < 0 or (np.diff(indices) <= 0).any()):
+            raise ValueError("SparseVector indices must be non-negative and strictly increasing "
+                             "(sorted, no duplicates); SparseVector.from_dict sorts and checks")
+        if not np.isfinite(values).all():
+            raise ValueError("SparseVector values must be finite")
+        object.__setattr__(self, "indices", indices.astype(np.int64, copy=False))
+        object.__setattr__(self, "values", values.astype(np.float32, copy=False))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SparseVector):
+            return NotImplemented
+        return bool(np.array_equal(self.indices, other.indices)
+                    and np.array_equal(self.values, other.values))
+
+    __hash__ = None  # type: ignore[assignment]  # mutable arrays inside: not hashable
+
+    @classmethod
+    def _unchecked(cls, indices: NDArray[np.int64], values: NDArray[np.float32]) -> SparseVector:
+        """A vector from arrays known to hold the invariants (the encoder's own output)."""
+        vector = object.__new__(cls)
+        object.__setattr__(vector, "indices", indices)
+        object.__setattr__(vector, "values", values)
+        return vector
 
     def __len__(self) -> int:
         return int(self.indices.shape[0])
@@ -49,12 +79,35 @@ class SparseVector:
         return dict(zip(self.indices.tolist(), self.values.tolist(), strict=True))
 
     @classmethod
-    def from_dict(cls, weights: Mapping[int, float]) -> SparseVector:
-        """Build a vector from ``{token_id: weight}`` (keys may come in any order)."""
-        indices = np.fromiter((int(k) for k in weights), dtype=np.int64, count=len(weights))
-        values = np.fromiter(
-            (float(v) for v in weights.values()), dtype=np.float32, count=len(weights)
-        )
+    def from_dict(cls, weights: Mapping[int | str, float]) -> SparseVector:
+        """Build a vector from ``{token_id: weight}`` (keys in any order).
+
+        Keys are ints or strings of digits (FlagEmbedding's ``lexical_weights`` use
+        ``str(token_id)``); a key that means the same id twice (``3`` and ``"3"``) or a
+        non-integral key is an error.
+
+        Raises:
+            TypeError: ``weights`` is not a mapping, or a key is not an integer id.
+            ValueError: The same id twice, or a weight that is not finite.
+
+        Example:
+            >>> SparseVector.from_dict({"7": 0.5}).to_dict()
+            {7: 0.5}
+        """
+        if not isinstance(weights, Mapping):
+            raise TypeError(f"from_dict takes {{token_id: weight}}, got {type(weights).__name__}")
+        ids = []
+        for key in weights:
+            integral = isinstance(key, (int, np.integer)) and not isinstance(key, bool)
+            if integral or (isinstance(key, str) and key.strip().isdigit()):
+                ids.append(int(key))
+            else:
+                raise TypeError(f"token ids must be ints (or strings of digits), got {key!r}")
+        indices = np.asarray(ids, dtype=np.int64)
+        values = np.fromiter((float(v) for v in weights.values()), dtype=np.float32,
+                             count=len(weights))
+        if len(set(ids)) != len(ids):
+            raise ValueError("the same token id appears twice (e.g. 3 and '3')")
         order = np.argsort(indices, kind="stable")
         return cls(indices[order], values[order])
 

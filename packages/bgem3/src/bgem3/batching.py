@@ -8,13 +8,16 @@ indices each :class:`Batch` carries.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["Batch", "Tokenized", "TokenizerSpec", "collate", "plan_batches", "tokenize"]
+__all__ = ["Batch", "Tokenized", "TokenizerSpec", "clean_text", "collate", "plan_batches",
+           "tokenize"]
 
 MCLS_STRIDE = 256
 """Content tokens between two ``[CLS]`` tokens in MCLS mode (BGE-M3 report, sec. 3.3)."""
@@ -95,8 +98,8 @@ def tokenize(
     Returns:
         The ids per text, their lengths and the number of truncated texts.
     """
-    encodings = backend.encode_batch(list(texts), add_special_tokens=False)  # type: ignore[attr-defined]
     budget = _mcls_content_budget(max_length) if mcls else max_length - 2
+    encodings = _encode_bounded(backend, list(texts), budget)
     ids: list[NDArray[np.int64]] = []
     positions: list[NDArray[np.int64]] = []
     n_truncated = 0
@@ -117,6 +120,64 @@ def tokenize(
         positions.append(starts + np.arange(n_chunks))
     lengths = np.fromiter((a.shape[0] for a in ids), dtype=np.int64, count=len(ids))
     return Tokenized(ids, lengths, n_truncated, positions if mcls else None)
+
+
+CHARS_PER_TOKEN = 16
+"""Characters tokenized per token a text may keep: longer texts are cut first (at a space)."""
+
+
+def clean_text(text: str) -> str:
+    r"""``text`` with unpaired UTF-16 surrogates (invalid in UTF-8) replaced by U+FFFD.
+
+    Example:
+        >>> clean_text("a\ud800b") == "a\ufffdb"
+        True
+    """
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def _encode_bounded(backend: Any, texts: list[str], budget: int) -> list[Any]:
+    """Tokenize ``texts``, reading no more of each than its first ``budget`` tokens need.
+
+    A text longer than ``CHARS_PER_TOKEN * (budget + 1)`` characters is cut at a space
+    first (words are tokenized independently, so the tokens before the cut are those of
+    the whole text); if the cut leaves too few tokens (long runs of whitespace), the whole
+    text is tokenized after all. Texts with unpaired surrogates are cleaned, with a warning.
+    """
+    limit = CHARS_PER_TOKEN * (budget + 1)
+    cut = {i: _cut(t, limit) for i, t in enumerate(texts) if len(t) > limit}
+    inputs = [cut.get(i, t) for i, t in enumerate(texts)]
+    try:
+        encodings = backend.encode_batch(inputs, add_special_tokens=False)
+    except TypeError:  # the tokenizer's answer to strings that are not valid Unicode
+        bad = [i for i, t in enumerate(inputs) if not _is_valid(t)]
+        if not bad:
+            raise
+        warnings.warn(f"{len(bad)} text(s) held unpaired surrogates (first: item {bad[0]}); "
+                      "they were replaced with U+FFFD", UnicodeWarning, stacklevel=4)
+        texts = [clean_text(t) if i in set(bad) or not _is_valid(t) else t
+                 for i, t in enumerate(texts)]
+        inputs = [clean_text(t) if i in set(bad) else t for i, t in enumerate(inputs)]
+        encodings = backend.encode_batch(inputs, add_special_tokens=False)
+    short = [i for i in cut if len(encodings[i].ids) <= budget]
+    if short:
+        again = backend.encode_batch([texts[i] for i in short], add_special_tokens=False)
+        for i, encoding in zip(short, again, strict=True):
+            encodings[i] = encoding
+    return list(encodings)
+
+
+def _cut(text: str, limit: int) -> str:
+    space = text.rfind(" ", 0, limit)
+    return text[: space if space > 0 else limit]
+
+
+def _is_valid(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)

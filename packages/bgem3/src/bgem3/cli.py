@@ -14,15 +14,20 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import os
 import re
 import shutil
 import sys
+import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+from bgem3.batching import clean_text
 
 __all__ = ["main"]
 
@@ -39,10 +44,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        args.run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            args.run(args)
+        sys.stdout.flush()
     except KeyboardInterrupt:
         print("bgem3: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`bgem3 encode ... | head`): not an error
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (CLIError, OSError, ValueError, TypeError, KeyError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"bgem3: error: {message}", file=sys.stderr)
@@ -51,6 +63,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"bgem3: hint: {hint}", file=sys.stderr)
         return 1
     return 0
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str,
+                  lineno: int, file: Any = None, line: str | None = None) -> None:
+    """Warnings as one line on stderr, without the library's source location."""
+    print(f"bgem3: warning: {message}", file=sys.stderr)
 
 
 def _hint(exc: BaseException) -> str | None:
@@ -82,6 +100,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-words", type=int, default=200,
                    help="split long text files into chunks of about this many words")
     p.add_argument("--no-colbert", action="store_true", help="do not store ColBERT vectors")
+    exists = p.add_mutually_exclusive_group()
+    exists.add_argument("--overwrite", action="store_true",
+                        help="replace the index at --out if there is one")
+    exists.add_argument("--append", action="store_true",
+                        help="add to (or update, by id) the index at --out")
     model_options(p, env_model)
     p.set_defaults(run=_index)
 
@@ -92,7 +115,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["hybrid", "dense", "sparse"], default="hybrid")
     p.add_argument("--fusion", choices=["weighted", "rrf"], default="weighted")
     p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
-                   help="metadata equality filter (repeat for AND)")
+                   help="metadata filter: VALUE is JSON when it parses (2024, true, \"3\"), "
+                        "else text; different keys must all match, one key given twice "
+                        "matches either value")
     p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
     model_options(p, os.environ.get("BGEM3_MODEL"))
     p.set_defaults(run=_search)
@@ -216,7 +241,13 @@ def _model(args: argparse.Namespace, name: str | None = None) -> Any:
     from bgem3.encoder import BGEM3
 
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # no weight-loading bar
-    return BGEM3(name or args.model, device=args.device, dtype=args.dtype)
+    return BGEM3(_model_name(name or args.model), device=args.device, dtype=args.dtype)
+
+
+def _model_name(name: str) -> str:
+    """A local checkpoint as an absolute path (an index records it); hub ids unchanged."""
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.is_dir() else name
 
 
 # ---------------------------------------------------------------------------- index
@@ -232,12 +263,26 @@ def _index(args: argparse.Namespace) -> None:
     duplicates = sorted(i for i, n in Counter(ids).items() if n > 1)
     if duplicates:
         raise CLIError(f"duplicate document ids: {duplicates[:5]}")
-    model = _model(args)
-    index = HybridIndex(model, store_colbert=not args.no_colbert)
+    out = Path(args.out)
+    existing = out.is_dir() and (out / "CURRENT").is_file()
+    if existing and not (args.overwrite or args.append):
+        raise CLIError(f"{args.out} already holds an index: pass --overwrite to replace it or "
+                       "--append to add to it")
+    if args.append and existing:
+        index = HybridIndex.load(out, _model(args, _index_model(out)))
+        before = len(index)
+    else:
+        index = HybridIndex(_model(args), store_colbert=not args.no_colbert)
+        before = 0
     index.add([r["text"] for r in records], ids=ids, metadata=[r["metadata"] for r in records],
               show_progress=len(records) > 64 or None)
-    index.save(args.out)
-    print(f"indexed {len(index)} documents from {len(args.inputs)} input(s) into {args.out}")
+    index.save(out)
+    if args.append and existing:
+        print(f"added {len(records)} documents from {len(args.inputs)} input(s) to {args.out} "
+              f"({len(index) - before} new, {len(index)} in the index)")
+    else:
+        print(f"indexed {len(index)} documents from {len(args.inputs)} input(s) into {args.out}"
+              + (" (replacing the index that was there)" if existing else ""))
 
 
 def _records(inputs: Sequence[str], chunk_words: int) -> Iterator[dict[str, Any]]:
@@ -275,8 +320,15 @@ def _jsonl(file: Path) -> Iterator[dict[str, Any]]:
             metadata = {k: v for k, v in row.items() if k not in ("id", "text")}
         if not isinstance(metadata, dict):
             raise CLIError(f"{file}:{number}: 'metadata' must be an object")
-        yield {"id": str(row.get("id", f"{file.name}:{number}")), "text": row["text"],
-               "metadata": {**metadata, "source": str(file)}}
+        doc_id = row.get("id")
+        if doc_id is None:
+            doc_id = f"{file.name}:{number}"
+        elif isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)) or doc_id == "":
+            raise CLIError(f"{file}:{number}: 'id' must be a string or an integer, got "
+                           f"{doc_id!r}")
+        # the file path goes to "source" unless the record has its own
+        yield {"id": clean_text(str(doc_id)), "text": row["text"],
+               "metadata": {"source": clean_text(str(file)), **metadata}}
 
 
 def _chunks(file: Path, chunk_words: int) -> Iterator[dict[str, Any]]:
@@ -287,8 +339,8 @@ def _chunks(file: Path, chunk_words: int) -> Iterator[dict[str, Any]]:
     number = 0
 
     def emit() -> dict[str, Any]:
-        return {"id": f"{file}#{number}", "text": "\n\n".join(chunk),
-                "metadata": {"source": str(file), "chunk": number}}
+        return {"id": clean_text(f"{file}#{number}"), "text": "\n\n".join(chunk),
+                "metadata": {"source": clean_text(str(file)), "chunk": number}}
 
     for paragraph in paragraphs:
         words = paragraph.split()
@@ -313,21 +365,21 @@ def _search(args: argparse.Namespace) -> None:
         raise CLIError(f"no index at {args.index} (make one with `bgem3 index`)")
     name = args.model or _index_model(root)
     index = HybridIndex.load(root, _model(args, name))
-    where: dict[str, Any] = {}
-    for item in args.filter:
+    where: dict[str, list[Any]] = {}
+    for item in args.filter:  # one key given twice: either value matches
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise CLIError(f"--filter wants KEY=VALUE, got {item!r}")
-        where[key] = _scalar(value)
+        where.setdefault(key, []).append(_scalar(value))
     if not args.query.strip():
         raise CLIError("the query is empty")
     hits = index.search(args.query, k=args.k, mode=args.mode, fusion=args.fusion,
                         filter=where or None)
     if args.json:
         for rank, hit in enumerate(hits, start=1):
-            print(json.dumps({"rank": rank, "id": hit.id, "score": hit.score,
-                              "scores": hit.scores, "text": hit.text,
-                              "metadata": hit.metadata}, ensure_ascii=False))
+            print(json.dumps(_finite({"rank": rank, "id": hit.id, "score": hit.score,
+                                      "scores": hit.scores, "text": hit.text,
+                                      "metadata": hit.metadata}), ensure_ascii=False))
         return
     print(_table(hits))
 
@@ -339,11 +391,26 @@ def _index_model(root: Path) -> str:
 
 
 def _scalar(value: str) -> Any:
+    """A filter value: JSON when it parses to a number, a bool or a "quoted string".
+
+    ``year=2024``, ``draft=true``, ``code="3"``; anything else is the text as it is.
+    """
     try:
         parsed = json.loads(value)
     except json.JSONDecodeError:
         return value
-    return parsed if isinstance(parsed, (int, float, bool)) else value
+    return parsed if isinstance(parsed, (int, float, bool, str)) else value
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinities replaced by ``None`` (valid JSON)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _table(hits: Sequence[Any]) -> str:

@@ -8,9 +8,10 @@ around every forward, no casts or moves inside ``encode``).
 from __future__ import annotations
 
 import os
+import threading
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ from numpy.typing import NDArray
 from bgem3._types import EncodeOutput, SparseVector, sparse_to_csr
 from bgem3.batching import Batch, Tokenized, TokenizerSpec, collate, plan_batches, tokenize
 from bgem3.checkpoint import fingerprint, resolve_checkpoint
-from bgem3.errors import CheckpointError, HeadNotLoadedError, TruncationWarning
+from bgem3.errors import CheckpointError, HeadNotLoadedError, TruncationWarning, warn_each_call
 from bgem3.model import load_module
 from bgem3.scoring import colbert_scores, fuse_scores
 
@@ -78,11 +79,23 @@ def _resolve_device(device: str | torch.device | None) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     try:
-        return torch.device(device)
+        resolved = torch.device(device.strip().lower() if isinstance(device, str) else device)
     except (RuntimeError, TypeError) as exc:
         raise ValueError(
             f"device must be like 'cpu', 'cuda', 'cuda:1' or 'mps', got {device!r}"
         ) from exc
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: CUDA is not available (this torch "
+                             f"{torch.__version__} has no CUDA, or no GPU is visible)")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA "
+                             "device(s) are visible")
+    elif resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r}: Apple MPS is not available on this machine")
+    elif resolved.type not in ("cpu", "cuda", "mps", "xpu"):
+        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}")
+    return resolved
 
 
 def _resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
@@ -97,6 +110,9 @@ def _resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> tor
 
 def _as_texts(texts: Iterable[str], what: str = "texts") -> list[str]:
     """Validate a batch of texts: a sequence of ``str``, never a bare ``str`` or ``None``."""
+    if isinstance(texts, (Mapping, set, frozenset)):
+        raise TypeError(f"{what} must be a list of strings, got a {type(texts).__name__} "
+                        "(its order is not the order of the outputs)")
     if isinstance(texts, (str, bytes)):
         raise TypeError(
             f"{what} must be a list of strings, got a single {type(texts).__name__}; "
@@ -156,7 +172,8 @@ class BGEM3:
         local_files_only: Never use the network (``HF_HUB_OFFLINE=1`` does the same).
 
     Attributes:
-        last_stats: :class:`EncodeStats` of the last encode call (time split, padding).
+        last_stats: :class:`EncodeStats` of the calling thread's last encode call (time
+            split, padding).
 
     Raises:
         CheckpointNotFoundError: Unknown path or hub id, or required files missing.
@@ -206,7 +223,7 @@ class BGEM3:
             local_files_only=local_files_only,
         )
         self.name = checkpoint.name
-        self.last_stats = EncodeStats()
+        self._local = threading.local()
         self._fingerprint: str | None = None
         self.path = checkpoint.path
         self.tokenizer = self._load_tokenizer(checkpoint.path)
@@ -227,6 +244,16 @@ class BGEM3:
             min(DOCUMENT_MAX_LENGTH, positions) if document_max_length is None
             else document_max_length
         )
+
+    @property
+    def last_stats(self) -> EncodeStats:
+        """:class:`EncodeStats` of this thread's last encode call (each thread has its own)."""
+        stats: EncodeStats = getattr(self._local, "stats", None) or EncodeStats()
+        return stats
+
+    @last_stats.setter
+    def last_stats(self, stats: EncodeStats) -> None:
+        self._local.stats = stats
 
     # ----------------------------------------------------------------- loading helpers
     @staticmethod
@@ -390,12 +417,9 @@ class BGEM3:
     @staticmethod
     def _warn_truncated(n_truncated: int, total: int, max_length: int) -> None:
         if n_truncated:
-            warnings.warn(
-                f"{n_truncated} of {total} texts were longer than max_length={max_length} "
-                "tokens and were truncated",
-                TruncationWarning,
-                stacklevel=3,
-            )
+            warn_each_call(f"{n_truncated} of {total} texts were longer than "
+                           f"max_length={max_length} tokens and were truncated",
+                           TruncationWarning, stacklevel=3)
 
     def _encode(
         self,
@@ -413,6 +437,10 @@ class BGEM3:
         length = self._check_max_length(
             self.document_max_length if max_length is None else max_length
         )
+        for flag, value in (("dense", dense), ("sparse", sparse), ("colbert", colbert),
+                            ("mcls", mcls)):
+            if not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"{flag} must be True or False, got {value!r}")
         if not (dense or sparse or colbert):
             raise ValueError("request at least one output: dense, sparse or colbert")
         if (sparse or colbert) and not self.has_heads:
@@ -518,7 +546,8 @@ class BGEM3:
         rows, tokens, values = rows[first], tokens[first], values[first]
         bounds = np.cumsum(np.bincount(rows, minlength=ids.shape[0]))[:-1]
         return [
-            SparseVector(t.astype(np.int64, copy=False), v.astype(np.float32, copy=False))
+            SparseVector._unchecked(t.astype(np.int64, copy=False),
+                                    v.astype(np.float32, copy=False))
             for t, v in zip(np.split(tokens, bounds), np.split(values, bounds), strict=True)
         ]
 
@@ -566,6 +595,8 @@ class BGEM3:
 
         Raises:
             TypeError: ``pairs`` is not a list of ``(str, str)`` pairs.
+            ValueError: Negative or non-finite weights, or weights that are all 0 (weights
+                ``(0, 0, w)`` are fine: ``sparse+dense`` is then NaN, with a warning).
             HeadNotLoadedError: The model was loaded with ``dense_only=True``.
         """
         if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Iterable):
@@ -579,6 +610,7 @@ class BGEM3:
             if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2:
                 raise TypeError(f"pairs[{i}] must be a (query, passage) pair, got {pair!r:.80}")
         fuse_scores(0.0, 0.0, 0.0, weights)  # validate weights before any compute
+        w = tuple(float(x) for x in weights)
         queries, q_of = _unique(_as_texts([p[0] for p in items], "queries"))
         passages, p_of = _unique(_as_texts([p[1] for p in items], "passages"))
         q_length = self.query_max_length if max_query_length is None else max_query_length
@@ -588,12 +620,9 @@ class BGEM3:
         p, p_trunc, _ = self._encode(passages, p_length, True, True, True, batch_size,
                                      show_progress, False, what="passages")
         if q_trunc or p_trunc:
-            warnings.warn(
-                f"{q_trunc} queries (max_query_length={q_length}) and {p_trunc} passages "
-                f"(max_passage_length={p_length}) were truncated",
-                TruncationWarning,
-                stacklevel=2,
-            )
+            warn_each_call(f"{q_trunc} queries (max_query_length={q_length}) and {p_trunc} "
+                           f"passages (max_passage_length={p_length}) were truncated",
+                           TruncationWarning, stacklevel=2)
         q_dense, q_sparse, q_colbert = _all_outputs(q)
         p_dense, p_sparse, p_colbert = _all_outputs(p)
         dense = np.einsum("ij,ij->i", q_dense[q_of], p_dense[p_of])
@@ -611,9 +640,13 @@ class BGEM3:
             "dense": dense,
             "sparse": sparse,
             "colbert": colbert,
-            "sparse+dense": fuse_scores(dense, sparse, weights=weights),
+            "sparse+dense": (fuse_scores(dense, sparse, weights=w) if w[0] + w[1] > 0
+                             else np.full(len(items), np.nan)),
             "colbert+sparse+dense": fuse_scores(dense, sparse, colbert, weights=weights),
         }
+        if w[0] + w[1] == 0:
+            warnings.warn("the sparse+dense mode is undefined when the dense and sparse "
+                          "weights are both 0: its scores are NaN", UserWarning, stacklevel=2)
         return {mode: np.asarray(scores[mode], dtype=np.float64).tolist() for mode in SCORE_MODES}
 
     # ----------------------------------------------------------------- helpers

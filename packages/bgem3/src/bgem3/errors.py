@@ -7,6 +7,9 @@ caller would naturally catch (``FileNotFoundError``, ``ValueError``), so both
 
 from __future__ import annotations
 
+import sys
+import warnings
+
 __all__ = [
     "BGEM3Error",
     "CheckpointError",
@@ -16,6 +19,7 @@ __all__ = [
     "HeadNotLoadedError",
     "IndexFormatError",
     "TruncationWarning",
+    "warn_each_call",
 ]
 
 
@@ -52,3 +56,15 @@ class DatasetNotFoundError(DatasetError, FileNotFoundError):
 
 class TruncationWarning(UserWarning):
     """Some inputs were longer than ``max_length`` tokens and were truncated."""
+
+
+def warn_each_call(message: str, category: type[Warning], stacklevel: int = 2) -> None:
+    """Warn on every call, not once per call site as ``warnings.warn`` does by default.
+
+    The warning is attributed to the caller ``stacklevel`` frames up (as with
+    ``warnings.warn``) and still goes through the warning filters, so ``"error"``,
+    ``"ignore"`` and ``"once"`` filters behave as usual.
+    """
+    frame = sys._getframe(stacklevel)
+    warnings.warn_explicit(message, category, frame.f_code.co_filename, frame.f_lineno,
+                           module=frame.f_globals.get("__name__"), registry={})

@@ -167,9 +167,14 @@ def load_module(
     storage = torch.float32 if mixed else dtype
     dtype_kw = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
     kwargs: dict[str, Any] = {dtype_kw: storage, "attn_implementation": "sdpa"}
+    import pickle
+
+    from safetensors import SafetensorError
+
     try:
         backbone = AutoModel.from_pretrained(str(checkpoint.path), **kwargs)
-    except (OSError, ValueError, RuntimeError) as exc:
+    except (OSError, ValueError, RuntimeError, EOFError, SafetensorError,
+            pickle.UnpicklingError) as exc:
         raise CheckpointError(
             f"cannot load the backbone of checkpoint {checkpoint.name!r} ({checkpoint.path}): "
             f"{exc}"

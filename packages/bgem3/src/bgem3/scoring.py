@@ -7,6 +7,7 @@ product, ColBERT MaxSim over many documents is one matrix product and one segmen
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -142,8 +143,17 @@ def colbert_scores(
         >>> colbert_scores(q, docs).round(3).tolist()
         [0.5, 0.8]
     """
+    query = np.asarray(query)
+    if query.ndim != 2:
+        raise ValueError(f"query must be one text's ColBERT vectors [t_q, d], got shape "
+                         f"{query.shape} (score several queries one at a time)")
+    if isinstance(documents, np.ndarray) and documents.ndim == 2:
+        raise ValueError("documents must be a list of [t_i, d] arrays, got one 2-d array "
+                         "(wrap it in a list for a single document)")
     if not documents:
         return np.zeros(0, dtype=np.float32)
+    if any(np.ndim(doc) != 2 for doc in documents):
+        raise ValueError("each document must be a [t_i, d] array of ColBERT vectors")
     lengths = np.fromiter((len(doc) for doc in documents), dtype=np.int64, count=len(documents))
     if lengths.min() < 1:
         raise ValueError("every document needs at least one ColBERT vector")
@@ -222,9 +232,10 @@ def fuse_scores(
         0.6
     """
     w = tuple(float(x) for x in weights)
-    if len(w) != 3 or min(w) < 0:
+    if len(w) != 3 or not all(math.isfinite(x) and x >= 0 for x in w):
         raise ValueError(
-            f"weights must be three non-negative numbers (dense, sparse, colbert), got {weights}"
+            f"weights must be three finite non-negative numbers (dense, sparse, colbert), got "
+            f"{weights}"
         )
     d, s = np.asarray(dense, dtype=np.float64), np.asarray(sparse, dtype=np.float64)
     if colbert is None:

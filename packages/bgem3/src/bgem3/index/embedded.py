@@ -817,7 +817,8 @@ def _all_finite_fp16(values: NDArray[np.float16], rows: int = 1024) -> bool:
 
 def _clip(vector: SparseVector, vocab_size: int) -> SparseVector:
     keep = vector.indices < vocab_size
-    return vector if keep.all() else SparseVector(vector.indices[keep], vector.values[keep])
+    return vector if keep.all() else SparseVector._unchecked(vector.indices[keep],
+                                                             vector.values[keep])
 
 
 def _dense_scores(dense: Rows, queries: NDArray[np.float32],
