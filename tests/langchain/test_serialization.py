@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import pickle
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from bgem3 import BGEM3
 from bgem3.shared import model_reference, shared_model
 from langchain_bgem3 import BGEM3ColbertReranker, BGEM3Embeddings, BGEM3SparseEmbeddings
 from langchain_core.documents import Document
+from langchain_core.load import dumpd, load
 from lc_data import QUERIES, TEXTS
 
 CLASSES = [BGEM3Embeddings, BGEM3SparseEmbeddings, BGEM3ColbertReranker]
@@ -43,3 +45,24 @@ def test_a_deep_copy_shares_the_model(cls, model: BGEM3) -> None:  # type: ignor
     obj = cls(model=model)
     clone = copy.deepcopy(obj)
     assert clone.bgem3 is model and clone is not obj and _same_results(clone, obj)
+
+
+@pytest.mark.filterwarnings("ignore::langchain_core._api.beta_decorator.LangChainBetaWarning")
+@pytest.mark.parametrize("cls", CLASSES)
+def test_dumpd_and_load_rebuild_the_settings_on_the_shared_model(
+        cls, model: BGEM3) -> None:  # type: ignore[no-untyped-def]
+    options = {"top_n": 2, "weights": (0.5, 0.2, 0.3)} if cls is BGEM3ColbertReranker \
+        else {"batch_size": 8, "query_max_length": 64}
+    obj = cls(model=model, **options)
+    data = json.loads(json.dumps(dumpd(obj)))  # plain JSON
+    assert data["type"] == "constructor"
+    assert data["id"] == [*cls.__module__.split("."), cls.__name__]
+    back = load(data, allowed_objects=[cls], valid_namespaces=["langchain_bgem3"])
+    name, device, dtype = model_reference(model)
+    assert back.bgem3 is shared_model(name, device=device, dtype=dtype)
+    assert {k: getattr(back, k) for k in options} == options
+    assert _same_results(back, obj)
+
+
+def test_a_retriever_holds_an_index_and_is_not_serialised(lc_retriever) -> None:  # type: ignore[no-untyped-def]
+    assert dumpd(lc_retriever)["type"] == "not_implemented"

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from bgem3.shared import OutputCache, model_reference, output_cache, resolve_model
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from langchain_core.load.serializable import Serializable
+from pydantic import ConfigDict, Field, PrivateAttr
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -13,11 +14,13 @@ if TYPE_CHECKING:
 DEFAULT_MODEL = "BAAI/bge-m3"
 
 
-class BGEM3Model(BaseModel):
+class BGEM3Model(Serializable):
     """``model=`` (a loaded ``bgem3.BGEM3``) or ``model_name`` / ``device`` / ``dtype``.
 
     Classes built from the same name, device and dtype share one loaded model, and with
-    it one cache of recent dense and sparse outputs.
+    it one cache of recent dense and sparse outputs. Their state is plain settings, so
+    they serialise the LangChain way (``dumpd`` / ``load``, the model by reference) and
+    pickle by reference.
     """
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True,
@@ -63,6 +66,17 @@ class BGEM3Model(BaseModel):
         memo = {} if memo is None else memo
         memo[id(self._bgem3)] = self._bgem3
         return super().__deepcopy__(memo)
+
+    @classmethod
+    def is_lc_serializable(cls) -> bool:
+        """Settings only: ``langchain_core.load.dumpd`` writes them, ``load`` rebuilds."""
+        return True
+
+    @property
+    def lc_attributes(self) -> dict[str, Any]:
+        """The model by reference, as in a pickle (``bgem3.shared.model_reference``)."""
+        name, device, dtype = model_reference(self._bgem3)
+        return {"model_name": name, "device": device, "dtype": dtype}
 
     @property
     def bgem3(self) -> Any:
