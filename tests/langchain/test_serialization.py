@@ -8,12 +8,18 @@ import pickle
 from pathlib import Path
 
 import pytest
-from bgem3 import BGEM3
+from bgem3 import BGEM3, HybridIndex
 from bgem3.shared import model_reference, shared_model
-from langchain_bgem3 import BGEM3ColbertReranker, BGEM3Embeddings, BGEM3SparseEmbeddings
+from langchain_bgem3 import (
+    BGEM3ColbertReranker,
+    BGEM3Embeddings,
+    BGEM3HybridRetriever,
+    BGEM3SparseEmbeddings,
+)
 from langchain_core.documents import Document
 from langchain_core.load import dumpd, load
 from lc_data import QUERIES, TEXTS
+from qdrant_client import QdrantClient
 
 CLASSES = [BGEM3Embeddings, BGEM3SparseEmbeddings, BGEM3ColbertReranker]
 
@@ -66,3 +72,18 @@ def test_dumpd_and_load_rebuild_the_settings_on_the_shared_model(
 
 def test_a_retriever_holds_an_index_and_is_not_serialised(lc_retriever) -> None:  # type: ignore[no-untyped-def]
     assert dumpd(lc_retriever)["type"] == "not_implemented"
+
+
+def test_a_retriever_refuses_pickle_and_deep_copy_and_says_what_to_do(
+        lc_retriever, model: BGEM3, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    on_qdrant = BGEM3HybridRetriever.from_texts(TEXTS[:3], model=model,
+                                                qdrant_client=QdrantClient(":memory:"))
+    for retriever in (lc_retriever, on_qdrant):
+        for copy_it in (pickle.dumps, copy.deepcopy, lambda r: r.model_copy(deep=True)):
+            with pytest.raises(TypeError, match=r"cannot be pickled or deep-copied: it holds a "
+                               r"live index.*index\.save\(path\)"):
+                copy_it(retriever)
+        assert copy.copy(retriever).index is retriever.index  # a shallow copy shares it
+    lc_retriever.index.save(tmp_path / "index")  # what the message advises
+    again = BGEM3HybridRetriever(index=HybridIndex.load(tmp_path / "index", model), k=4)
+    assert again.invoke(QUERIES[0]) == lc_retriever.invoke(QUERIES[0])

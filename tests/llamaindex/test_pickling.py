@@ -7,13 +7,15 @@ import pickle
 from pathlib import Path
 
 import pytest
-from bgem3 import BGEM3
+from bgem3 import BGEM3, HybridIndex
 from bgem3.shared import model_reference, shared_model
 from li_data import QUERIES, make_nodes
 from llama_index.core.schema import NodeWithScore
 from llama_index.embeddings.bgem3 import BGEM3Embedding
 from llama_index.postprocessor.bgem3 import BGEM3ColbertRerank
+from llama_index.retrievers.bgem3 import BGEM3HybridRetriever
 from llama_index.sparse_embeddings.bgem3 import BGEM3SparseEmbedding
+from qdrant_client import QdrantClient
 
 CLASSES = [BGEM3Embedding, BGEM3SparseEmbedding, BGEM3ColbertRerank]
 
@@ -47,3 +49,21 @@ def test_a_deep_copy_shares_the_model(cls, model: BGEM3) -> None:  # type: ignor
     obj = cls(model=model, top_n=2) if cls is BGEM3ColbertRerank else cls(model=model)
     clone = copy.deepcopy(obj)
     assert clone.bgem3 is model and clone is not obj and _same_results(clone, obj)
+
+
+def test_a_retriever_refuses_pickle_and_deep_copy_and_says_what_to_do(
+        model: BGEM3, tmp_path: Path) -> None:
+    embedded = BGEM3HybridRetriever.from_nodes(make_nodes(), model=model)
+    on_qdrant = BGEM3HybridRetriever.from_nodes(make_nodes()[:3], model=model,
+                                                qdrant_client=QdrantClient(":memory:"))
+    for retriever in (embedded, on_qdrant):
+        for copy_it in (pickle.dumps, copy.deepcopy):
+            with pytest.raises(TypeError, match=r"cannot be pickled or deep-copied: it holds a "
+                               r"live index.*index\.save\(path\)"):
+                copy_it(retriever)
+        shallow = copy.copy(retriever)  # a shallow copy shares the index
+        assert shallow.index is retriever.index and shallow is not retriever
+    embedded.index.save(tmp_path / "index")  # what the message advises
+    again = BGEM3HybridRetriever(HybridIndex.load(tmp_path / "index", model))
+    assert [n.node.node_id for n in again.retrieve(QUERIES[0])] == \
+        [n.node.node_id for n in embedded.retrieve(QUERIES[0])]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn, SupportsIndex
 
 from bgem3.shared import check_query, new_index, resolve_model, with_scores
 from langchain_core.callbacks import (
@@ -20,6 +20,12 @@ from langchain_bgem3._common import DEFAULT_MODEL, check_positive, check_texts
 
 __all__ = ["BGEM3HybridRetriever"]
 
+_NO_COPY = ("a BGEM3HybridRetriever cannot be pickled or deep-copied: it holds a live index. "
+            "Share the retriever (searches may run in several threads), or save the index with "
+            "retriever.index.save(path) and build a new retriever with "
+            "BGEM3HybridRetriever(index=HybridIndex.load(path, model)); over Qdrant, the data "
+            "stays in the collection: BGEM3HybridRetriever(index=QdrantHybridIndex(model, "
+            "client, collection))")
 _SEARCH_ARGS = ("k", "mode", "fusion", "weights", "candidates", "rerank", "filter")
 
 
@@ -32,6 +38,12 @@ class BGEM3HybridRetriever(BaseRetriever):
     its metadata; a stored metadata value under one of those keys is kept under the key
     prefixed ``previous_`` (``bgem3.shared.with_scores``). Every search option can also be
     passed per call: ``retriever.invoke("query", k=2, filter={"lang": "en"})``.
+
+    The retriever holds a live index (in memory, or a Qdrant client), so it is neither
+    serialisable (``dumpd`` gives ``not_implemented``) nor picklable or deep-copyable
+    (``TypeError``): share the object (searches may run in several threads), or save the
+    index with ``retriever.index.save(path)`` and build a new retriever with
+    ``BGEM3HybridRetriever(index=HybridIndex.load(path, model))``.
 
     Example:
         .. code-block:: python
@@ -124,6 +136,12 @@ class BGEM3HybridRetriever(BaseRetriever):
     def delete(self, ids: Sequence[str]) -> None:
         """Delete documents by id (unknown ids: ``KeyError``, nothing deleted)."""
         self.index.delete(ids)
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
+        raise TypeError(_NO_COPY)
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> NoReturn:
+        raise TypeError(_NO_COPY)
 
     def _search(self, query: str, overrides: Mapping[str, Any]) -> list[Document]:
         unknown = set(overrides) - set(_SEARCH_ARGS)

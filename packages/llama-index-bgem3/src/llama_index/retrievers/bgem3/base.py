@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn, SupportsIndex
 
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle, TextNode
@@ -19,6 +19,13 @@ from llama_index.embeddings.bgem3._model import DEFAULT_MODEL
 from bgem3.shared import check_query, new_index, resolve_model, with_scores
 
 __all__ = ["BGEM3HybridRetriever"]
+
+_NO_COPY = ("a BGEM3HybridRetriever cannot be pickled or deep-copied: it holds a live index. "
+            "Share the retriever (searches may run in several threads), or save the index with "
+            "retriever.index.save(path) and build a new retriever with "
+            "BGEM3HybridRetriever(HybridIndex.load(path, model)); over Qdrant, the data stays "
+            "in the collection: BGEM3HybridRetriever(QdrantHybridIndex(model, client, "
+            "collection))")
 
 class BGEM3HybridRetriever(BaseRetriever):
     """Hybrid BGE-M3 retrieval over ``bgem3.HybridIndex`` (embedded) or its Qdrant backend.
@@ -39,6 +46,11 @@ class BGEM3HybridRetriever(BaseRetriever):
         rerank: ColBERT rerank; ``None``: when the index stores ColBERT vectors.
         filters: ``MetadataFilters`` of ``==`` and ``in`` conditions, joined by AND, or by
             OR on one key (nested too); conditions on one key under AND must all hold.
+
+    The retriever holds a live index (in memory, or a Qdrant client), so pickling or
+    deep-copying it raises ``TypeError``: share the object (searches may run in several
+    threads), or save the index with ``retriever.index.save(path)`` and build a new
+    retriever with ``BGEM3HybridRetriever(HybridIndex.load(path, model))``.
 
     Example:
         .. code-block:: python
@@ -111,6 +123,17 @@ class BGEM3HybridRetriever(BaseRetriever):
     def delete(self, ids: Sequence[str]) -> None:
         """Delete nodes by id (unknown ids: ``KeyError``, nothing deleted)."""
         self.index.delete(ids)
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
+        raise TypeError(_NO_COPY)
+
+    def __copy__(self) -> BGEM3HybridRetriever:
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)  # a shallow copy shares the index
+        return clone
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> NoReturn:
+        raise TypeError(_NO_COPY)
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         query = check_query(query_bundle.query_str)
