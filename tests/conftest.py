@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 # Tests never touch the network: the hub client must only ever look at its cache.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# fingerprint digests of the test checkpoints stay out of the user's cache
+os.environ.setdefault("BGEM3_CACHE_DIR", tempfile.mkdtemp(prefix="bgem3-cache-"))
 
 import shutil
 from pathlib import Path

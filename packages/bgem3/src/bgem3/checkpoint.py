@@ -17,7 +17,7 @@ from typing import Any
 
 from bgem3.errors import CheckpointError, CheckpointNotFoundError
 
-__all__ = ["Checkpoint", "fingerprint", "load_head", "resolve_checkpoint"]
+__all__ = ["Checkpoint", "fingerprint", "legacy_fingerprint", "load_head", "resolve_checkpoint"]
 
 COLBERT_HEAD = "colbert_linear.pt"
 SPARSE_HEAD = "sparse_linear.pt"
@@ -256,15 +256,35 @@ def load_head(path: Path, in_features: int, out_features: int | None = None) -> 
 def fingerprint(path: Path) -> str:
     """A short hash that identifies a checkpoint's weights, whatever dtype it is loaded in.
 
-    Hashes ``config.json``, the head files and the first MiB of each weight file (its
-    header and the start of the embedding table), so that indexes can refuse a model
-    other than the one that built them without reading gigabytes.
+    SHA-256 over ``config.json``, the head files and every byte of every weight file, so
+    that an index refuses any other model, a fine-tune of only the last layers included.
+    Hashing gigabytes takes a few seconds, so each file's digest is cached (in
+    ``$XDG_CACHE_HOME/bgem3/fingerprints.json``) under its path, size, modification time
+    and inode: a file is hashed again only when it changes (``$BGEM3_CACHE_DIR`` moves it).
 
     Args:
         path: A checkpoint directory.
 
     Returns:
         16 hex digits.
+    """
+    import hashlib
+
+    digest = hashlib.sha256(b"bgem3-fingerprint-v2")
+    cache = _DigestCache.open()
+    for name in ("config.json", *HEAD_FILES, *_weight_files(path)):
+        file = path / name
+        if file.is_file():
+            digest.update(name.encode())
+            digest.update(cache.digest(file).encode())
+    cache.close()
+    return digest.hexdigest()[:16]
+
+
+def legacy_fingerprint(path: Path) -> str:
+    """The fingerprint of bgem3 0.1 indexes (``config.json``, heads, first MiB of weights).
+
+    Kept so that indexes saved before the full-file fingerprint still load.
     """
     import hashlib
 
@@ -276,3 +296,63 @@ def fingerprint(path: Path) -> str:
             with file.open("rb") as handle:
                 digest.update(handle.read(1 << 20))
     return digest.hexdigest()[:16]
+
+
+def _weight_files(path: Path) -> list[str]:
+    """The weight files of a checkpoint: single files, index files and their shards."""
+    names = [n for n in WEIGHT_FILES if (path / n).is_file()]
+    shards = sorted(p.name for p in path.glob("model-*.safetensors")) + sorted(
+        p.name for p in path.glob("pytorch_model-*.bin"))
+    return names + shards
+
+
+class _DigestCache:
+    """SHA-256 digests of files keyed by path, size, mtime and inode, kept on disk (JSON)."""
+
+    def __init__(self, location: Path | None, entries: dict[str, str]) -> None:
+        self.location = location
+        self.entries = entries
+        self.changed = False
+
+    @classmethod
+    def open(cls) -> _DigestCache:
+        base = os.environ.get("BGEM3_CACHE_DIR") or os.path.join(
+            os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+            "bgem3")
+        location = Path(base) / "fingerprints.json"
+        try:
+            entries = json.loads(location.read_text(encoding="utf-8"))
+            if not isinstance(entries, dict):
+                entries = {}
+        except (OSError, ValueError):
+            entries = {}
+        return cls(location, entries)
+
+    def digest(self, file: Path) -> str:
+        import hashlib
+
+        stat = file.stat()
+        key = f"{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}"
+        cached = self.entries.get(key)
+        if isinstance(cached, str):
+            return cached
+        sha = hashlib.sha256()
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 24), b""):
+                sha.update(block)
+        self.entries[key] = sha.hexdigest()
+        self.changed = True
+        return self.entries[key]
+
+    def close(self) -> None:
+        """Write the cache back (atomically); a cache that cannot be written is skipped."""
+        if not self.changed or self.location is None:
+            return
+        try:
+            self.location.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.location.with_name(f".{self.location.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(dict(list(self.entries.items())[-512:])),
+                           encoding="utf-8")
+            os.replace(tmp, self.location)
+        except OSError:
+            pass

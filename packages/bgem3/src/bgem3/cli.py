@@ -451,7 +451,7 @@ def _encode(args: argparse.Namespace) -> None:
     stream = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
     try:
         for i, text in enumerate(texts):
-            row: dict[str, Any] = {"text": text, "dense": out.dense[i].tolist(),
+            row: dict[str, Any] = {"text": clean_text(text), "dense": out.dense[i].tolist(),
                                    "sparse": tokens[i]}
             if args.colbert:
                 row["colbert"] = out.colbert[i].tolist()

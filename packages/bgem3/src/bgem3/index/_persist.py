@@ -91,10 +91,9 @@ def save_index(index: HybridIndex, path: str | os.PathLike[str]) -> None:
     state = index.state()
     documents = {"ids": state.ids, "texts": state.texts, "metadata": state.metadata}
     try:
-        documents_json = json.dumps(documents, ensure_ascii=False, allow_nan=False)
+        documents_json = json.dumps(documents, ensure_ascii=False)
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"metadata must be JSON-serialisable (no NaN or infinity) to save the "
-                        f"index: {exc}") from exc
+        raise TypeError(f"metadata must be JSON-serialisable to save the index: {exc}") from exc
     arrays: dict[str, np.ndarray] = {
         "dense": state.dense, "sparse_indptr": state.sparse_indptr,
         "sparse_indices": state.sparse_indices, "sparse_values": state.sparse_values,
@@ -108,6 +107,7 @@ def save_index(index: HybridIndex, path: str | os.PathLike[str]) -> None:
         "format_version": FORMAT_VERSION,
         "model": index.model.name,
         "model_fingerprint": index.model.fingerprint,
+        "fingerprint_version": 2,
         "dense_dim": index.dense_dim,
         "colbert_dim": index.colbert_dim,
         "vocab_size": index.vocab_size,
@@ -278,7 +278,13 @@ def _read_state(directory: Path, manifest: dict[str, Any]) -> IndexState:
 
 
 def _check_model(root: Path, manifest: dict[str, Any], model: Any) -> None:
-    if manifest["model_fingerprint"] != model.fingerprint:
+    if manifest.get("fingerprint_version") != 2:  # saved by bgem3 0.1: the older fingerprint
+        from bgem3.checkpoint import legacy_fingerprint
+
+        expected = legacy_fingerprint(model.path)
+    else:
+        expected = model.fingerprint
+    if manifest["model_fingerprint"] != expected:
         raise IndexFormatError(
             f"{root} was built with model {manifest['model']!r} (fingerprint "
             f"{manifest['model_fingerprint']}), not with {model.name!r} (fingerprint "
