@@ -27,6 +27,7 @@ _NO_COPY = ("a BGEM3HybridRetriever cannot be pickled or deep-copied: it holds a
             "in the collection: BGEM3HybridRetriever(QdrantHybridIndex(model, client, "
             "collection))")
 
+
 class BGEM3HybridRetriever(BaseRetriever):
     """Hybrid BGE-M3 retrieval over ``bgem3.HybridIndex`` (embedded) or its Qdrant backend.
 
@@ -160,7 +161,9 @@ def _to_where(filters: MetadataFilters | None) -> dict[str, Any] | None:
     an empty list matches nothing). ``==`` and ``in`` conditions map onto it; several under
     AND on one key keep the values all of them allow (``lang == "en" AND lang == "fr"``
     matches nothing), under OR on one key the values any of them allows. An OR across
-    keys, ``NOT`` and other operators cannot be expressed and raise.
+    keys, ``NOT`` and other operators cannot be expressed and raise. The index matches a
+    list-valued metadata field by element, so for such a field an AND on one key asks for
+    one element that every condition allows, not for each condition to hold alone.
     """
     if filters is None or not filters.filters:
         return None
