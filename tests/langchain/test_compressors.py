@@ -81,3 +81,12 @@ def test_existing_score_metadata_is_kept(model: BGEM3) -> None:
         assert isinstance(doc.metadata["relevance_score"], float)
         assert doc.metadata["relevance_score"] == doc.metadata["colbert_score"]
     assert docs[0].metadata == {"relevance_score": "user 0", "colbert_score": 0}
+
+
+@pytest.mark.parametrize("value", [True, "3", 2.0])
+def test_counts_are_not_coerced(model: BGEM3, value: object) -> None:
+    """Issue 14, finding 28: ``top_n=True`` or ``"3"`` is an error, not 1 or 3."""
+    with pytest.raises(ValueError, match="top_n"):
+        BGEM3ColbertReranker(model=model, top_n=value)
+    with pytest.raises(ValueError, match="k"):
+        BGEM3HybridRetriever.from_texts(TEXTS[:3], model=model, k=value)

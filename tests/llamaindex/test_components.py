@@ -132,3 +132,10 @@ def test_namespace_layout_and_no_torch_at_import(tmp_path) -> None:  # type: ign
     assert inits == [f"llama_index/{k}/bgem3/__init__.py"
                      for k in ("embeddings", "postprocessor", "retrievers", "sparse_embeddings")]
     assert "llama_index/embeddings/bgem3/py.typed" in names
+
+
+@pytest.mark.parametrize("value", [True, "3"])
+def test_counts_are_not_coerced(model: BGEM3, value: object) -> None:
+    """Issue 14, finding 28: ``top_n=True`` or ``"3"`` is an error, not 1 or 3."""
+    with pytest.raises(ValueError, match="top_n"):
+        BGEM3ColbertRerank(model=model, top_n=value)

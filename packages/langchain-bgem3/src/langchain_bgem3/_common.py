@@ -92,12 +92,13 @@ class BGEM3Model(Serializable):
 class BGEM3Encoder(BGEM3Model):
     """:class:`BGEM3Model` plus the encoding options of the embedding classes."""
 
-    batch_size: int = Field(default=256, gt=0, description="Texts per forward batch at most.")
-    show_progress: bool | None = Field(
+    batch_size: int = Field(
+        strict=True, default=256, gt=0, description="Texts per forward batch at most.")
+    show_progress: bool | None = Field(strict=True,
         default=None, description="Progress bar; None: only for long inputs.")
-    query_max_length: int | None = Field(
+    query_max_length: int | None = Field(strict=True,
         default=None, gt=0, description="Query truncation length (None: the model's, 512).")
-    document_max_length: int | None = Field(
+    document_max_length: int | None = Field(strict=True,
         default=None, gt=0, description="Document truncation length (None: the model's, 8192).")
 
 

@@ -36,10 +36,11 @@ class BGEM3ColbertReranker(BGEM3Model, BaseDocumentCompressor):
                 base_compressor=BGEM3ColbertReranker(top_n=3), base_retriever=base)
     """
 
-    top_n: int = Field(default=3, description="Documents to return.")
+    top_n: int = Field(strict=True, default=3, description="Documents to return.")
     weights: tuple[float, float, float] | None = Field(
         default=None, description="None: ColBERT alone; (dense, sparse, colbert): weighted.")
-    batch_size: int = Field(default=256, gt=0, description="Texts per forward batch at most.")
+    batch_size: int = Field(
+        strict=True, default=256, gt=0, description="Texts per forward batch at most.")
 
     @field_validator("top_n")
     @classmethod

@@ -59,13 +59,15 @@ class BGEM3HybridRetriever(BaseRetriever):
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
     index: Any = Field(exclude=True, description="A bgem3 HybridIndex or QdrantHybridIndex.")
-    k: int = Field(default=4, description="Documents to return.")
+    k: int = Field(strict=True, default=4, description="Documents to return.")
     mode: str = Field(default="hybrid", description="Candidates: hybrid, dense or sparse.")
     fusion: str = Field(default="weighted", description="weighted or rrf (Qdrant: also dbsf).")
     weights: tuple[float, float, float] = Field(
         default=(0.4, 0.2, 0.4), description="(dense, sparse, colbert) for weighted fusion.")
-    candidates: int = Field(default=100, description="Candidates from each of dense and sparse.")
-    rerank: bool | None = Field(default=None, description="ColBERT rerank; None: if stored.")
+    candidates: int = Field(
+        strict=True, default=100, description="Candidates from each of dense and sparse.")
+    rerank: bool | None = Field(
+        strict=True, default=None, description="ColBERT rerank; None: if stored.")
     filter: dict[str, Any] | None = Field(
         default=None, description='Metadata filter: {"lang": "en", "year": [2023, 2024]}.')
 

@@ -79,8 +79,9 @@ class BGEM3Fields(BaseModel):
 class BGEM3EncodeFields(BGEM3Fields):
     """:class:`BGEM3Fields` plus the encoding options of the embedding components."""
 
-    embed_batch_size: int = Field(default=64, gt=0, description="Texts per call to the model.")
-    query_max_length: int | None = Field(
+    embed_batch_size: int = Field(
+        strict=True, default=64, gt=0, description="Texts per call to the model.")
+    query_max_length: int | None = Field(strict=True,
         default=None, gt=0, description="Query truncation length (None: the model's, 512).")
-    document_max_length: int | None = Field(
+    document_max_length: int | None = Field(strict=True,
         default=None, gt=0, description="Document truncation length (None: the model's, 8192).")

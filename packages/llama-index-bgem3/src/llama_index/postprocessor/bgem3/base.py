@@ -30,7 +30,7 @@ class BGEM3ColbertRerank(BGEM3Fields, BaseNodePostprocessor):
                                            node_postprocessors=[BGEM3ColbertRerank(top_n=3)])
     """
 
-    top_n: int = Field(default=3, gt=0, description="Nodes to return.")
+    top_n: int = Field(strict=True, default=3, gt=0, description="Nodes to return.")
     weights: tuple[float, float, float] | None = Field(
         default=None, description="None: ColBERT alone; (dense, sparse, colbert): weighted.")
 
