@@ -121,11 +121,16 @@ class EncodeOutput:
         sparse: one :class:`SparseVector` per text.
         colbert: one ``float32 [n_tokens_i - 1, colbert_dim]`` array per text (the
             ``<s>`` row dropped, the final ``</s>`` row kept), rows L2-normalised.
+        tokens: ``int32 [n]`` tokens each text was encoded with, ``<s>`` and ``</s>``
+            included (``None`` when not known).
+        truncated: ``bool [n]`` which texts were longer than ``max_length`` and cut.
     """
 
     dense: NDArray[np.float32] | None = None
     sparse: list[SparseVector] | None = None
     colbert: list[NDArray[np.float32]] | None = None
+    tokens: NDArray[np.int32] | None = None
+    truncated: NDArray[np.bool_] | None = None
 
     def __len__(self) -> int:
         for output in (self.dense, self.sparse, self.colbert):

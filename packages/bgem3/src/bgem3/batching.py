@@ -58,12 +58,14 @@ class Tokenized:
         n_truncated: How many texts were longer than the maximum and were cut.
         cls_positions: For MCLS, one array per text with the positions of its ``<s>``
             tokens; ``None`` otherwise.
+        truncated: ``bool [n]`` which texts were cut (``None``: not recorded).
     """
 
     ids: list[NDArray[np.int64]]
     lengths: NDArray[np.int64]
     n_truncated: int
     cls_positions: list[NDArray[np.int64]] | None = None
+    truncated: NDArray[np.bool_] | None = None
 
 
 def _mcls_content_budget(max_length: int) -> int:
@@ -102,14 +104,14 @@ def tokenize(
     encodings = _encode_bounded(backend, list(texts), budget)
     ids: list[NDArray[np.int64]] = []
     positions: list[NDArray[np.int64]] = []
-    n_truncated = 0
+    truncated = np.zeros(len(encodings), dtype=np.bool_)
     cls = np.array([spec.cls_id], dtype=np.int64)
     eos = np.array([spec.eos_id], dtype=np.int64)
-    for encoding in encodings:
+    for i, encoding in enumerate(encodings):
         content = np.asarray(encoding.ids, dtype=np.int64)
         if content.shape[0] > budget:
             content = content[:budget]
-            n_truncated += 1
+            truncated[i] = True
         if not mcls:
             ids.append(np.concatenate((cls, content, eos)))
             continue
@@ -119,7 +121,7 @@ def tokenize(
         ids.append(np.concatenate((sequence, eos)))
         positions.append(starts + np.arange(n_chunks))
     lengths = np.fromiter((a.shape[0] for a in ids), dtype=np.int64, count=len(ids))
-    return Tokenized(ids, lengths, n_truncated, positions if mcls else None)
+    return Tokenized(ids, lengths, int(truncated.sum()), positions if mcls else None, truncated)
 
 
 CHARS_PER_TOKEN = 16

@@ -466,7 +466,11 @@ class BGEM3:
                 stats.tokenize_s += time.perf_counter() - started
                 rest = self._run(tokenized, False, sparse, colbert, batch_size, show_progress)
                 n_truncated = max(n_truncated, tokenized.n_truncated)
-            return EncodeOutput(dense_part.dense, rest.sparse, rest.colbert), n_truncated, length
+            flags = dense_part.truncated
+            if rest.truncated is not None and flags is not None:
+                flags = flags | rest.truncated
+            return EncodeOutput(dense_part.dense, rest.sparse, rest.colbert,
+                                dense_part.tokens, flags), n_truncated, length
         tokenized = tokenize(self._backend, items, self._spec, length)
         stats.tokenize_s += time.perf_counter() - started
         output = self._run(tokenized, dense, sparse, colbert, batch_size, show_progress)
@@ -531,6 +535,8 @@ class BGEM3:
             dense=dense_out,
             sparse=sparse_slots if sparse else None,
             colbert=colbert_slots if colbert else None,
+            tokens=tokenized.lengths.astype(np.int32),
+            truncated=tokenized.truncated,
         )
 
     def _lexical_weights(self, weights: NDArray[np.float32], batch: Batch) -> list[SparseVector]:

@@ -238,4 +238,11 @@ def _reassemble(chunks: list[NDArray[np.int64]], parts: list[EncodeOutput],
     if first.colbert is not None:
         flat_colbert = [a for p in parts for a in (p.colbert or [])]
         colbert = [flat_colbert[i] for i in inverse]
-    return EncodeOutput(dense=dense, sparse=sparse, colbert=colbert)
+    tokens = truncated = None
+    if first.tokens is not None and all(p.tokens is not None for p in parts):
+        tokens = np.concatenate([p.tokens for p in parts if p.tokens is not None])[inverse]
+    if first.truncated is not None and all(p.truncated is not None for p in parts):
+        truncated = np.concatenate([p.truncated for p in parts
+                                    if p.truncated is not None])[inverse]
+    return EncodeOutput(dense=dense, sparse=sparse, colbert=colbert, tokens=tokens,
+                        truncated=truncated)

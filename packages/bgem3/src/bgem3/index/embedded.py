@@ -349,6 +349,46 @@ class HybridIndex:
         self._append(doc_ids, text_list, metas, dense, counts, indices, values, colbert)
         return doc_ids
 
+    def add_parquet(self, path: str | os.PathLike[str], *, text_column: str | None = "text",
+                    metadata_columns: Sequence[str] = (), batch_rows: int = 8192) -> int:
+        """Add the vectors of Parquet files written by ``bgem3.arrow`` / ``bgem3.ray``.
+
+        Streams one batch of ``batch_rows`` rows at a time (never the whole file), checks
+        every file's metadata first (another model's vectors are refused before anything
+        is added), then adds each batch as :meth:`add` does (upsert by id). A batch with
+        bad content raises with the file named; the batches before it stay added.
+
+        Args:
+            path: A ``.parquet`` file or a directory of them (read in name order).
+            text_column: The column with the texts to store (absent: no texts).
+            metadata_columns: Columns to store as each document's metadata.
+            batch_rows: Rows per batch.
+
+        Returns:
+            The number of rows added.
+
+        Example:
+            >>> import tempfile, pathlib, bgem3, bgem3.arrow, pyarrow.parquet as pq
+            >>> from bgem3.testing import build_tiny_checkpoint
+            >>> model = bgem3.BGEM3(build_tiny_checkpoint(tempfile.mkdtemp()), device="cpu")
+            >>> texts = ["a cat", "a dog"]
+            >>> out = model.encode_documents(texts, dense=True, sparse=True, colbert=True)
+            >>> file = pathlib.Path(tempfile.mkdtemp()) / "v.parquet"
+            >>> table = bgem3.arrow.to_arrow(out, ["c", "d"], texts=texts, model=model)
+            >>> pq.write_table(table, file)
+            >>> bgem3.HybridIndex(model).add_parquet(file)
+            2
+        """
+        from bgem3.arrow import parquet_batches
+
+        added = 0
+        for ids, texts, metadata, output in parquet_batches(
+                path, self.model, colbert=self.store_colbert, text_column=text_column,
+                metadata_columns=metadata_columns, batch_rows=batch_rows):
+            self.add(texts, ids=ids, metadata=metadata, embeddings=output)
+            added += len(ids)
+        return added
+
     def delete(self, ids: Sequence[str]) -> None:
         """Delete documents by id.
 

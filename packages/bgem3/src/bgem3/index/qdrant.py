@@ -11,6 +11,7 @@ Install with ``pip install "bgem3[qdrant]"``.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -144,6 +145,15 @@ class QdrantHybridIndex:
             embeddings = self.model.encode_documents(
                 texts, dense=True, sparse=True, colbert=self.store_colbert,
                 batch_size=batch_size, show_progress=show_progress)
+        points = self._points(texts, doc_ids, metas, embeddings)
+        for start in range(0, n, batch_size):
+            self.client.upsert(self.collection, points=points[start : start + batch_size])
+        return doc_ids
+
+    def _points(self, texts: Sequence[str] | None, doc_ids: list[str],
+                metas: list[dict[str, Any]], embeddings: EncodeOutput) -> list[Any]:
+        """Validated outputs as Qdrant points (payload: id, text, metadata)."""
+        n = len(doc_ids)
         dense, sparse, _ = validate_embeddings(
             embeddings, n, dense_dim=self.model.dense_dim, vocab_size=self.model.vocab_size,
             colbert_dim=self.model.colbert_dim if self.store_colbert else None)
@@ -161,9 +171,44 @@ class QdrantHybridIndex:
                        "metadata": metas[i]}
             points.append(models.PointStruct(id=_point_id(doc_ids[i]), vector=vector,
                                              payload=payload))
-        for start in range(0, n, batch_size):
-            self.client.upsert(self.collection, points=points[start : start + batch_size])
-        return doc_ids
+        return points
+
+    def add_parquet(self, path: str | os.PathLike[str], *, text_column: str | None = "text",
+                    metadata_columns: Sequence[str] = (), batch_rows: int = 8192,
+                    parallel: int = 4, bulk: bool = True) -> int:
+        """Bulk-load Parquet vectors; see :meth:`bgem3.HybridIndex.add_parquet`.
+
+        Points go up with ``upload_points`` in ``parallel`` processes (a server; local mode
+        uploads in-process). With ``bulk``, the load follows Qdrant's advice for bulk
+        uploads: HNSW indexing is switched off (``indexing_threshold=0``) while points
+        arrive, and the collection's previous threshold is restored afterwards, so the
+        index is built once at the end instead of during the upload.
+        """
+        from bgem3.arrow import parquet_batches
+
+        models = self._models
+        info = self.client.get_collection(self.collection)
+        threshold = getattr(info.config.optimizer_config, "indexing_threshold", None)
+        local = type(getattr(self.client, "_client", None)).__name__ == "QdrantLocal"
+        if bulk and not local:
+            self.client.update_collection(
+                self.collection, optimizers_config=models.OptimizersConfigDiff(
+                    indexing_threshold=0))
+        added = 0
+        try:
+            for ids, texts, metadata, output in parquet_batches(
+                    path, self.model, colbert=self.store_colbert, text_column=text_column,
+                    metadata_columns=metadata_columns, batch_rows=batch_rows):
+                points = self._points(texts, ids, metadata, output)
+                self.client.upload_points(self.collection, points, batch_size=256,
+                                          parallel=1 if local else parallel, wait=True)
+                added += len(ids)
+        finally:
+            if bulk and not local:
+                self.client.update_collection(
+                    self.collection, optimizers_config=models.OptimizersConfigDiff(
+                        indexing_threshold=threshold if threshold is not None else 10000))
+        return added
 
     def delete(self, ids: Sequence[str]) -> None:
         """Delete documents; unknown ids raise ``KeyError`` and nothing is deleted."""
