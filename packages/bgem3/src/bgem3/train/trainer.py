@@ -188,7 +188,7 @@ def _warn_untrained(settings: FinetuneSettings) -> None:
 
 
 def finetune(settings: FinetuneSettings, *, callbacks: Sequence[Any] = ()) -> Path:
-    r"""Fine-tune a BGE-M3 checkpoint and save it in BGE-M3's layout.
+    """Fine-tune a BGE-M3 checkpoint and save it in BGE-M3's layout.
 
     Args:
         settings: The run (see :class:`FinetuneSettings`).
@@ -203,19 +203,12 @@ def finetune(settings: FinetuneSettings, *, callbacks: Sequence[Any] = ()) -> Pa
         DatasetError: Malformed training data (named ``file:line``).
         CheckpointNotFoundError: No such model, or no heads without ``init_heads``.
 
-    Example:
-        >>> import json, tempfile, pathlib  # doctest: +SKIP
-        >>> from bgem3.testing import build_tiny_checkpoint
-        >>> tmp = pathlib.Path(tempfile.mkdtemp())
-        >>> _ = (tmp / "train.jsonl").write_text(json.dumps(
-        ...     {"query": "paris", "pos": ["paris is a city"], "neg": ["a dog"]}) + "\\n")
-        >>> out = finetune(FinetuneSettings(
-        ...     model=str(build_tiny_checkpoint(tmp / "tiny")),
-        ...     train_data=[str(tmp / "train.jsonl")],
-        ...     output=str(tmp / "out"), group_size=2, batch_size=1, max_steps=1, device="cpu",
-        ...     show_progress=False))
-        >>> sorted(p.name for p in out.glob("*_linear.pt"))
-        ['colbert_linear.pt', 'sparse_linear.pt']
+    Example (run in ``tests/core/test_train.py``)::
+
+        from bgem3.train import FinetuneSettings, finetune
+        out = finetune(FinetuneSettings(model="BAAI/bge-m3", train_data=["mined.jsonl"],
+                                        output="my-bge-m3", group_size=8, batch_size=16))
+        bgem3.BGEM3(out)  # or FlagEmbedding's BGEM3FlagModel(str(out))
     """
     from transformers import TrainingArguments
     from transformers.utils import logging as hf_logging
