@@ -122,12 +122,20 @@ def _parser() -> argparse.ArgumentParser:
     model_options(p, os.environ.get("BGEM3_MODEL"))
     p.set_defaults(run=_search)
 
-    p = commands.add_parser("encode", help="encode texts to JSON lines")
-    p.add_argument("texts", nargs="*", help="texts (or use --input)")
+    p = commands.add_parser("encode", help="encode texts to JSON lines, or files to Parquet")
+    p.add_argument("texts", nargs="*", metavar="TEXT_OR_INPUT",
+                   help="texts; with --out *.parquet: input files or directories (.txt .md "
+                        ".jsonl, read as `bgem3 index` reads them)")
     p.add_argument("--input", help="a text file (one text per line) or JSONL with 'text'")
     p.add_argument("--queries", action="store_true", help="encode as queries (max 512 tokens)")
     p.add_argument("--colbert", action="store_true", help="also write ColBERT vectors")
-    p.add_argument("--out", help="output file (default: standard output)")
+    p.add_argument("--out", help="output file (default: standard output); *.parquet writes "
+                                 "bgem3.arrow's schema (ids, texts, vectors), which "
+                                 "add_parquet loads")
+    p.add_argument("--chunk-words", type=int, default=200,
+                   help="with Parquet output: chunk long text files as `bgem3 index` does")
+    p.add_argument("--colbert-dtype", choices=["float16", "float32"], default="float16",
+                   help="ColBERT storage in Parquet (default: float16)")
     model_options(p, env_model)
     p.set_defaults(run=_encode)
 
@@ -432,6 +440,9 @@ def _table(hits: Sequence[Any]) -> str:
 
 # ---------------------------------------------------------------------------- encode
 def _encode(args: argparse.Namespace) -> None:
+    if args.out and args.out.endswith(".parquet"):
+        _encode_parquet(args)
+        return
     texts = list(args.texts)
     if args.input:
         file = Path(args.input)
@@ -459,6 +470,37 @@ def _encode(args: argparse.Namespace) -> None:
     finally:
         if args.out:
             stream.close()
+
+
+def _encode_parquet(args: argparse.Namespace) -> None:
+    import pyarrow.parquet as pq
+
+    from bgem3.arrow import to_arrow
+
+    inputs = list(args.texts) + ([args.input] if args.input else [])
+    not_files = [i for i in inputs if not Path(i).exists()]
+    if not inputs or not_files:
+        raise CLIError("with --out *.parquet, give input files or directories"
+                       + (f" (no such file: {not_files[0]})" if not_files else ""))
+    records = list(_records(inputs, args.chunk_words))
+    if not records:
+        raise CLIError("no documents found in the inputs (.txt, .md or .jsonl files)")
+    ids = [r["id"] for r in records]
+    duplicates = sorted(i for i, n in Counter(ids).items() if n > 1)
+    if duplicates:
+        raise CLIError(f"duplicate document ids: {duplicates[:5]}")
+    texts = [r["text"] for r in records]
+    model = _model(args)
+    encode = model.encode_queries if args.queries else model.encode_documents
+    out = encode(texts, dense=True, sparse=True, colbert=args.colbert,
+                 show_progress=len(texts) > 64 or None)
+    table = to_arrow(out, ids, texts=[clean_text(t) for t in texts], model=model,
+                     colbert_dtype=args.colbert_dtype)
+    target = Path(args.out)
+    partial = target.with_name(f".{target.name}.partial")
+    pq.write_table(table, partial)
+    os.replace(partial, target)  # a complete file or none
+    print(f"encoded {len(texts)} texts into {args.out}")
 
 
 # ---------------------------------------------------------------------------- score

@@ -1,0 +1,132 @@
+"""bgem3.arrow: the fixed schema, exact round trips, checked reads, add_parquet, the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from bgem3 import BGEM3, HybridIndex
+from bgem3.arrow import from_arrow, read_metadata, schema, to_arrow
+from bgem3.cli import main
+from bgem3.testing import build_tiny_checkpoint, random_texts
+
+TEXTS = list(dict.fromkeys(random_texts(30, min_words=1, max_words=30, seed=61)))[:20]
+IDS = [f"t{i}" for i in range(len(TEXTS))]
+
+
+@pytest.fixture(scope="module")
+def output(model: BGEM3):  # type: ignore[no-untyped-def]
+    return model.encode_documents(TEXTS, dense=True, sparse=True, colbert=True)
+
+
+def test_round_trip_is_exact(model: BGEM3, output) -> None:  # type: ignore[no-untyped-def]
+    table = to_arrow(output, IDS, texts=TEXTS, model=model)
+    ids, back = from_arrow(table)
+    assert ids == IDS and table.column("text").to_pylist() == TEXTS
+    np.testing.assert_array_equal(back.dense, output.dense)
+    assert back.sparse == output.sparse
+    for a, b in zip(back.colbert, output.colbert, strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(back.tokens, output.tokens)
+    np.testing.assert_array_equal(back.truncated, output.truncated)
+    meta = read_metadata(table.schema)
+    assert (meta["model"], meta["fingerprint"], meta["dense_dim"], meta["colbert_dim"]) == (
+        model.name, model.fingerprint, model.dense_dim, model.colbert_dim)
+    again = to_arrow(back, ids, texts=TEXTS, model=model)
+    assert again.equals(table)
+
+
+def test_half_precision_storage_and_a_fixed_schema(model: BGEM3, output) -> None:  # type: ignore[no-untyped-def]
+    table = to_arrow(output, IDS, model=model, dense_dtype="float16", colbert_dtype="float16")
+    assert table.schema.field("dense").type == pa.list_(pa.float16(), model.dense_dim)
+    _, back = from_arrow(table)
+    np.testing.assert_array_equal(back.dense, output.dense.astype(np.float16).astype(np.float32))
+    # the schema depends on the model and options only: an empty table has it too
+    empty = model.encode_documents([], dense=True, sparse=True, colbert=True)
+    assert to_arrow(empty, [], model=model, dense_dtype="float16",
+                    colbert_dtype="float16").schema.equals(table.schema, check_metadata=True)
+    assert schema(dense_dim=model.dense_dim, colbert_dim=model.colbert_dim,
+                  dense_dtype="float16", colbert_dtype="float16", model=model.name,
+                  fingerprint=model.fingerprint,
+                  max_length=model.document_max_length).equals(table.schema,
+                                                               check_metadata=True)
+
+
+def _with(table: pa.Table, name: str, array: pa.Array) -> pa.Table:
+    return table.set_column(table.schema.get_field_index(name), table.schema.field(name), array)
+
+
+def test_reads_check_the_content(model: BGEM3, output) -> None:  # type: ignore[no-untyped-def]
+    table = to_arrow(output, IDS, model=model)
+    with pytest.raises(ValueError, match="not a bgem3 vectors table"):
+        from_arrow(table.replace_schema_metadata({}))
+    with pytest.raises(ValueError, match="null"):
+        from_arrow(_with(table, "id", pa.array([None] + IDS[1:], pa.string())))
+    rows = table.column("sparse_indices").to_pylist()
+    first = next(i for i, r in enumerate(rows) if len(r) > 1)
+    rows[first] = rows[first][::-1]
+    with pytest.raises(ValueError, match="increasing"):
+        from_arrow(_with(table, "sparse_indices", pa.array(rows, pa.list_(pa.int32()))))
+    dense = table.column("dense").to_pylist()
+    dense[0][0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        from_arrow(_with(table, "dense", pa.array(dense, table.schema.field("dense").type)))
+    with pytest.raises(ValueError, match="unique"):
+        to_arrow(output, ["same"] * len(IDS))
+
+
+def test_add_parquet_checks_every_file_before_adding(model: BGEM3, output, tmp_path: Path  # type: ignore[no-untyped-def]
+                                                    ) -> None:
+    folder = tmp_path / "vectors"
+    folder.mkdir()
+    half = len(IDS) // 2
+    for part, rows in (("a", slice(0, half)), ("b", slice(half, None))):
+        sub = type(output)(dense=output.dense[rows], sparse=output.sparse[rows],
+                           colbert=output.colbert[rows])
+        pq.write_table(to_arrow(sub, IDS[rows], texts=TEXTS[rows], model=model),
+                       folder / f"{part}.parquet")
+    index = HybridIndex(model)
+    assert index.add_parquet(folder, batch_rows=3) == len(IDS)
+    direct = HybridIndex(model)
+    direct.add(TEXTS, ids=IDS)
+    for q in TEXTS[:3]:
+        assert ([(h.id, round(h.score, 5)) for h in index.search(q, k=5)]
+                == [(h.id, round(h.score, 5)) for h in direct.search(q, k=5)])
+    other = BGEM3(build_tiny_checkpoint(tmp_path / "other", seed=7), device="cpu")
+    pq.write_table(to_arrow(other.encode_documents(["x"], sparse=True, colbert=True), ["x"],
+                            model=other), folder / "c.parquet")
+    fresh = HybridIndex(model)
+    with pytest.raises(ValueError, match=r"c\.parquet: these vectors were made by"):
+        fresh.add_parquet(folder)
+    assert len(fresh) == 0  # checked before anything was added
+    dense_only = tmp_path / "dense.parquet"
+    pq.write_table(to_arrow(model.encode_documents(["x"], sparse=True), ["x"], model=model),
+                   dense_only)
+    with pytest.raises(ValueError, match="stores ColBERT vectors"):
+        HybridIndex(model).add_parquet(dense_only)
+    assert HybridIndex(model, store_colbert=False).add_parquet(dense_only) == 1
+    with pytest.raises(FileNotFoundError):
+        HybridIndex(model).add_parquet(tmp_path / "missing")
+
+
+def test_encode_command_writes_parquet(model: BGEM3, tiny_path: Path, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in zip(IDS, TEXTS,
+                                                                                   strict=True)))
+    out = tmp_path / "v.parquet"
+    assert main(["encode", str(docs), "--colbert", "--out", str(out), "--model",
+                 str(tiny_path)]) == 0
+    assert "encoded 20 texts" in capsys.readouterr().out
+    table = pq.read_table(out)
+    assert table.schema.field("colbert").type == pa.list_(pa.list_(pa.float16(),
+                                                                  model.colbert_dim))
+    index = HybridIndex(model)
+    index.add_parquet(out)
+    assert index.get(["t2"])[0].text == TEXTS[2]
+    assert main(["encode", "just a text", "--out", str(out), "--model", str(tiny_path)]) == 1
+    assert "give input files" in capsys.readouterr().err

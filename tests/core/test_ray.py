@@ -1,0 +1,128 @@
+"""bgem3.ray on a local Ray cluster (started once for the module, shut down after)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from bgem3 import BGEM3, CheckpointNotFoundError, HybridIndex
+from bgem3.arrow import from_arrow, read_metadata
+from bgem3.index import QdrantHybridIndex
+from bgem3.testing import random_texts
+from qdrant_client import QdrantClient
+
+ray = pytest.importorskip("ray")
+import bgem3.ray  # noqa: E402
+
+pytestmark = pytest.mark.enable_socket  # Ray talks to itself over localhost
+
+TEXTS = list(dict.fromkeys(random_texts(60, min_words=2, max_words=40, seed=51)))[:40]
+IDS = [f"doc-{i}" for i in range(len(TEXTS))]
+
+
+@pytest.fixture(scope="module")
+def cluster():  # type: ignore[no-untyped-def]
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             configure_logging=False, _node_ip_address="127.0.0.1")
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield ray
+    ray.shutdown()
+
+
+def _dataset(cluster, texts=TEXTS, ids=IDS):  # type: ignore[no-untyped-def]
+    return cluster.data.from_arrow(pa.table({"id": ids, "text": texts, "lang": ["en"] * len(ids)}))
+
+
+def _encoded(tiny_path: Path, cluster, **kw):  # type: ignore[no-untyped-def]
+    options = {"dense": True, "sparse": True, "colbert": True, "rows_per_call": 7,
+               "device": "cpu", "threads": 1, **kw}
+    return bgem3.ray.encode_dataset(_dataset(cluster), tiny_path, **options)
+
+
+def test_outputs_equal_encode_documents_joined_by_id(model: BGEM3, tiny_path: Path, cluster,  # type: ignore[no-untyped-def]
+                                                     tmp_path: Path) -> None:
+    _encoded(tiny_path, cluster, colbert_dtype="float32").write_parquet(str(tmp_path / "out"))
+    table = pq.read_table(tmp_path / "out")  # plain pyarrow, no Ray
+    assert table.schema.field("dense").type == pa.list_(pa.float32(), model.dense_dim)
+    assert table.schema.field("colbert").type == pa.list_(pa.list_(pa.float32(),
+                                                                  model.colbert_dim))
+    assert table.schema.field("sparse_indices").type == pa.list_(pa.int32())
+    assert table.column_names == ["id", "text", "dense", "sparse_indices", "sparse_values",
+                                  "colbert", "tokens", "truncated"]
+    assert read_metadata(table.schema)["fingerprint"] == model.fingerprint
+    ids, out = from_arrow(table)
+    assert sorted(ids) == sorted(IDS)
+    expected = model.encode_documents(TEXTS, dense=True, sparse=True, colbert=True)
+    row = {i: n for n, i in enumerate(IDS)}
+    for position, doc_id in enumerate(ids):
+        j = row[doc_id]
+        np.testing.assert_allclose(out.dense[position], expected.dense[j], atol=1e-6)
+        assert out.sparse[position].indices.tolist() == expected.sparse[j].indices.tolist()
+        np.testing.assert_allclose(out.sparse[position].values, expected.sparse[j].values,
+                                   atol=1e-6)
+        np.testing.assert_allclose(out.colbert[position], expected.colbert[j], atol=1e-6)
+        assert out.tokens[position] == expected.tokens[j]
+
+
+def test_equal_lengths_and_one_row_per_call_keep_the_schema(tiny_path: Path, cluster,  # type: ignore[no-untyped-def]
+                                                            tmp_path: Path) -> None:
+    same = [f"word{i} paris" for i in range(6)]  # every row the same length
+    ds = _dataset(cluster, same, [str(i) for i in range(6)])
+    vectors = bgem3.ray.encode_dataset(ds, tiny_path, colbert=True, rows_per_call=1,
+                                       device="cpu", threads=1)
+    vectors.write_parquet(str(tmp_path / "same"))
+    files = sorted((tmp_path / "same").glob("*.parquet"))
+    schemas = {pq.read_schema(f) for f in files}
+    assert len(schemas) == 1
+    assert pq.read_table(tmp_path / "same").num_rows == 6
+
+
+def test_two_actors_give_what_one_gives(tiny_path: Path, cluster) -> None:  # type: ignore[no-untyped-def]
+    def collect(actors: int) -> dict[str, list[float]]:
+        rows = _encoded(tiny_path, cluster, num_actors=actors).to_arrow_refs()
+        table = pa.concat_tables(cluster.get(rows))
+        ids, out = from_arrow(table)
+        return {i: out.dense[k].round(6).tolist() for k, i in enumerate(ids)}
+
+    assert collect(1) == collect(2)
+
+
+def test_add_parquet_into_both_backends_searches_like_a_direct_add(  # type: ignore[no-untyped-def]
+        model: BGEM3, tiny_path: Path, cluster, tmp_path: Path) -> None:
+    _encoded(tiny_path, cluster, keep_columns=("text", "lang")).write_parquet(str(tmp_path / "v"))
+    direct = HybridIndex(model)
+    direct.add(TEXTS, ids=IDS, metadata=[{"lang": "en"}] * len(IDS))
+    loaded = HybridIndex(model)
+    assert loaded.add_parquet(tmp_path / "v", metadata_columns=["lang"], batch_rows=9) == 40
+    qdrant = QdrantHybridIndex(model, QdrantClient(":memory:"))
+    assert qdrant.add_parquet(tmp_path / "v", metadata_columns=["lang"]) == 40
+    for query in random_texts(4, max_words=6, seed=52):
+        expected = [(h.id, round(h.score, 3)) for h in direct.search(query, k=5,
+                                                                     filter={"lang": "en"})]
+        assert [(h.id, round(h.score, 3)) for h in loaded.search(query, k=5,
+                                                                 filter={"lang": "en"})] == expected
+        assert [h.id for h in qdrant.search(query, k=5)] == [i for i, _ in expected]
+    assert loaded.get(["doc-3"])[0].text == TEXTS[3]
+
+
+def test_a_bad_model_fails_in_the_driver(cluster, tmp_path: Path, tiny_path: Path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(CheckpointNotFoundError, match="does not exist"):
+        bgem3.ray.encode_dataset(_dataset(cluster), str(tmp_path / "nope"))
+    with pytest.raises(ValueError, match="no column 'body'"):
+        bgem3.ray.encode_dataset(_dataset(cluster), tiny_path, text_column="body")
+
+
+def test_importing_bgem3_does_not_import_ray_and_missing_ray_says_how() -> None:
+    code = ("import sys, bgem3, bgem3.arrow; print('ray' in sys.modules)\n"
+            "sys.modules['ray'] = None\n"
+            "try:\n    import bgem3.ray; bgem3.ray._ray()\nexcept ImportError as e: print(e)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.stdout.split("\n")[:2] == ["False", 'bgem3.ray needs Ray Data: pip install '
+                                                    '"bgem3[ray]"']
