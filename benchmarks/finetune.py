@@ -29,6 +29,7 @@ from bgem3.checkpoint import resolve_checkpoint
 from bgem3.encoder import load_model
 from bgem3.evaluation import MODES
 from bgem3.train import FinetuneSettings, finetune, mine_negatives
+from bgem3.train.model import new_heads, save_checkpoint
 
 
 def _peak_rss_mb() -> float:
@@ -64,6 +65,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, required=True, help="working directory")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--only-start", action="store_true",
+                        help="only evaluate the backbone with new heads (added to --json)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     record: dict = {"args": {k: str(v) for k, v in vars(args).items()},
@@ -72,7 +75,7 @@ def main() -> None:
 
     sample = args.work / "train-sample.jsonl"
     mined = args.work / "train-mined.jsonl"
-    if not mined.is_file():
+    if not mined.is_file() and not args.only_start:
         rows = args.train.read_text(encoding="utf-8").splitlines()
         random.Random(args.seed).shuffle(rows)
         sample.write_text("\n".join(rows[: args.pairs]) + "\n", encoding="utf-8")
@@ -86,9 +89,24 @@ def main() -> None:
         print(f"mined {report.negatives:.1f} negatives for {report.queries} queries "
               f"in {record['mining']['seconds']} s")
 
+    if args.json and args.json.is_file() and args.only_start:
+        record = json.loads(args.json.read_text())
+    has_heads = resolve_checkpoint(args.model, require_heads=False).has_heads
+    if not has_heads:  # what --init-heads starts from: the backbone with new, untrained heads
+        start = args.work / "start"
+        model = load_model(args.model, device="cpu")
+        module = model._module
+        module.colbert_linear, module.sparse_linear = new_heads(
+            int(module.config.hidden_size), seed=args.seed)
+        save_checkpoint(module, model.path, start)
+        print("== start: the backbone with new heads, untrained")
+        record["start"] = _evaluate(start, args.dev, args.split)
+    if args.only_start:
+        if args.json:
+            args.json.write_text(json.dumps(record, indent=2) + "\n")
+        return
     print("== before fine-tuning")
     record["before"] = _evaluate(args.model, args.dev, args.split)
-    has_heads = resolve_checkpoint(args.model, require_heads=False).has_heads
     record["runs"] = {}
     for run in args.runs.split(","):
         output = args.work / run
@@ -113,12 +131,12 @@ def main() -> None:
     metric = "ndcg@10"
     for data in args.dev:
         print(f"\n{metric} on {data.name}:")
-        columns = ["before", *record["runs"]]
+        columns = [c for c in ("before", "start") if c in record] + list(record["runs"])
         print(f"{'mode':<22}" + "".join(f"{c:>18}" for c in columns))
         for mode in MODES:
             cells = []
             for column in columns:
-                report = (record["before"] if column == "before"
+                report = (record[column] if column in ("before", "start")
                           else record["runs"][column]["after"])[data.name]
                 found = [r for r in report["results"] if r["mode"] == mode]
                 cells.append(f"{found[0][metric]:>18.4f}" if found else f"{'-':>18}")
