@@ -95,6 +95,7 @@ def main() -> None:
     record["bytes_per_passage"] = {k: round(v / len(texts), 1) for k, v in sizes.items()}
     print("Parquet bytes per passage:", record["bytes_per_passage"])
 
+    os.environ.setdefault("RAY_worker_niceness", "0")  # as in-process work: not reniced
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, configure_logging=False,
              log_to_driver=False, _node_ip_address="127.0.0.1")
     ray.data.DataContext.get_current().enable_progress_bars = False

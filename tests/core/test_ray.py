@@ -28,6 +28,8 @@ IDS = [f"doc-{i}" for i in range(len(TEXTS))]
 
 @pytest.fixture(scope="module")
 def cluster():  # type: ignore[no-untyped-def]
+    # Ray runs its workers at nice 15: on a busy 2-core machine they starve (1 min per actor)
+    os.environ.setdefault("RAY_worker_niceness", "0")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              configure_logging=False, _node_ip_address="127.0.0.1")
     ray.data.DataContext.get_current().enable_progress_bars = False
