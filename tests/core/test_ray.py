@@ -43,20 +43,26 @@ def _dataset(cluster, texts=TEXTS, ids=IDS):  # type: ignore[no-untyped-def]
 
 def _encoded(tiny_path: Path, cluster, **kw):  # type: ignore[no-untyped-def]
     options = {"dense": True, "sparse": True, "colbert": True, "rows_per_call": 7,
-               "device": "cpu", "threads": 1, **kw}
+               "device": "cpu", "threads": 1, "colbert_dtype": "float32",
+               "keep_columns": ("text", "lang"), **kw}
     return bgem3.ray.encode_dataset(_dataset(cluster), tiny_path, **options)
 
 
-def test_outputs_equal_encode_documents_joined_by_id(model: BGEM3, tiny_path: Path, cluster,  # type: ignore[no-untyped-def]
-                                                     tmp_path: Path) -> None:
-    _encoded(tiny_path, cluster, colbert_dtype="float32").write_parquet(str(tmp_path / "out"))
-    table = pq.read_table(tmp_path / "out")  # plain pyarrow, no Ray
+@pytest.fixture(scope="module")
+def written(tiny_path: Path, cluster, tmp_path_factory: pytest.TempPathFactory) -> Path:  # type: ignore[no-untyped-def]
+    out = tmp_path_factory.mktemp("ray") / "vectors"
+    _encoded(tiny_path, cluster).write_parquet(str(out))  # one actor
+    return out
+
+
+def test_outputs_equal_encode_documents_joined_by_id(model: BGEM3, written: Path) -> None:
+    table = pq.read_table(written)  # plain pyarrow, no Ray
     assert table.schema.field("dense").type == pa.list_(pa.float32(), model.dense_dim)
     assert table.schema.field("colbert").type == pa.list_(pa.list_(pa.float32(),
                                                                   model.colbert_dim))
     assert table.schema.field("sparse_indices").type == pa.list_(pa.int32())
     assert table.column_names == ["id", "text", "dense", "sparse_indices", "sparse_values",
-                                  "colbert", "tokens", "truncated"]
+                                  "colbert", "tokens", "truncated", "lang"]
     assert read_metadata(table.schema)["fingerprint"] == model.fingerprint
     ids, out = from_arrow(table)
     assert sorted(ids) == sorted(IDS)
@@ -85,25 +91,24 @@ def test_equal_lengths_and_one_row_per_call_keep_the_schema(tiny_path: Path, clu
     assert pq.read_table(tmp_path / "same").num_rows == 6
 
 
-def test_two_actors_give_what_one_gives(tiny_path: Path, cluster) -> None:  # type: ignore[no-untyped-def]
-    def collect(actors: int) -> dict[str, list[float]]:
-        rows = _encoded(tiny_path, cluster, num_actors=actors).to_arrow_refs()
-        table = pa.concat_tables(cluster.get(rows))
+def test_two_actors_give_what_one_gives(tiny_path: Path, cluster, written: Path) -> None:  # type: ignore[no-untyped-def]
+    def dense_by_id(table: pa.Table) -> dict[str, list[float]]:
         ids, out = from_arrow(table)
         return {i: out.dense[k].round(6).tolist() for k, i in enumerate(ids)}
 
-    assert collect(1) == collect(2)
+    two = pa.concat_tables(cluster.get(_encoded(tiny_path, cluster,
+                                                num_actors=2).to_arrow_refs()))
+    assert dense_by_id(two) == dense_by_id(pq.read_table(written))
 
 
 def test_add_parquet_into_both_backends_searches_like_a_direct_add(  # type: ignore[no-untyped-def]
-        model: BGEM3, tiny_path: Path, cluster, tmp_path: Path) -> None:
-    _encoded(tiny_path, cluster, keep_columns=("text", "lang")).write_parquet(str(tmp_path / "v"))
+        model: BGEM3, written: Path) -> None:
     direct = HybridIndex(model)
     direct.add(TEXTS, ids=IDS, metadata=[{"lang": "en"}] * len(IDS))
     loaded = HybridIndex(model)
-    assert loaded.add_parquet(tmp_path / "v", metadata_columns=["lang"], batch_rows=9) == 40
+    assert loaded.add_parquet(written, metadata_columns=["lang"], batch_rows=9) == 40
     qdrant = QdrantHybridIndex(model, QdrantClient(":memory:"))
-    assert qdrant.add_parquet(tmp_path / "v", metadata_columns=["lang"]) == 40
+    assert qdrant.add_parquet(written, metadata_columns=["lang"]) == 40
     for query in random_texts(4, max_words=6, seed=52):
         expected = [(h.id, round(h.score, 3)) for h in direct.search(query, k=5,
                                                                      filter={"lang": "en"})]
