@@ -79,6 +79,20 @@ def test_reads_check_the_content(model: BGEM3, output) -> None:  # type: ignore[
         to_arrow(output, ["same"] * len(IDS))
 
 
+def test_files_without_metadata_are_read_by_their_column_types(model: BGEM3, output,  # type: ignore[no-untyped-def]
+                                                              tmp_path: Path) -> None:
+    """Spark and other engines drop the schema metadata when they write Parquet."""
+    table = to_arrow(output, IDS, texts=TEXTS, model=model, colbert_dtype="float16")
+    bare = table.replace_schema_metadata({})
+    meta = read_metadata(bare.schema)
+    assert (meta["dense_dim"], meta["colbert_dim"], meta["colbert_dtype"], meta["model"]) == (
+        model.dense_dim, model.colbert_dim, "float16", None)
+    pq.write_table(bare, tmp_path / "spark.parquet")
+    assert HybridIndex(model).add_parquet(tmp_path / "spark.parquet") == len(IDS)
+    with pytest.raises(ValueError, match="not bgem3's column types"):
+        from_arrow(pa.table({"id": ["a"], "vector": [[1.0]]}))
+
+
 def test_add_parquet_checks_every_file_before_adding(model: BGEM3, output, tmp_path: Path  # type: ignore[no-untyped-def]
                                                     ) -> None:
     folder = tmp_path / "vectors"

@@ -202,19 +202,54 @@ def to_arrow(output: EncodeOutput, ids: Sequence[str], *, texts: Sequence[str] |
 def read_metadata(arrow_schema: Any) -> dict[str, Any]:
     """The ``bgem3`` metadata of a schema.
 
+    A schema without it (engines such as Spark drop schema metadata when they write
+    Parquet) is accepted when its columns have the schema's types: the dimensions and
+    dtypes are read from the column types, and the model is unknown (``None``).
+
     Raises:
-        ValueError: The schema was not written by bgem3 (or by a newer version).
+        ValueError: Neither bgem3 metadata nor bgem3's column types, or a newer version.
     """
     raw = (arrow_schema.metadata or {}).get(META_KEY)
     try:
         meta = json.loads(raw) if raw is not None else None
     except (ValueError, UnicodeDecodeError):
         meta = None
+    if meta is None:
+        meta = _infer_metadata(arrow_schema)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ValueError("not a bgem3 vectors table (no 'bgem3' schema metadata)")
+        raise ValueError("not a bgem3 vectors table (no 'bgem3' schema metadata, and not "
+                         "bgem3's column types)")
     if meta.get("version") != VERSION:
         raise ValueError(f"bgem3 vectors format version {meta.get('version')!r} is not "
                          f"supported (this bgem3 reads version {VERSION})")
+    return meta
+
+
+def _infer_metadata(arrow_schema: Any) -> dict[str, Any] | None:
+    """Metadata read off the column types of a schema that lost its ``bgem3`` metadata."""
+    pa = _pa()
+    names = arrow_schema.names
+    if "id" not in names or "tokens" not in names or "truncated" not in names:
+        return None
+    meta: dict[str, Any] = {"format": FORMAT, "version": VERSION, "model": None,
+                            "fingerprint": None, "dense_dim": None, "colbert_dim": None,
+                            "sparse": "sparse_indices" in names, "dense_dtype": "float32",
+                            "colbert_dtype": "float32", "max_length": None}
+    if "dense" in names:
+        kind = arrow_schema.field("dense").type
+        if not pa.types.is_fixed_size_list(kind):
+            return None
+        meta["dense_dim"], meta["dense_dtype"] = kind.list_size, str(kind.value_type)
+    if "colbert" in names:
+        kind = arrow_schema.field("colbert").type
+        inner = getattr(kind, "value_type", None)
+        if inner is None or not pa.types.is_fixed_size_list(inner):
+            return None
+        meta["colbert_dim"], meta["colbert_dtype"] = inner.list_size, str(inner.value_type)
+    meta["dense_dtype"] = {"float": "float32", "halffloat": "float16"}.get(
+        meta["dense_dtype"], meta["dense_dtype"])
+    meta["colbert_dtype"] = {"float": "float32", "halffloat": "float16"}.get(
+        meta["colbert_dtype"], meta["colbert_dtype"])
     return meta
 
 
