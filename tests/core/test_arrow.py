@@ -63,7 +63,7 @@ def _with(table: pa.Table, name: str, array: pa.Array) -> pa.Table:
 def test_reads_check_the_content(model: BGEM3, output) -> None:  # type: ignore[no-untyped-def]
     table = to_arrow(output, IDS, model=model)
     with pytest.raises(ValueError, match="not a bgem3 vectors table"):
-        from_arrow(table.replace_schema_metadata({}))
+        from_arrow(table.drop_columns(["tokens"]).replace_schema_metadata({}))
     with pytest.raises(ValueError, match="null"):
         from_arrow(_with(table, "id", pa.array([None] + IDS[1:], pa.string())))
     rows = table.column("sparse_indices").to_pylist()
