@@ -262,15 +262,8 @@ def _model_name(name: str) -> str:
 def _index(args: argparse.Namespace) -> None:
     from bgem3.index import HybridIndex
 
-    if args.chunk_words < 1:
-        raise CLIError("--chunk-words must be at least 1")
-    records = list(_records(args.inputs, args.chunk_words))
-    if not records:
-        raise CLIError("no documents found in the inputs (.txt, .md or .jsonl files)")
+    records = _documents(args.inputs, args.chunk_words)
     ids = [r["id"] for r in records]
-    duplicates = sorted(i for i, n in Counter(ids).items() if n > 1)
-    if duplicates:
-        raise CLIError(f"duplicate document ids: {duplicates[:5]}")
     out = Path(args.out)
     existing = out.is_dir() and (out / "CURRENT").is_file()
     if existing and not (args.overwrite or args.append):
@@ -291,6 +284,19 @@ def _index(args: argparse.Namespace) -> None:
     else:
         print(f"indexed {len(index)} documents from {len(args.inputs)} input(s) into {args.out}"
               + (" (replacing the index that was there)" if existing else ""))
+
+
+def _documents(inputs: Sequence[str], chunk_words: int) -> list[dict[str, Any]]:
+    """The records of the inputs, at least one, with unique ids."""
+    if chunk_words < 1:
+        raise CLIError("--chunk-words must be at least 1")
+    records = list(_records(inputs, chunk_words))
+    if not records:
+        raise CLIError("no documents found in the inputs (.txt, .md or .jsonl files)")
+    duplicates = sorted(i for i, n in Counter(r["id"] for r in records).items() if n > 1)
+    if duplicates:
+        raise CLIError(f"duplicate document ids: {duplicates[:5]}")
+    return records
 
 
 def _records(inputs: Sequence[str], chunk_words: int) -> Iterator[dict[str, Any]]:
@@ -482,13 +488,8 @@ def _encode_parquet(args: argparse.Namespace) -> None:
     if not inputs or not_files:
         raise CLIError("with --out *.parquet, give input files or directories"
                        + (f" (no such file: {not_files[0]})" if not_files else ""))
-    records = list(_records(inputs, args.chunk_words))
-    if not records:
-        raise CLIError("no documents found in the inputs (.txt, .md or .jsonl files)")
+    records = _documents(inputs, args.chunk_words)
     ids = [r["id"] for r in records]
-    duplicates = sorted(i for i, n in Counter(ids).items() if n > 1)
-    if duplicates:
-        raise CLIError(f"duplicate document ids: {duplicates[:5]}")
     texts = [r["text"] for r in records]
     model = _model(args)
     encode = model.encode_queries if args.queries else model.encode_documents

@@ -103,6 +103,43 @@ def resolve_model(model: Any = None, model_name: str | None = None, *,
     return shared_model(model_name, device=device, dtype=dtype)
 
 
+class SharedModelPickling:
+    """Mixin for the adapters' pydantic classes that hold a loaded model in ``_bgem3``.
+
+    Pickles by reference (the model's name, device and dtype, never its weights): unpickling
+    resolves them through :func:`shared_model`, so objects unpickled in one process share
+    one loaded model. A deep copy copies the settings and shares the model. Put it before
+    the pydantic base class.
+    """
+
+    _bgem3: Any
+    model_name: str
+    device: str | None
+    dtype: str | None
+
+    def __getstate__(self) -> dict[Any, Any]:
+        """The pydantic state with the model replaced by its reference."""
+        name, device, dtype = model_reference(self._bgem3)
+        clone = self.model_copy(  # type: ignore[attr-defined]
+            update={"model": None, "model_name": name, "device": device, "dtype": dtype})
+        clone._bgem3 = None
+        state: dict[Any, Any] = super(SharedModelPickling, clone).__getstate__()  # type: ignore[misc]
+        return state
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        """Restore onto the shared model of the pickled name, device and dtype."""
+        super().__setstate__(state)  # type: ignore[misc]
+        if self._bgem3 is None:
+            self._bgem3 = resolve_model(None, self.model_name, device=self.device,
+                                        dtype=self.dtype)
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Any:
+        """A deep copy of the settings that shares the loaded model."""
+        memo = {} if memo is None else memo
+        memo[id(self._bgem3)] = self._bgem3
+        return super().__deepcopy__(memo)  # type: ignore[misc]
+
+
 def output_cache(model: Any) -> OutputCache:
     """The :class:`OutputCache` shared by every integration that uses ``model``."""
     with _lock:

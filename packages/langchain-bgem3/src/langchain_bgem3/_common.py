@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from bgem3.shared import OutputCache, model_reference, output_cache, resolve_model
+from bgem3.shared import (
+    OutputCache,
+    SharedModelPickling,
+    model_reference,
+    output_cache,
+    resolve_model,
+)
 from langchain_core.load.serializable import Serializable
 from pydantic import ConfigDict, Field, PrivateAttr
-
-if TYPE_CHECKING:
-    from typing_extensions import Self
 
 DEFAULT_MODEL = "BAAI/bge-m3"
 
 
-class BGEM3Model(Serializable):
+class BGEM3Model(SharedModelPickling, Serializable):
     """``model=`` (a loaded ``bgem3.BGEM3``) or ``model_name`` / ``device`` / ``dtype``.
 
     Classes built from the same name, device and dtype share one loaded model, and with
@@ -40,32 +43,6 @@ class BGEM3Model(Serializable):
                                     dtype=self.dtype)
         if self.model is not None:
             self.model_name = self._bgem3.name
-
-    def __getstate__(self) -> dict[Any, Any]:
-        """Pickle by reference: the model's name, device and dtype, never its weights.
-
-        Unpickling resolves them through ``bgem3.shared.shared_model``, so objects
-        unpickled in one process share one loaded model (``bgem3.shared.model_reference``).
-        """
-        name, device, dtype = model_reference(self._bgem3)
-        clone = self.model_copy(update={"model": None, "model_name": name, "device": device,
-                                        "dtype": dtype})
-        clone._bgem3 = None
-        state: dict[Any, Any] = super(BGEM3Model, clone).__getstate__()
-        return state
-
-    def __setstate__(self, state: dict[Any, Any]) -> None:
-        """Restore a pickled object onto the shared model of its name, device and dtype."""
-        super().__setstate__(state)
-        if self._bgem3 is None:
-            self._bgem3 = resolve_model(None, self.model_name, device=self.device,
-                                        dtype=self.dtype)
-
-    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Self:
-        """A deep copy of the settings that shares the loaded model."""
-        memo = {} if memo is None else memo
-        memo[id(self._bgem3)] = self._bgem3
-        return super().__deepcopy__(memo)
 
     @classmethod
     def is_lc_serializable(cls) -> bool:

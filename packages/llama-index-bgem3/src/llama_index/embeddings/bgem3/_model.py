@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from bgem3.shared import OutputCache, model_reference, output_cache, resolve_model
-
-if TYPE_CHECKING:
-    from typing_extensions import Self
+from bgem3.shared import OutputCache, SharedModelPickling, output_cache, resolve_model
 
 DEFAULT_MODEL = "BAAI/bge-m3"
 
 
-class BGEM3Fields(BaseModel):
+class BGEM3Fields(SharedModelPickling, BaseModel):
     """``model=`` (a loaded ``bgem3.BGEM3``) or ``model_name`` / ``device`` / ``dtype``.
 
     Components built from the same name, device and dtype share one loaded model, and with
@@ -38,32 +35,6 @@ class BGEM3Fields(BaseModel):
                                     dtype=self.dtype)
         if self.model is not None:
             self.model_name = self._bgem3.name
-
-    def __getstate__(self) -> dict[Any, Any]:
-        """Pickle by reference: the model's name, device and dtype, never its weights.
-
-        Unpickling resolves them through ``bgem3.shared.shared_model``, so objects
-        unpickled in one process share one loaded model (``bgem3.shared.model_reference``).
-        """
-        name, device, dtype = model_reference(self._bgem3)
-        clone = self.model_copy(update={"model": None, "model_name": name, "device": device,
-                                        "dtype": dtype})
-        clone._bgem3 = None
-        state: dict[Any, Any] = super(BGEM3Fields, clone).__getstate__()
-        return state
-
-    def __setstate__(self, state: dict[Any, Any]) -> None:
-        """Restore a pickled object onto the shared model of its name, device and dtype."""
-        super().__setstate__(state)
-        if self._bgem3 is None:
-            self._bgem3 = resolve_model(None, self.model_name, device=self.device,
-                                        dtype=self.dtype)
-
-    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Self:
-        """A deep copy of the settings that shares the loaded model."""
-        memo = {} if memo is None else memo
-        memo[id(self._bgem3)] = self._bgem3
-        return super().__deepcopy__(memo)
 
     @property
     def bgem3(self) -> Any:
