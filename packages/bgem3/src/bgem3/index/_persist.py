@@ -50,7 +50,7 @@ POINTER = "CURRENT"
 LOCK = ".lock"
 ARRAYS = {"dense": ("float32", "float16"), "sparse_indptr": ("int64",),
           "sparse_indices": ("int32",), "sparse_values": ("float32",),
-          "colbert": ("float16",), "colbert_offsets": ("int64",)}
+          "colbert": ("float16",), "colbert_offsets": ("int64",), "dense_hnsw": ("uint8",)}
 _VERSION_NAME = re.compile(r"v-[0-9a-f]{32}")
 
 
@@ -88,7 +88,10 @@ def save_index(index: HybridIndex, path: str | os.PathLike[str]) -> None:
     if root.is_dir() and any(root.iterdir()) and not (root / POINTER).is_file():
         raise FileExistsError(f"{root} is a non-empty directory that is not a bgem3 index; "
                               "refusing to write into it")
+    if index._graph is not None and len(index) != len(index._graph):
+        index.compact()  # the saved graph numbers the live rows only
     state = index.state()
+    graph = index._graph
     documents = {"ids": state.ids, "texts": state.texts, "metadata": state.metadata}
     try:
         documents_json = json.dumps(documents, ensure_ascii=False)
@@ -101,6 +104,8 @@ def save_index(index: HybridIndex, path: str | os.PathLike[str]) -> None:
     if state.colbert is not None and state.colbert_offsets is not None:
         arrays["colbert"] = state.colbert
         arrays["colbert_offsets"] = state.colbert_offsets
+    if graph is not None and len(graph) == len(state.ids):
+        arrays["dense_hnsw"] = graph.to_bytes()
     encoded = documents_json.encode("utf-8")
     manifest = {
         "format": FORMAT,
@@ -114,6 +119,10 @@ def save_index(index: HybridIndex, path: str | os.PathLike[str]) -> None:
         "store_colbert": index.store_colbert,
         "count": len(state.ids),
         "documents_sha256": hashlib.sha256(encoded).hexdigest(),
+        "dense_search": index.dense_search,
+        "ef_search": index.ef_search,
+        "hnsw": ({"m": graph.m, "ef_construction": graph.ef_construction}
+                 if "dense_hnsw" in arrays and graph is not None else None),
         "arrays": {name: {"shape": list(a.shape), "dtype": str(a.dtype)}
                    for name, a in arrays.items()},
     }
@@ -222,8 +231,11 @@ def _current_manifest(root: Path) -> tuple[Path, dict[str, Any]]:
 
 
 def _read_arrays(directory: Path, manifest: dict[str, Any]) -> dict[str, np.ndarray]:
-    expected = set(ARRAYS) if manifest["store_colbert"] else set(ARRAYS) - {
-        "colbert", "colbert_offsets"}
+    expected = set(ARRAYS) - {"dense_hnsw"}
+    if not manifest["store_colbert"]:
+        expected -= {"colbert", "colbert_offsets"}
+    if manifest.get("hnsw") is not None:
+        expected.add("dense_hnsw")
     specs = manifest["arrays"]
     if set(specs) != expected:
         raise IndexFormatError(f"{directory}: the manifest lists arrays {sorted(specs)}, "
@@ -249,7 +261,8 @@ def _read_arrays(directory: Path, manifest: dict[str, Any]) -> dict[str, np.ndar
     return arrays
 
 
-def _read_state(directory: Path, manifest: dict[str, Any]) -> IndexState:
+def _read_state(directory: Path, manifest: dict[str, Any]
+                ) -> tuple[IndexState, dict[str, np.ndarray]]:
     from bgem3.index.embedded import IndexState
 
     arrays = _read_arrays(directory, manifest)
@@ -274,7 +287,7 @@ def _read_state(directory: Path, manifest: dict[str, Any]) -> IndexState:
                       sparse_indptr=arrays["sparse_indptr"],
                       sparse_indices=arrays["sparse_indices"],
                       sparse_values=arrays["sparse_values"], colbert=arrays.get("colbert"),
-                      colbert_offsets=arrays.get("colbert_offsets"))
+                      colbert_offsets=arrays.get("colbert_offsets")), arrays
 
 
 def _check_model(root: Path, manifest: dict[str, Any], model: Any) -> None:
@@ -304,13 +317,24 @@ def load_index(path: str | os.PathLike[str], model: Any) -> HybridIndex:
         try:
             directory, manifest = _current_manifest(root)
             _check_model(root, manifest, model)
-            state = _read_state(directory, manifest)
+            state, arrays = _read_state(directory, manifest)
         except IndexFormatError:
             if attempt < 2 and seen is not None and _current_version(root) != seen:
                 continue  # a concurrent save replaced the version while we read it
             raise
         try:
-            return HybridIndex.from_state(model, state)
-        except ValueError as exc:
+            search = manifest.get("dense_search", "auto")
+            ef_search = manifest.get("ef_search", 128)
+            graph = None
+            if "dense_hnsw" in arrays:
+                from bgem3.index._ann import DenseHNSW
+
+                spec = manifest["hnsw"]
+                graph = DenseHNSW.from_bytes(arrays["dense_hnsw"], m=int(spec["m"]),
+                                             ef_construction=int(spec["ef_construction"]),
+                                             ef_search=ef_search)
+            return HybridIndex.from_state(model, state, dense_search=search,
+                                          ef_search=ef_search, graph=graph)
+        except (ValueError, TypeError, KeyError) as exc:
             raise IndexFormatError(f"{directory}: {exc}") from exc
     raise IndexFormatError(f"{root} changed during every attempt to load it")  # pragma: no cover

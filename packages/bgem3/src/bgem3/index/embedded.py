@@ -23,6 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bgem3._types import EncodeOutput, Hit, SparseVector
+from bgem3.index._ann import DenseHNSW, _faiss
 from bgem3.index._store import BlockArray, GrowingArray, Rows, Snapshot, row_ranges
 from bgem3.scoring import fuse_scores, rrf_fuse, segment_maxsim, weighted_fuse
 
@@ -42,6 +43,8 @@ RRF_K = 60
 DEFAULT_WEIGHTS = (0.4, 0.2, 0.4)
 COMPACT_MIN_DEAD = 1024
 """Dead rows (deleted or replaced documents) before an index compacts itself."""
+HNSW_MIN_DOCUMENTS = 200_000
+"""Size at which ``dense_search="auto"`` switches from the exact scan to the HNSW graph."""
 _FP16_MAX = 65504.0
 
 
@@ -135,6 +138,18 @@ def _check_pointers(pointers: NDArray[Any], n: int, total: int, what: str, least
         raise ValueError(f"{what} offsets must increase by at least {least} per document")
 
 
+def _has_faiss() -> bool:
+    try:
+        _faiss()
+    except ImportError:
+        return False
+    return True
+
+
+def _faiss_or_error() -> None:
+    _faiss()
+
+
 def _filter_value(value: Any) -> tuple[str, Any] | None:
     """The posting key of one metadata value: tagged by type, so that ``True != 1``.
 
@@ -205,6 +220,11 @@ class HybridIndex:
         model: The :class:`~bgem3.BGEM3` that encodes added texts and queries.
         store_colbert: Keep ColBERT vectors (fp16, packed) for reranking.
         dense_dtype: ``"float32"`` (default) or ``"float16"`` storage for dense vectors.
+        dense_search: How the dense candidates are found: ``"exact"`` (a scan of every
+            vector), ``"hnsw"`` (an HNSW graph, faiss; the pool is still scored exactly)
+            or ``"auto"`` (default): exact until the index holds ``HNSW_MIN_DOCUMENTS``
+            rows, then the graph is built once and kept up to date.
+        ef_search: Breadth of the HNSW search (more: higher recall, slower).
 
     Example:
         >>> import tempfile, bgem3
@@ -226,7 +246,14 @@ class HybridIndex:
         *,
         store_colbert: bool = True,
         dense_dtype: str = "float32",
+        dense_search: str = "auto",
+        ef_search: int = 128,
     ) -> None:
+        if dense_search not in ("auto", "exact", "hnsw"):
+            raise ValueError(f"dense_search must be 'auto', 'exact' or 'hnsw', got "
+                             f"{dense_search!r}")
+        if isinstance(ef_search, bool) or not isinstance(ef_search, int) or ef_search < 1:
+            raise ValueError(f"ef_search must be a positive int, got {ef_search!r}")
         if isinstance(model, (str, os.PathLike)):
             raise TypeError(f"HybridIndex needs a loaded model (bgem3.BGEM3), got the path "
                             f"{os.fspath(model)!r}; to open a saved index use "
@@ -260,6 +287,11 @@ class HybridIndex:
         self._cb_offsets.extend(np.zeros(1, np.int64))
         self._meta_postings: dict[str, dict[tuple[str, Any], list[int]]] = {}
         self._snapshot: Snapshot | None = None
+        self.dense_search = dense_search
+        self.ef_search = ef_search
+        self._graph: DenseHNSW | None = None
+        if dense_search == "hnsw":
+            _faiss_or_error()
 
     # ------------------------------------------------------------------ size and access
     def __len__(self) -> int:
@@ -411,7 +443,8 @@ class HybridIndex:
     def _append(self, ids: list[str], texts: list[str | None], metas: list[dict[str, Any]],
                 dense: NDArray[Any], counts: NDArray[np.int64], indices: NDArray[np.int32],
                 values: NDArray[np.float32],
-                colbert: tuple[NDArray[np.float16], NDArray[np.int64]] | None) -> None:
+                colbert: tuple[NDArray[np.float16], NDArray[np.int64]] | None,
+                *, graph: bool = True) -> None:
         """Append validated rows.
 
         ``counts`` / ``indices`` / ``values`` are the documents' lexical weights in CSR form;
@@ -444,7 +477,22 @@ class HybridIndex:
             self._metadata.extend(metas)
             self._alive = alive
             self._snapshot = None
+            if graph:
+                self._update_graph(dense)
             self._compact_if_sparse()
+
+    def _update_graph(self, new_rows: NDArray[Any]) -> None:
+        """Add new rows to the HNSW graph, or build it when the index has grown enough."""
+        if self._graph is not None:
+            self._graph.add(new_rows)
+            return
+        if self.dense_search == "hnsw" or (self.dense_search == "auto"
+                                           and len(self._ids) >= HNSW_MIN_DOCUMENTS
+                                           and _has_faiss()):
+            graph = DenseHNSW(self.dense_dim, ef_search=self.ef_search)
+            for block in self._dense.rows().blocks:
+                graph.add(block)
+            self._graph = graph
 
     # ------------------------------------------------------------------ state and compaction
     def state(self) -> IndexState:
@@ -482,23 +530,39 @@ class HybridIndex:
         )
 
     @classmethod
-    def from_state(cls, model: Any, state: IndexState) -> HybridIndex:
+    def from_state(cls, model: Any, state: IndexState, *, dense_search: str = "auto",
+                   ef_search: int = 128, graph: DenseHNSW | None = None) -> HybridIndex:
         """An index holding ``state`` (from :meth:`state`, or read from disk), checked first.
+
+        Args:
+            model: The model of the index.
+            state: Its contents.
+            dense_search: As in the constructor.
+            ef_search: As in the constructor.
+            graph: An HNSW graph over exactly ``state.dense`` (a saved one), used instead
+                of building it again.
 
         Raises:
             ValueError: The state is inconsistent or does not fit ``model`` (the message
                 says what); nothing is built then.
         """
         store_colbert = state.colbert is not None
-        index = cls(model, store_colbert=store_colbert, dense_dtype=str(state.dense.dtype))
+        index = cls(model, store_colbert=store_colbert, dense_dtype=str(state.dense.dtype),
+                    dense_search=dense_search, ef_search=ef_search)
         validate_state(state, dense_dim=index.dense_dim, vocab_size=index.vocab_size,
                        colbert_dim=index.colbert_dim)
+        if graph is not None and (len(graph) != len(state.ids) or graph.dim != index.dense_dim):
+            raise ValueError(f"the HNSW graph holds {len(graph)} vectors of width {graph.dim}, "
+                             f"the index {len(state.ids)} of width {index.dense_dim}")
         colbert = None
         if state.colbert is not None and state.colbert_offsets is not None:
             colbert = (state.colbert, np.diff(state.colbert_offsets))
         index._append(list(state.ids), list(state.texts), [dict(m) for m in state.metadata],
                       state.dense, np.diff(state.sparse_indptr), state.sparse_indices,
-                      state.sparse_values, colbert)
+                      state.sparse_values, colbert, graph=graph is None)
+        if graph is not None:
+            graph.ef_search = ef_search
+            index._graph = graph
         return index
 
     def compact(self) -> int:
@@ -511,10 +575,12 @@ class HybridIndex:
             dead = len(self._ids) - len(self._row)
             if dead == 0:
                 return 0
-            fresh = HybridIndex.from_state(self.model, self.state())
+            fresh = HybridIndex.from_state(self.model, self.state(),
+                                           dense_search=self.dense_search,
+                                           ef_search=self.ef_search)
             for name in ("_ids", "_texts", "_metadata", "_row", "_alive", "_dense",
                          "_sp_indptr", "_sp_indices", "_sp_values", "_cb_vectors",
-                         "_cb_offsets", "_meta_postings"):
+                         "_cb_offsets", "_meta_postings", "_graph"):
                 setattr(self, name, getattr(fresh, name))
             self._snapshot = None
             return dead
@@ -738,8 +804,15 @@ class HybridIndex:
             if not mask.any():
                 yield from (empty for _ in range(start, stop))
                 continue
-            dense_tops = (_dense_candidates(snap.dense, dense[start:stop], mask, candidates)
-                          if mode in ("hybrid", "dense") else None)
+            dense_tops = None
+            if mode in ("hybrid", "dense"):
+                graph = self._graph
+                if graph is not None:
+                    with self._lock:  # faiss must not search while a writer adds
+                        dense_tops = graph.search(dense[start:stop], candidates, mask)
+                else:
+                    dense_tops = _dense_candidates(snap.dense, dense[start:stop], mask,
+                                                   candidates)
             for j in range(stop - start):
                 i = start + j
                 query = _Query(
