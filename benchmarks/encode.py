@@ -15,6 +15,8 @@ Usage:
   python benchmarks/encode.py --model /path/bge-m3  # any real checkpoint directory
   python benchmarks/encode.py --workloads W1,W2 --threads 1 --repeats 5
   python benchmarks/encode.py --dtype bfloat16      # bgem3 in bf16 vs FlagEmbedding fp32
+  python benchmarks/encode.py --compat --batch-size 32  # bgem3.compat.BGEM3FlagModel vs FE,
+                                                        # the same calls and batch size
 """
 
 from __future__ import annotations
@@ -149,14 +151,44 @@ class Ours:
         )
 
 
+class Compat:
+    """bgem3 through ``bgem3.compat.BGEM3FlagModel``: FlagEmbedding's calls, one import changed."""
+
+    name = "bgem3.compat"
+
+    def __init__(self, path: str, device: str = "cpu", batch_size: int = 256) -> None:
+        from bgem3.compat import BGEM3FlagModel
+
+        self.model = BGEM3FlagModel(path, use_fp16=False, devices=device)
+        self.batch_size = batch_size
+
+    def run(self, w: Workload) -> tuple[Any, Split, int, int]:
+        dense, sparse, colbert = w.outputs
+        split, real, computed = Split(), 0, 0
+        calls = [[t] for t in w.texts] if w.per_call else [w.texts]
+        outputs = []
+        t0 = time.perf_counter()
+        for texts in calls:
+            outputs.append(self.model.encode(
+                texts, batch_size=self.batch_size, max_length=w.max_length, return_dense=dense,
+                return_sparse=sparse, return_colbert_vecs=colbert))
+            s = self.model.native.last_stats
+            split.tokenize += s.tokenize_s
+            split.forward += s.forward_s
+            real, computed = real + s.tokens, computed + s.computed_tokens
+        split.post = time.perf_counter() - t0 - split.tokenize - split.forward
+        return Flag.flag_outputs(outputs, w), split, real, computed
+
+
 class Flag:
     name = "FlagEmbedding"
 
-    def __init__(self, path: str, device: str = "cpu", fp16: bool = False) -> None:
+    def __init__(self, path: str, device: str = "cpu", fp16: bool = False,
+                 batch_size: int = 256) -> None:
         import torch
         from FlagEmbedding import BGEM3FlagModel
 
-        self.model = BGEM3FlagModel(path, use_fp16=fp16, devices=device)
+        self.model = BGEM3FlagModel(path, use_fp16=fp16, devices=device, batch_size=batch_size)
         self._forward = self._tokenize = 0.0
         self._computed = 0
         module: torch.nn.Module = self.model.model
@@ -197,13 +229,17 @@ class Flag:
                 return_colbert_vecs=colbert))
         total = time.perf_counter() - t0
         split = Split(self._tokenize, self._forward, total - self._tokenize - self._forward)
-        result = {
+        return self.flag_outputs(outputs, w), split, 0, self._computed
+
+    @staticmethod
+    def flag_outputs(outputs: list[dict[str, Any]], w: Workload) -> dict[str, Any]:
+        dense, sparse, colbert = w.outputs
+        return {
             "dense": np.concatenate([o["dense_vecs"] for o in outputs]) if dense else None,
             "sparse": [{int(k): float(v) for k, v in d.items()}
                        for o in outputs for d in o["lexical_weights"]] if sparse else None,
             "colbert": [a for o in outputs for a in o["colbert_vecs"]] if colbert else None,
         }
-        return result, split, 0, self._computed
 
 
 def measure(impl: Any, w: Workload, result: Result) -> None:
@@ -277,6 +313,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-tokens", type=int, default=16384)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (both libraries)")
     parser.add_argument("--flag-fp16", action="store_true", help="FlagEmbedding in fp16")
+    parser.add_argument("--compat", action="store_true",
+                        help="time bgem3 through bgem3.compat.BGEM3FlagModel (fp32) instead")
+    parser.add_argument("--batch-size", type=int, default=256,
+                        help="batch_size of the FlagEmbedding (and --compat) calls")
     parser.add_argument("--json", type=Path, help="write results here")
     args = parser.parse_args(argv)
 
@@ -296,15 +336,18 @@ def main(argv: list[str] | None = None) -> int:
                                   initializer_range=0.1, seed=0)
         path, checkpoint = str(cache), "tiny 6x384 (seed 0)"
     default_threads = torch.get_num_threads()
-    ours = Ours(path, args.dtype, args.batch_tokens, args.device)
-    flag = Flag(path, args.device, args.flag_fp16)
+    if args.compat and args.dtype != "float32":
+        parser.error("--compat runs in fp32 (use_fp16=False): leave --dtype at float32")
+    ours: Ours | Compat = (Compat(path, args.device, args.batch_size) if args.compat
+                           else Ours(path, args.dtype, args.batch_tokens, args.device))
+    flag = Flag(path, args.device, args.flag_fp16, args.batch_size)
     machine = {"cpu": cpu_name(), "cores": os.cpu_count(), "flags": cpu_flags(),
                "torch": torch.__version__, "python": platform.python_version()}
     if args.device != "cpu":
         machine["device"] = torch.cuda.get_device_name(0)
     flag_dtype = "fp16" if args.flag_fp16 else "fp32"
-    print(f"checkpoint: {checkpoint}; bgem3 {args.dtype} vs FlagEmbedding {flag_dtype} "
-          f"on {machine.get('device', 'cpu')}")
+    print(f"checkpoint: {checkpoint}; {ours.name} {args.dtype} vs FlagEmbedding {flag_dtype} "
+          f"on {machine.get('device', 'cpu')}, FlagEmbedding batch_size {args.batch_size}")
     print(f"machine: {machine['cpu']}, {machine['cores']} cores, {' '.join(machine['flags'])}")
     header = (f"{'workload':<9}{'thr':>4} {'impl':<14}{'median s':>9}{'texts/s':>10}"
               f"{'tokens/s':>10}{'ratio':>7}{'waste':>7}{'RSS MB':>8}"
@@ -356,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"checkpoint": checkpoint, "dtype": args.dtype,
                                          "device": args.device, "flag_dtype": flag_dtype,
+                                         "impl": ours.name, "batch_size": args.batch_size,
                                          "machine": machine, "records": records}, indent=2))
         print(f"wrote {args.json}")
     return 0
