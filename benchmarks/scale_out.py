@@ -7,7 +7,8 @@ Measured in one run on the same passages and checkpoint:
   start excluded and reported apart as a fixed cost, with the time to the first output);
 - 1, 2, ... actors of one thread each, up to the machine's cores;
 - bytes per passage of each Parquet column (dense, sparse, ColBERT, ...), as written;
-- ``add_parquet`` rows/s into the embedded index and into Qdrant (local mode).
+- ``add_parquet`` rows/s into the embedded index and into Qdrant (local mode), with and
+  without ColBERT.
 
     python benchmarks/scale_out.py --passages 2000 --json benchmarks/results/scale-out-cpu.json
 
@@ -42,7 +43,7 @@ def _ray_run(ray, dataset, model: str, actors: int, threads: int, colbert: bool,
     tables = []
     vectors = bgem3.ray.encode_dataset(dataset, model, colbert=colbert, num_actors=actors,
                                        threads=threads, device="cpu", num_cpus=threads,
-                                       rows_per_call=rows_per_call)
+                                       rows_per_call=rows_per_call, tasks_per_actor=1)
     for batch in vectors.iter_batches(batch_format="pyarrow", batch_size=None):
         if first is None:
             first = time.perf_counter() - started
@@ -57,7 +58,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--max-actors", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--colbert", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--rows-per-call", type=int, default=256)
+    parser.add_argument("--rows-per-call", type=int, default=1024,
+                        help="rows per actor call (encode_dataset's default); also the block size")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     import ray
@@ -68,6 +70,7 @@ def main() -> None:
     texts = random_texts(args.passages, min_words=8, max_words=200, seed=3, log_uniform=True)
     ids = [f"p{i}" for i in range(len(texts))]
     record: dict = {"passages": len(texts), "threads": args.threads, "colbert": args.colbert,
+                    "rows_per_call": args.rows_per_call,
                     "machine": platform.processor() or platform.machine(),
                     "cores": os.cpu_count(), "torch": torch.__version__, "ray": ray.__version__}
 
@@ -99,7 +102,11 @@ def main() -> None:
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, configure_logging=False,
              log_to_driver=False, _node_ip_address="127.0.0.1")
     ray.data.DataContext.get_current().enable_progress_bars = False
-    dataset = ray.data.from_arrow(pa.table({"id": ids, "text": texts}))
+    # blocks of rows_per_call rows, as a Parquet read with row groups of that size would give:
+    # one block feeds one actor at a time, so a single block would leave the others idle
+    source = pa.table({"id": ids, "text": texts})
+    dataset = ray.data.from_arrow([source.slice(start, args.rows_per_call)
+                                   for start in range(0, len(texts), args.rows_per_call)])
     runs = {}
     actors = 1
     while actors <= args.max_actors:
@@ -118,21 +125,20 @@ def main() -> None:
           f"(steady state): {record['ray_efficiency']}")
     ray.shutdown()
 
-    for name, index in (("embedded", bgem3.HybridIndex(model, store_colbert=args.colbert)),):
-        started = time.perf_counter()
-        index.add_parquet(work / "vectors.parquet")
-        seconds = time.perf_counter() - started
-        record[f"add_parquet_{name}_rows_s"] = round(len(texts) / seconds)
-        print(f"add_parquet into the {name} index: {len(texts) / seconds:.0f} rows/s")
     from qdrant_client import QdrantClient
 
-    qdrant = bgem3.index.QdrantHybridIndex(model, QdrantClient(":memory:"),
-                                           store_colbert=args.colbert)
-    started = time.perf_counter()
-    qdrant.add_parquet(work / "vectors.parquet")
-    seconds = time.perf_counter() - started
-    record["add_parquet_qdrant_local_rows_s"] = round(len(texts) / seconds)
-    print(f"add_parquet into Qdrant (local mode): {len(texts) / seconds:.0f} rows/s")
+    for colbert in sorted({False, args.colbert}):
+        suffix = "_colbert" if colbert else ""
+        indexes = {"embedded": bgem3.HybridIndex(model, store_colbert=colbert),
+                   "qdrant_local": bgem3.index.QdrantHybridIndex(
+                       model, QdrantClient(":memory:"), store_colbert=colbert)}
+        for name, index in indexes.items():
+            started = time.perf_counter()
+            index.add_parquet(work / "vectors.parquet")
+            rate = len(texts) / (time.perf_counter() - started)
+            record[f"add_parquet_{name}{suffix}_rows_s"] = round(rate)
+            print(f"add_parquet into {name} ({'with' if colbert else 'without'} ColBERT): "
+                  f"{rate:.0f} rows/s")
     if args.json:
         args.json.write_text(json.dumps(record, indent=2) + "\n")
 

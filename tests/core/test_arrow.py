@@ -144,3 +144,23 @@ def test_encode_command_writes_parquet(model: BGEM3, tiny_path: Path, tmp_path: 
     assert index.get(["t2"])[0].text == TEXTS[2]
     assert main(["encode", "just a text", "--out", str(out), "--model", str(tiny_path)]) == 1
     assert "give input files" in capsys.readouterr().err
+
+
+def test_reads_only_the_columns_an_index_uses(model: BGEM3, output, tmp_path: Path  # type: ignore[no-untyped-def]
+                                              ) -> None:
+    from bgem3.arrow import iter_parquet, parquet_batches
+
+    file = tmp_path / "v.parquet"
+    table = to_arrow(output, IDS, texts=TEXTS, model=model)
+    pq.write_table(table.append_column("lang", pa.array(["en"] * len(IDS))), file)
+    read = [batch.schema.names for _, batch, _ in iter_parquet(file, columns=["id", "nope"])]
+    assert read == [["id"]]
+    batches = list(parquet_batches(file, model, colbert=False, text_column=None))
+    assert [b[3].colbert for b in batches] == [None] and batches[0][1] is None
+    ids, texts, metadata, out = next(iter(parquet_batches(
+        file, model, colbert=True, metadata_columns=["lang"])))
+    assert ids == IDS and texts == TEXTS and metadata[0] == {"lang": "en"}
+    assert out.colbert is not None and len(out.colbert) == len(IDS)
+    index = HybridIndex(model, store_colbert=False)
+    assert index.add_parquet(file) == len(IDS)
+    assert index.search(TEXTS[0], k=1)[0].id == IDS[0]

@@ -97,7 +97,8 @@ def test_two_actors_give_what_one_gives(tiny_path: Path, cluster, written: Path)
         return {i: out.dense[k].round(6).tolist() for k, i in enumerate(ids)}
 
     two = pa.concat_tables(cluster.get(_encoded(tiny_path, cluster,
-                                                num_actors=2).to_arrow_refs()))
+                                                num_actors=2, tasks_per_actor=1)
+                                       .to_arrow_refs()))
     assert dense_by_id(two) == dense_by_id(pq.read_table(written))
 
 
@@ -121,6 +122,8 @@ def test_add_parquet_into_both_backends_searches_like_a_direct_add(  # type: ign
 def test_a_bad_model_fails_in_the_driver(cluster, tmp_path: Path, tiny_path: Path) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(CheckpointNotFoundError, match="does not exist"):
         bgem3.ray.encode_dataset(_dataset(cluster), str(tmp_path / "nope"))
+    with pytest.raises(ValueError, match="tasks_per_actor must be a positive int"):
+        bgem3.ray.encode_dataset(_dataset(cluster), tiny_path, tasks_per_actor=0)
     with pytest.raises(ValueError, match="no column 'body'"):
         bgem3.ray.encode_dataset(_dataset(cluster), tiny_path, text_column="body")
 

@@ -340,12 +340,14 @@ def check_model(meta: dict[str, Any], model: Any, *, colbert: bool) -> None:
                          "store_colbert=False)")
 
 
-def iter_parquet(path: str | os.PathLike[str], batch_rows: int = 8192
+def iter_parquet(path: str | os.PathLike[str], batch_rows: int = 8192,
+                 columns: Sequence[str] | None = None
                  ) -> Iterator[tuple[Path, Any, dict[str, Any]]]:
     """``(file, record batch, metadata)`` of a Parquet file or a directory of them, streamed.
 
     Files of a directory are read in name order (``*.parquet``, recursively); no more than
-    ``batch_rows`` rows are in memory at a time.
+    ``batch_rows`` rows are in memory at a time. ``columns`` (default: all) are the only
+    ones read; those a file lacks are skipped.
 
     Raises:
         FileNotFoundError: No such file or directory, or a directory without Parquet files.
@@ -354,7 +356,10 @@ def iter_parquet(path: str | os.PathLike[str], batch_rows: int = 8192
     import pyarrow.parquet as pq
 
     for file, meta in _parquet_files(path):
-        for batch in pq.ParquetFile(file).iter_batches(batch_size=batch_rows):
+        reader = pq.ParquetFile(file)
+        names = None if columns is None else [
+            c for c in reader.schema_arrow.names if c in set(columns)]
+        for batch in reader.iter_batches(batch_size=batch_rows, columns=names):
             yield file, batch, meta
 
 
@@ -384,7 +389,11 @@ def parquet_batches(path: str | os.PathLike[str], model: Any, *, colbert: bool,
         missing = [c for c in metadata_columns if c not in names]
         if missing:
             raise ValueError(f"{file}: no column(s) {missing} for metadata")
-    for file, batch, _ in iter_parquet(path, batch_rows):
+    # only the columns used: decoding a ColBERT column costs far more than the rest
+    wanted = ["id", "dense", "sparse_indices", "sparse_values", "tokens", "truncated",
+              *(["colbert"] if colbert else []), *([text_column] if text_column else []),
+              *metadata_columns]
+    for file, batch, _ in iter_parquet(path, batch_rows, columns=wanted):
         try:
             ids, output = from_arrow(batch)
         except ValueError as exc:

@@ -97,6 +97,7 @@ def encode_dataset(
     threads: int | None = None,
     rows_per_call: int = 1024,
     rows_per_forward: int = 256,
+    tasks_per_actor: int | None = None,
     device: str | None = None,
     dtype: str | None = None,
     max_length: int | None = None,
@@ -121,6 +122,9 @@ def encode_dataset(
         threads: torch threads per actor (default: torch's choice).
         rows_per_call: Rows Ray hands an actor per call.
         rows_per_forward: Most texts in one forward batch (the token budget also applies).
+        tasks_per_actor: Calls Ray may queue on one actor (Ray's default: 4). With few
+            large blocks, 1 spreads them over all actors instead of queueing them on the
+            first one ready.
         device: Device in the actor (default: its GPU if it has one, else the CPU).
         dtype: Compute dtype (default: float16 on CUDA, float32 elsewhere).
         max_length: Tokens per text (default: the model's document length, 8192).
@@ -141,7 +145,8 @@ def encode_dataset(
 
     if not (dense or sparse or colbert):
         raise ValueError("request at least one output: dense, sparse or colbert")
-    for name, value in (("rows_per_call", rows_per_call), ("rows_per_forward", rows_per_forward)):
+    for name, value in (("rows_per_call", rows_per_call), ("rows_per_forward", rows_per_forward),
+                        ("tasks_per_actor", 1 if tasks_per_actor is None else tasks_per_actor)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     arrow_schema(dense_dim=1, dense_dtype=dense_dtype, colbert_dtype=colbert_dtype)  # checks
@@ -166,7 +171,8 @@ def encode_dataset(
                                "options": options},
         batch_size=rows_per_call,
         batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(min_size=size[0], max_size=size[1]),
+        compute=ray.data.ActorPoolStrategy(min_size=size[0], max_size=size[1],
+                                           max_tasks_in_flight_per_actor=tasks_per_actor),
         num_gpus=num_gpus,
         num_cpus=num_cpus,
     )
