@@ -449,3 +449,23 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_path: Path,
         grads.append({k: p.grad for k, p in network.named_parameters() if p.grad is not None})
     for name, grad in grads[0].items():
         torch.testing.assert_close(grads[1][name], grad, msg=name)
+
+
+def test_missing_accelerate_says_how_to_install_it(tiny_path: Path, tmp_path: Path) -> None:
+    code = ("import sys; sys.modules['accelerate'] = None\n"
+            "from bgem3.train import FinetuneSettings, finetune\n"
+            f"try:\n    finetune(FinetuneSettings(model={str(tiny_path)!r}, train_data=['x'], "
+            f"output={str(tmp_path / 'out')!r}))\n"
+            "except ImportError as e: print(e)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert 'pip install "bgem3[train]"' in done.stdout
+    assert not (tmp_path / "out").exists()
+    cli = ("import sys; sys.modules['accelerate'] = None\n"
+           "from bgem3.cli import main\n"
+           f"sys.exit(main(['finetune', '--model', {str(tiny_path)!r}, '--train-data', 'x', "
+           f"'--output', {str(tmp_path / 'out')!r}]))")
+    done = subprocess.run([sys.executable, "-c", cli], capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("bgem3: error: fine-tuning runs on")

@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (CLIError, OSError, ValueError, TypeError, KeyError) as exc:
+    except (CLIError, OSError, ValueError, TypeError, KeyError, ImportError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"bgem3: error: {message}", file=sys.stderr)
         hint = _hint(exc)

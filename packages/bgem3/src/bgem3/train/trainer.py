@@ -202,6 +202,8 @@ def finetune(settings: FinetuneSettings, *, callbacks: Sequence[Any] = ()) -> Pa
         ValueError: Settings that cannot work.
         DatasetError: Malformed training data (named ``file:line``).
         CheckpointNotFoundError: No such model, or no heads without ``init_heads``.
+        ImportError: accelerate, which transformers' ``Trainer`` needs, is not installed
+            (``pip install "bgem3[train]"``).
 
     Example (run in ``tests/core/test_train.py``)::
 
@@ -210,6 +212,11 @@ def finetune(settings: FinetuneSettings, *, callbacks: Sequence[Any] = ()) -> Pa
                                         output="my-bge-m3", group_size=8, batch_size=16))
         bgem3.BGEM3(out)  # or FlagEmbedding's BGEM3FlagModel(str(out))
     """
+    try:
+        import accelerate  # noqa: F401 - transformers' Trainer needs it
+    except ImportError as exc:
+        raise ImportError('fine-tuning runs on transformers\' Trainer, which needs accelerate: '
+                          'pip install "bgem3[train]"') from exc
     from transformers import TrainingArguments
     from transformers.utils import logging as hf_logging
 
