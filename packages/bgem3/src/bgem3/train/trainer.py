@@ -213,7 +213,7 @@ def finetune(settings: FinetuneSettings, *, callbacks: Sequence[Any] = ()) -> Pa
         bgem3.BGEM3(out)  # or FlagEmbedding's BGEM3FlagModel(str(out))
     """
     try:
-        import accelerate  # noqa: F401 - transformers' Trainer needs it
+        import accelerate  # type: ignore[import-untyped]  # noqa: F401 - the Trainer needs it
     except ImportError as exc:
         raise ImportError('fine-tuning runs on transformers\' Trainer, which needs accelerate: '
                           'pip install "bgem3[train]"') from exc
