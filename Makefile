@@ -65,10 +65,6 @@ test-latest: setup ## the tests on the newest versions requirements-dev.in allow
 #   numpy 1.26.2          langchain-tests 1.0 requires it
 #   tqdm 4.66.1           llama-index-core 0.13.0 requires it
 #   langchain-core 1.4.9  langchain-milvus 0.4.0 (the milvus extra) requires it
-#   qdrant-client 1.16.1  1.16.0 registers a protobuf "common.proto", as pymilvus does: one
-#                         process cannot import both (langchain-bgem3[milvus])
-#   pyarrow 15.0.0        milvus-lite 3.1 (langchain-milvus 0.4) requires it; bgem3's own
-#                         bound, pyarrow 14, is tested by test-lowest-core
 # LOWEST_TOOLS constrains test tools that declare too little: pyarrow >= 26 (FlagEmbedding's
 # datasets) needs NumPy 2. The parity tests are left out: FlagEmbedding 1.4.2 passes
 # from_pretrained(dtype=...), which transformers < 4.56 rejects.
@@ -76,8 +72,7 @@ test-latest: setup ## the tests on the newest versions requirements-dev.in allow
 # (tests/core, the public API, its doctests) and no other tools (tools/lowest-core.in).
 # Both use a tiny checkpoint built with .venv (its random weights depend on the transformers
 # version that initialises them; tests/conftest.py reads BGEM3_TEST_CHECKPOINT).
-LOWEST_FLOORS := numpy==1.26.2 tqdm==4.66.1 langchain-core==1.4.9 qdrant-client==1.16.1 \
-	pyarrow==15.0.0
+LOWEST_FLOORS := numpy==1.26.2 tqdm==4.66.1 langchain-core==1.4.9
 LOWEST_TOOLS := pyarrow<26
 test-lowest: LOWEST_PINS = $(foreach f,$(LOWEST_FLOORS),--floor $(f)) $(wildcard packages/*/pyproject.toml)
 test-lowest: LOWEST_IN = requirements-dev.in

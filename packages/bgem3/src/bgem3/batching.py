@@ -146,21 +146,18 @@ def _encode_bounded(backend: Any, texts: list[str], budget: int) -> list[Any]:
     the whole text); if the cut leaves too few tokens (long runs of whitespace), the whole
     text is tokenized after all. Texts with unpaired surrogates are cleaned, with a warning.
     """
+    # checked here, not left to the tokenizer: recent tokenizers refuse unpaired surrogates
+    # with a TypeError, older ones (0.20) encode them silently
+    bad = [i for i, t in enumerate(texts) if not _is_valid(t)]
+    if bad:
+        warnings.warn(f"{len(bad)} text(s) held unpaired surrogates (first: item {bad[0]}); "
+                      "they were replaced with U+FFFD", UnicodeWarning, stacklevel=4)
+        replace = set(bad)
+        texts = [clean_text(t) if i in replace else t for i, t in enumerate(texts)]
     limit = CHARS_PER_TOKEN * (budget + 1)
     cut = {i: _cut(t, limit) for i, t in enumerate(texts) if len(t) > limit}
     inputs = [cut.get(i, t) for i, t in enumerate(texts)]
-    try:
-        encodings = backend.encode_batch(inputs, add_special_tokens=False)
-    except TypeError:  # the tokenizer's answer to strings that are not valid Unicode
-        bad = [i for i, t in enumerate(inputs) if not _is_valid(t)]
-        if not bad:
-            raise
-        warnings.warn(f"{len(bad)} text(s) held unpaired surrogates (first: item {bad[0]}); "
-                      "they were replaced with U+FFFD", UnicodeWarning, stacklevel=4)
-        texts = [clean_text(t) if i in set(bad) or not _is_valid(t) else t
-                 for i, t in enumerate(texts)]
-        inputs = [clean_text(t) if i in set(bad) else t for i, t in enumerate(inputs)]
-        encodings = backend.encode_batch(inputs, add_special_tokens=False)
+    encodings = backend.encode_batch(inputs, add_special_tokens=False)
     short = [i for i in cut if len(encodings[i].ids) <= budget]
     if short:
         again = backend.encode_batch([texts[i] for i in short], add_special_tokens=False)

@@ -88,8 +88,11 @@ class M3Trainer(Trainer):
             self._parts[name] = self._parts.get(name, 0.0) + float(value)
         self._parts_count += 1
 
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Add the mean of each loss part since the last log line."""
+    def log(self, logs: dict[str, float], *rest: Any) -> None:
+        """Add the mean of each loss part since the last log line.
+
+        ``rest``: what this transformers passes after the logs (``start_time`` since 4.47).
+        """
         if "loss" in logs and self._parts_count:
             names = sorted(self._parts)
             local = torch.tensor([self._parts[n] / self._parts_count for n in names],
@@ -98,16 +101,22 @@ class M3Trainer(Trainer):
             logs.update({f"loss_{n}" if not n.startswith("sparse_") else n: round(float(v), 5)
                          for n, v in zip(names, mean.tolist(), strict=True)})
             self._parts, self._parts_count = {}, 0
-        super().log(logs, start_time)
+        super().log(logs, *rest)
 
     def training_step(self, model: torch.nn.Module, inputs: dict[str, Any],
-                      num_items_in_batch: Any = None) -> torch.Tensor:
-        """One batch; with gradient caching, the GradCache procedure (Gao et al., 2021)."""
+                      *rest: Any) -> torch.Tensor:
+        """One batch; with gradient caching, the GradCache procedure (Gao et al., 2021).
+
+        ``rest`` is what this transformers passes after the inputs (``num_items_in_batch``
+        since 4.46, nothing before).
+        """
         if not self.settings.grad_cache:
-            return super().training_step(model, inputs, num_items_in_batch)
+            return super().training_step(model, inputs, *rest)
         model.train()
         inputs = self._prepare_inputs(inputs)
-        scale = 1.0 / self.current_gradient_accumulation_steps
+        # the last accumulation window may be shorter (transformers >= 4.46 says so)
+        scale = 1.0 / getattr(self, "current_gradient_accumulation_steps",
+                              self.args.gradient_accumulation_steps)
         out = grad_cache_step(model, self.accelerator.unwrap_model(model), inputs,
                               int(self.settings.grad_cache), scale=scale,
                               backward=self.accelerator.backward,

@@ -187,6 +187,20 @@ def _warn_untrained(settings: FinetuneSettings) -> None:
                       stacklevel=3)
 
 
+def _warmup(ratio: float) -> dict[str, Any]:
+    """The warm-up share as this transformers takes it.
+
+    5.x: a float ``warmup_steps`` below 1; 4.x: ``warmup_ratio`` (``warmup_steps`` is an int).
+    """
+    import inspect
+
+    from transformers import TrainingArguments
+
+    if "warmup_ratio" in inspect.signature(TrainingArguments).parameters:
+        return {"warmup_ratio": ratio}
+    return {"warmup_steps": ratio}
+
+
 def finetune(settings: FinetuneSettings, *, callbacks: Sequence[Any] = ()) -> Path:
     """Fine-tune a BGE-M3 checkpoint and save it in BGE-M3's layout.
 
@@ -252,7 +266,7 @@ def finetune(settings: FinetuneSettings, *, callbacks: Sequence[Any] = ()) -> Pa
         max_steps=settings.max_steps or -1,
         per_device_train_batch_size=settings.batch_size,
         gradient_accumulation_steps=settings.gradient_accumulation_steps,
-        warmup_steps=settings.warmup_ratio,
+        **_warmup(settings.warmup_ratio),
         weight_decay=settings.weight_decay,
         lr_scheduler_type="linear",
         logging_steps=settings.logging_steps,
