@@ -201,6 +201,7 @@ from bgem3.testing import random_texts
 model = BGEM3(sys.argv[1], device="cpu")
 index = HybridIndex(model)
 index.add(random_texts(400, max_words=40, seed=3), ids=[str(i) for i in range(400)])
+index.save(sys.argv[2])  # one committed version before any kill, however slow the machine
 print("ready", flush=True)
 while True:
     index.save(sys.argv[2])
