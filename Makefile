@@ -65,6 +65,8 @@ test-latest: setup ## the tests on the newest versions requirements-dev.in allow
 #   numpy 1.26.2          langchain-tests 1.0 requires it
 #   tqdm 4.66.1           llama-index-core 0.13.0 requires it
 #   langchain-core 1.4.9  langchain-milvus 0.4.0 (the milvus extra) requires it
+#   accelerate 0.32.0     peft (FlagEmbedding's) imports clear_device_cache, new in 0.32,
+#                         while it declares accelerate >= 0.21
 # LOWEST_TOOLS constrains test tools that declare too little: pyarrow >= 26 (FlagEmbedding's
 # datasets) needs NumPy 2. The parity tests are left out: FlagEmbedding 1.4.2 passes
 # from_pretrained(dtype=...), which transformers < 4.56 rejects.
@@ -72,7 +74,7 @@ test-latest: setup ## the tests on the newest versions requirements-dev.in allow
 # (tests/core, the public API, its doctests) and no other tools (tools/lowest-core.in).
 # Both use a tiny checkpoint built with .venv (its random weights depend on the transformers
 # version that initialises them; tests/conftest.py reads BGEM3_TEST_CHECKPOINT).
-LOWEST_FLOORS := numpy==1.26.2 tqdm==4.66.1 langchain-core==1.4.9
+LOWEST_FLOORS := numpy==1.26.2 tqdm==4.66.1 langchain-core==1.4.9 accelerate==0.32.0
 LOWEST_TOOLS := pyarrow<26
 test-lowest: LOWEST_PINS = $(foreach f,$(LOWEST_FLOORS),--floor $(f)) $(wildcard packages/*/pyproject.toml)
 test-lowest: LOWEST_IN = requirements-dev.in
