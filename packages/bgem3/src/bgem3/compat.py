@@ -29,7 +29,7 @@ from numpy.typing import NDArray
 
 from bgem3._types import EncodeOutput, SparseVector, sparse_to_csr
 from bgem3.batching import Batch
-from bgem3.encoder import BGEM3, _resolve_device
+from bgem3.encoder import BGEM3, _resolve_device, _unique
 from bgem3.scoring import colbert_scores
 
 __all__ = ["BGEM3FlagModel"]
@@ -347,11 +347,11 @@ class BGEM3FlagModel:
         ``query_instruction_for_retrieval``, when set, prefixes every query.
         """
         _reject_unknown("encode_queries()", kwargs)
-        if self.query_instruction_for_retrieval is not None:
-            queries = self._instruct(queries, self.query_instruction_for_retrieval,
-                                     self.query_instruction_format)
-        return self._encode(queries, batch_size, max_length, self.query_max_length,
-                            return_dense, return_sparse, return_colbert_vecs)
+        return self._encode(
+            self._instruct(queries, self.query_instruction_for_retrieval,
+                           self.query_instruction_format),
+            batch_size, max_length, self.query_max_length,
+            return_dense, return_sparse, return_colbert_vecs)
 
     def encode_corpus(
         self,
@@ -370,13 +370,17 @@ class BGEM3FlagModel:
         ``passage_instruction_for_retrieval``, when set, prefixes every passage.
         """
         _reject_unknown("encode_corpus()", kwargs)
-        if self.passage_instruction_for_retrieval is not None:
-            corpus = self._instruct(corpus, self.passage_instruction_for_retrieval,
-                                    self.passage_instruction_format)
-        return self._encode(corpus, batch_size, max_length, self.passage_max_length,
-                            return_dense, return_sparse, return_colbert_vecs)
+        return self._encode(
+            self._instruct(corpus, self.passage_instruction_for_retrieval,
+                           self.passage_instruction_format),
+            batch_size, max_length, self.passage_max_length,
+            return_dense, return_sparse, return_colbert_vecs)
 
-    def _instruct(self, texts: list[str] | str, instruction: str, fmt: str) -> list[str] | str:
+    def _instruct(self, texts: list[str] | str, instruction: str | None, fmt: str
+                  ) -> list[str] | str:
+        """``texts`` with ``instruction`` put in front through ``fmt`` (as they are if None)."""
+        if instruction is None:
+            return texts
         if isinstance(texts, str):
             return self.get_detailed_instruct(fmt, instruction, texts)
         return [self.get_detailed_instruct(fmt, instruction, text) for text in texts]
@@ -618,14 +622,6 @@ class BGEM3FlagModel:
         if one_pair:
             return {mode: values[0] for mode, values in result.items()}
         return result
-
-
-def _unique(items: list[str]) -> tuple[list[str], NDArray[np.int64]]:
-    """Distinct items in first-seen order, and for each input the position of its item."""
-    positions: dict[str, int] = {}
-    inverse = np.array([positions.setdefault(item, len(positions)) for item in items],
-                       dtype=np.int64)
-    return list(positions), inverse
 
 
 def _padded_colbert(
