@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from bgem3._types import EncodeOutput, SparseVector, sparse_to_csr
+from bgem3._types import EncodeOutput, SparseVector
 from bgem3.batching import Batch
-from bgem3.encoder import BGEM3, _resolve_device, _unique
+from bgem3.encoder import BGEM3, _all_outputs, _pair_dense_sparse, _resolve_device, _unique
 from bgem3.scoring import colbert_scores
 
 __all__ = ["BGEM3FlagModel"]
@@ -593,16 +593,12 @@ class BGEM3FlagModel:
                 texts, max_length=self._length(length, default), dense=True,
                 sparse=True, colbert=True, batch_size=batch_size))
         q, p = encoded
-        if q.dense is None or q.sparse is None or q.colbert is None or q.tokens is None \
-                or p.dense is None or p.sparse is None or p.colbert is None \
-                or p.tokens is None:
-            raise RuntimeError("internal error: an output that was requested is missing")
-        dense = np.einsum("ij,ij->i", q.dense[q_of], p.dense[p_of])
-        vocab = self.native.vocab_size
-        sparse = np.asarray(
-            sparse_to_csr(q.sparse, vocab)[q_of].multiply(sparse_to_csr(p.sparse, vocab)[p_of])
-            .sum(axis=1), dtype=np.float64).ravel()
-        colbert = _padded_colbert(q.colbert, p.colbert, q_of, p_of, p.tokens[p_of], batch_size)
+        if p.tokens is None:
+            raise RuntimeError("internal error: passage token counts are missing")
+        dense, sparse32 = _pair_dense_sparse(q, p, q_of, p_of, self.native.vocab_size)
+        sparse = sparse32.astype(np.float64)
+        colbert = _padded_colbert(_all_outputs(q)[2], _all_outputs(p)[2], q_of, p_of,
+                                  p.tokens[p_of], batch_size)
         w0, w1, w2 = weights
         with np.errstate(divide="ignore", invalid="ignore"):
             scores = {

@@ -145,6 +145,21 @@ def _all_outputs(
     return output.dense, output.sparse, output.colbert
 
 
+def _pair_dense_sparse(
+    q: EncodeOutput, p: EncodeOutput, q_of: NDArray[np.int64], p_of: NDArray[np.int64],
+    vocab: int,
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """Dense and lexical scores of pairs (query ``q_of[i]``, passage ``p_of[i]``)."""
+    q_dense, q_sparse, _ = _all_outputs(q)
+    p_dense, p_sparse, _ = _all_outputs(p)
+    dense = np.einsum("ij,ij->i", q_dense[q_of], p_dense[p_of])
+    sparse = np.asarray(
+        sparse_to_csr(q_sparse, vocab)[q_of].multiply(sparse_to_csr(p_sparse, vocab)[p_of])
+        .sum(axis=1)
+    ).ravel()
+    return dense, sparse
+
+
 class BGEM3:
     """BGE-M3: dense, sparse (lexical) and ColBERT outputs from one forward pass.
 
@@ -629,14 +644,8 @@ class BGEM3:
             warn_each_call(f"{q_trunc} queries (max_query_length={q_length}) and {p_trunc} "
                            f"passages (max_passage_length={p_length}) were truncated",
                            TruncationWarning, stacklevel=2)
-        q_dense, q_sparse, q_colbert = _all_outputs(q)
-        p_dense, p_sparse, p_colbert = _all_outputs(p)
-        dense = np.einsum("ij,ij->i", q_dense[q_of], p_dense[p_of])
-        vocab = self.vocab_size
-        sparse = np.asarray(
-            sparse_to_csr(q_sparse, vocab)[q_of].multiply(sparse_to_csr(p_sparse, vocab)[p_of])
-            .sum(axis=1)
-        ).ravel()
+        q_colbert, p_colbert = _all_outputs(q)[2], _all_outputs(p)[2]
+        dense, sparse = _pair_dense_sparse(q, p, q_of, p_of, self.vocab_size)
         colbert = np.zeros(len(items), dtype=np.float32)
         for query_index in np.unique(q_of):  # one MaxSim call per distinct query
             where = np.flatnonzero(q_of == query_index)
