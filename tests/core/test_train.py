@@ -17,6 +17,7 @@ from bgem3.errors import CheckpointNotFoundError, DatasetError
 from bgem3.testing import build_tiny_checkpoint, random_texts
 from bgem3.train import FinetuneSettings, finetune, mine_negatives
 from bgem3.train.model import M3ForTraining
+from bgem3.train.trainer import _resume_blocker
 from safetensors.torch import load_file
 
 # ---------------------------------------------------------------- data
@@ -236,6 +237,10 @@ def test_same_seed_same_curve_and_a_stopped_run_resumes(tiny_path: Path, train_f
     finetune(stopped, callbacks=[StopAt4()])
     assert (tmp_path / "c" / "checkpoints" / "checkpoint-4").is_dir()
     stopped.resume = True
+    if blocker := _resume_blocker():  # transformers >= 4.50 with torch < 2.6: said up front
+        with pytest.raises(ValueError, match=r"cannot resume: transformers .* torch >= 2\.6"):
+            finetune(stopped)
+        pytest.skip(blocker)
     resumed = finetune(stopped)
     log = json.loads((resumed / "bgem3_finetune.json").read_text())["log"]
     assert [e["step"] for e in log][-2:] == [5, 6]

@@ -201,6 +201,30 @@ def _warmup(ratio: float) -> dict[str, Any]:
     return {"warmup_steps": ratio}
 
 
+def _resume_blocker() -> str | None:
+    """Why transformers' ``Trainer`` would refuse to resume a run here, or ``None``.
+
+    transformers 4.50 and later load the optimizer, scheduler and random state of a checkpoint
+    with ``torch.load`` only on torch 2.6 or later (CVE-2025-32434), so a resumed run would fail
+    after loading the model; :func:`finetune` says so before it starts. The check is
+    transformers' own, so it follows whatever versions it requires.
+    """
+    try:
+        from transformers.utils.import_utils import check_torch_load_is_safe
+    except ImportError:  # transformers before the check: it loads on any torch
+        return None
+    try:
+        check_torch_load_is_safe()
+    except ValueError:
+        import torch
+        import transformers
+
+        return (f"cannot resume: transformers {transformers.__version__} loads a checkpoint's "
+                f"optimizer state only on torch >= 2.6 (CVE-2025-32434), this is torch "
+                f"{torch.__version__}; upgrade torch, or start a new run without resume")
+    return None
+
+
 def finetune(settings: FinetuneSettings, *, callbacks: Sequence[Any] = ()) -> Path:
     """Fine-tune a BGE-M3 checkpoint and save it in BGE-M3's layout.
 
@@ -213,7 +237,8 @@ def finetune(settings: FinetuneSettings, *, callbacks: Sequence[Any] = ()) -> Pa
         ``BGEM3FlagModel`` load.
 
     Raises:
-        ValueError: Settings that cannot work.
+        ValueError: Settings that cannot work (also: ``resume`` where transformers refuses to
+            load the optimizer state, transformers >= 4.50 with torch < 2.6).
         DatasetError: Malformed training data (named ``file:line``).
         CheckpointNotFoundError: No such model, or no heads without ``init_heads``.
         ImportError: accelerate, which transformers' ``Trainer`` needs, is not installed
@@ -238,6 +263,8 @@ def finetune(settings: FinetuneSettings, *, callbacks: Sequence[Any] = ()) -> Pa
     from bgem3.train.model import M3ForTraining
 
     settings.check()
+    if settings.resume and (blocker := _resume_blocker()):
+        raise ValueError(blocker)
     examples = read_training_data(settings.train_data, settings.query_instruction)
     module, encoder, source = _load(settings)
     _warn_untrained(settings)
@@ -273,7 +300,6 @@ def finetune(settings: FinetuneSettings, *, callbacks: Sequence[Any] = ()) -> Pa
         save_steps=settings.save_steps,
         save_total_limit=settings.save_total_limit,
         seed=settings.seed,
-        data_seed=settings.seed,
         bf16=settings.bf16,
         fp16=settings.fp16,
         use_cpu=settings.device == "cpu",
