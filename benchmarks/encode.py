@@ -9,6 +9,14 @@ Workloads:
   W1d  the same passages, dense only
   W2   1,000 queries of 4-32 tokens, one call per query (per-call latency)
   W3   4 texts of 8192 tokens, all three outputs (peak memory)
+  R1   48 passages, log-uniform 8-512 tokens, all three outputs (for --size real)
+  R2   24 queries of 4-30 tokens, one call per query, all three outputs (for --size real)
+
+``--size real`` builds a randomly initialised checkpoint of BGE-M3's real size (24 layers x 1024,
+16 heads, FFN 4096, ``initializer_range=0.02`` as transformers initialises XLM-R) and also
+reports the useful work done: GFLOP/s over the real tokens (the matrix products of every layer,
+attention and the heads; padding does not count) and that as a fraction of the GEMM ceiling of
+this machine, a large ``torch.nn.functional.linear`` in the same dtype timed in the same run.
 
 Usage:
   python benchmarks/encode.py                      # tiny 6x384 seeded checkpoint
@@ -17,11 +25,14 @@ Usage:
   python benchmarks/encode.py --dtype bfloat16      # bgem3 in bf16 vs FlagEmbedding fp32
   python benchmarks/encode.py --compat --batch-size 32  # bgem3.compat.BGEM3FlagModel vs FE,
                                                         # the same calls and batch size
+  python benchmarks/encode.py --size real --threads 2 --batch-size 32 256  # real size; FE at
+                                                        # batch_size 32 (careful) and 256 (default)
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -64,11 +75,15 @@ def make_workloads(selected: list[str]) -> list[Workload]:
     w1 = _texts_of_lengths(w1_lengths, rng)
     w2 = _texts_of_lengths(rng.integers(4, 33, 1000), rng)
     w3 = _texts_of_lengths(np.full(4, 8192), rng)
+    r1 = _texts_of_lengths(np.exp(rng.uniform(np.log(8), np.log(512), 48)).astype(int), rng)
+    r2 = _texts_of_lengths(rng.integers(4, 31, 24), rng)
     every = {
         "W1": Workload("W1", w1, (True, True, True), 1024),
         "W1d": Workload("W1d", w1, (True, False, False), 1024),
         "W2": Workload("W2", w2, (True, False, False), 512, per_call=True),
         "W3": Workload("W3", w3, (True, True, True), 8192, repeats=1),
+        "R1": Workload("R1", r1, (True, True, True), 512),
+        "R2": Workload("R2", r2, (True, True, True), 512, per_call=True),
     }
     return [every[name] for name in selected]
 
@@ -189,22 +204,23 @@ class Flag:
         from FlagEmbedding import BGEM3FlagModel
 
         self.model = BGEM3FlagModel(path, use_fp16=fp16, devices=device, batch_size=batch_size)
-        self._forward = self._tokenize = 0.0
-        self._computed = 0
+        self.batch_size = batch_size
+        self._counts = {"forward": 0.0, "tokenize": 0.0, "computed": 0}  # shared by copies
+        counts = self._counts
         module: torch.nn.Module = self.model.model
+        started = [0.0]
 
         def before(_module: Any, args: tuple[Any, ...]) -> None:
-            self._t0 = time.perf_counter()
-            self._computed += int(args[0]["input_ids"].numel())
+            started[0] = time.perf_counter()
+            counts["computed"] += int(args[0]["input_ids"].numel())
 
         def after(*_: Any) -> None:
-            self._forward += time.perf_counter() - self._t0
+            counts["forward"] += time.perf_counter() - started[0]
 
         module.register_forward_pre_hook(before)
         module.register_forward_hook(after)
         tokenizer = self.model.tokenizer
         base = type(tokenizer)
-        bench = self
 
         class TimedTokenizer(base):  # type: ignore[misc, valid-type]
             def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -212,24 +228,31 @@ class Flag:
                 try:
                     return base.__call__(self, *args, **kwargs)
                 finally:
-                    bench._tokenize += time.perf_counter() - t0
+                    counts["tokenize"] += time.perf_counter() - t0
 
         tokenizer.__class__ = TimedTokenizer
 
+    def at_batch_size(self, batch_size: int) -> Flag:
+        """The same loaded model, called with another ``batch_size``."""
+        other = copy.copy(self)
+        other.batch_size = batch_size
+        other.name = f"FE bs{batch_size}"
+        return other
+
     def run(self, w: Workload) -> tuple[Any, Split, int, int]:
         dense, sparse, colbert = w.outputs
-        self._forward = self._tokenize = 0.0
-        self._computed = 0
+        self._counts.update(forward=0.0, tokenize=0.0, computed=0)
         calls = [[t] for t in w.texts] if w.per_call else [w.texts]
         outputs = []
         t0 = time.perf_counter()
         for texts in calls:
             outputs.append(self.model.encode(
-                texts, max_length=w.max_length, return_dense=dense, return_sparse=sparse,
-                return_colbert_vecs=colbert))
+                texts, batch_size=self.batch_size, max_length=w.max_length, return_dense=dense,
+                return_sparse=sparse, return_colbert_vecs=colbert))
         total = time.perf_counter() - t0
-        split = Split(self._tokenize, self._forward, total - self._tokenize - self._forward)
-        return self.flag_outputs(outputs, w), split, 0, self._computed
+        forward, tokenize = self._counts["forward"], self._counts["tokenize"]
+        split = Split(tokenize, forward, total - tokenize - forward)
+        return self.flag_outputs(outputs, w), split, 0, int(self._counts["computed"])
 
     @staticmethod
     def flag_outputs(outputs: list[dict[str, Any]], w: Workload) -> dict[str, Any]:
@@ -280,6 +303,71 @@ def format_diffs(diffs: dict[str, float]) -> str:
     return text
 
 
+def forward_flops(lengths: list[int], config: dict[str, Any], colbert_dim: int,
+                  outputs: tuple[bool, bool, bool]) -> float:
+    """Floating-point operations of the forward passes over texts of these token counts.
+
+    Per layer and token: 2 x (4 d^2 + 2 d f) for the projections and the feed-forward, plus
+    4 n d for attention (scores and weighted sum); then the sparse (2 d) and ColBERT
+    (2 d c) heads. Embeddings, norms and softmax are left out (a few percent).
+    """
+    d, f, layers = (config["hidden_size"], config["intermediate_size"],
+                    config["num_hidden_layers"])
+    n = np.asarray(lengths, dtype=np.float64)
+    total = layers * (2 * n * (4 * d * d + 2 * d * f) + 4 * n * n * d).sum()
+    _, sparse, colbert = outputs
+    return float(total + sparse * 2 * d * n.sum() + colbert * 2 * d * colbert_dim * n.sum())
+
+
+def gemm_ceiling(dtype: str, tokens: int = 2048, d: int = 1024, f: int = 4096,
+                 repeats: int = 5) -> float:
+    """GFLOP/s of the largest matrix product the encoder runs (tokens x d by d x f), best of 5."""
+    import torch
+
+    torch_dtype = getattr(torch, dtype)
+    x = torch.randn(tokens, d).to(torch_dtype)
+    w = torch.randn(f, d).to(torch_dtype) * 0.02
+    best = float("inf")
+    with torch.inference_mode():
+        for _ in range(repeats + 1):
+            t0 = time.perf_counter()
+            torch.nn.functional.linear(x, w)
+            best = min(best, time.perf_counter() - t0)
+    return 2 * tokens * d * f / best / 1e9
+
+
+def linear_floor(config: dict[str, Any], dtype: str, tokens: int = 17, repeats: int = 5
+                 ) -> float:
+    """Seconds for the encoder's matrix products alone on one short text, best of 5.
+
+    Every layer's six weight matrices (q, k, v, output, FFN in and out) are applied in turn to
+    ``tokens`` rows, as one forward does, with nothing else in between: the floor under a
+    short query's latency on this machine (for short texts it is set by reading every weight
+    once from memory).
+    """
+    import torch
+
+    torch_dtype = getattr(torch, dtype)
+    d, f, layers = (config["hidden_size"], config["intermediate_size"],
+                    config["num_hidden_layers"])
+    shapes = [(d, d)] * 4 + [(f, d), (d, f)]
+    weights = [[torch.randn(o, i).to(torch_dtype) * 0.02 for o, i in shapes]
+               for _ in range(layers)]
+    x = torch.randn(tokens, d).to(torch_dtype)
+    best = float("inf")
+    with torch.inference_mode():
+        for _ in range(repeats + 1):
+            t0 = time.perf_counter()
+            for q, k, v, o, up, down in weights:
+                h = torch.nn.functional.linear(x, q)
+                torch.nn.functional.linear(x, k)
+                torch.nn.functional.linear(x, v)
+                h = torch.nn.functional.linear(h, o)
+                torch.nn.functional.linear(torch.nn.functional.linear(h, up), down)
+            best = min(best, time.perf_counter() - t0)
+    return best
+
+
 # ----------------------------------------------------------------------------- main
 def cpu_name() -> str:
     try:
@@ -304,8 +392,11 @@ def cpu_flags() -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="checkpoint directory (default: tiny 6x384 seeded)")
-    parser.add_argument("--workloads", default="W1,W1d,W2,W3")
+    parser.add_argument("--model", help="checkpoint directory (default: see --size)")
+    parser.add_argument("--size", choices=["tiny", "real"], default="tiny",
+                        help="seeded random checkpoint when no --model: tiny 6x384 or BGE-M3's "
+                             "real 24x1024 (default workloads R1,R2)")
+    parser.add_argument("--workloads", help="default W1,W1d,W2,W3 (tiny), R1,R2 (real)")
     parser.add_argument("--threads", type=int, nargs="+", default=[0],
                         help="torch threads per run; 0 = torch's default")
     parser.add_argument("--repeats", type=int, default=3)
@@ -315,8 +406,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flag-fp16", action="store_true", help="FlagEmbedding in fp16")
     parser.add_argument("--compat", action="store_true",
                         help="time bgem3 through bgem3.compat.BGEM3FlagModel (fp32) instead")
-    parser.add_argument("--batch-size", type=int, default=256,
-                        help="batch_size of the FlagEmbedding (and --compat) calls")
+    parser.add_argument("--batch-size", type=int, nargs="+", default=[256],
+                        help="batch_size of the FlagEmbedding calls, one reference per value "
+                             "(--compat: the first)")
     parser.add_argument("--json", type=Path, help="write results here")
     args = parser.parse_args(argv)
 
@@ -329,66 +421,105 @@ def main(argv: list[str] | None = None) -> int:
     if args.model:
         path = args.model
         checkpoint = args.model
+    elif args.size == "real":
+        cache = ROOT / ".cache" / "bench-24x1024"
+        if not (cache / "config.json").exists():
+            print("building a random 24x1024 checkpoint in .cache/bench-24x1024 ...")
+            build_tiny_checkpoint(cache, hidden_size=1024, num_layers=24, num_heads=16,
+                                  intermediate_size=4096, initializer_range=0.02, seed=0,
+                                  weights=("safetensors",))
+        path, checkpoint = str(cache), "random 24x1024, BGE-M3's shape (seed 0, init 0.02)"
     else:
         cache = ROOT / ".cache" / "bench-6x384"
         if not (cache / "config.json").exists():
             build_tiny_checkpoint(cache, hidden_size=384, num_layers=6, num_heads=12,
                                   initializer_range=0.1, seed=0)
         path, checkpoint = str(cache), "tiny 6x384 (seed 0)"
+    workloads = args.workloads or ("R1,R2" if args.size == "real" and not args.model
+                                   else "W1,W1d,W2,W3")
+    config = json.loads((Path(path) / "config.json").read_text())
+    colbert = Path(path) / "colbert_linear.pt"
+    colbert_dim = (int(torch.load(colbert, weights_only=True)["weight"].shape[0])
+                   if colbert.exists() else config["hidden_size"])
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
     default_threads = torch.get_num_threads()
     if args.compat and args.dtype != "float32":
         parser.error("--compat runs in fp32 (use_fp16=False): leave --dtype at float32")
-    ours: Ours | Compat = (Compat(path, args.device, args.batch_size) if args.compat
+    ours: Ours | Compat = (Compat(path, args.device, args.batch_size[0]) if args.compat
                            else Ours(path, args.dtype, args.batch_tokens, args.device))
-    flag = Flag(path, args.device, args.flag_fp16, args.batch_size)
+    first = Flag(path, args.device, args.flag_fp16, args.batch_size[0])
+    flags = [first] if len(args.batch_size) == 1 else [
+        first.at_batch_size(b) for b in args.batch_size]
     machine = {"cpu": cpu_name(), "cores": os.cpu_count(), "flags": cpu_flags(),
                "torch": torch.__version__, "python": platform.python_version()}
     if args.device != "cpu":
         machine["device"] = torch.cuda.get_device_name(0)
     flag_dtype = "fp16" if args.flag_fp16 else "fp32"
     print(f"checkpoint: {checkpoint}; {ours.name} {args.dtype} vs FlagEmbedding {flag_dtype} "
-          f"on {machine.get('device', 'cpu')}, FlagEmbedding batch_size {args.batch_size}")
+          f"on {machine.get('device', 'cpu')}, FlagEmbedding batch_size "
+          f"{', '.join(map(str, args.batch_size))}")
     print(f"machine: {machine['cpu']}, {machine['cores']} cores, {' '.join(machine['flags'])}")
     header = (f"{'workload':<9}{'thr':>4} {'impl':<14}{'median s':>9}{'texts/s':>10}"
-              f"{'tokens/s':>10}{'ratio':>7}{'waste':>7}{'RSS MB':>8}"
+              f"{'tokens/s':>10}{'GFLOP/s':>8}{'ceil':>6}{'ratio':>7}{'waste':>7}{'RSS MB':>8}"
               f"{'tok s':>7}{'fwd s':>7}{'post s':>7}  max|diff|")
-    print(header)
-    print("-" * len(header))
-    records = []
+    records, ceilings, floors = [], {}, {}
     for threads in args.threads:
         torch.set_num_threads(threads or default_threads)
-        for w in make_workloads(args.workloads.split(",")):
+        if args.device == "cpu":
+            for dtype in dict.fromkeys([args.dtype, "float16" if args.flag_fp16 else "float32"]):
+                ceilings[(threads, dtype)] = gemm_ceiling(dtype)
+            print(f"GEMM ceiling, {threads or default_threads} threads: " + ", ".join(
+                f"{dt} {g:.0f} GFLOP/s" for (t, dt), g in ceilings.items() if t == threads))
+            if any(w.per_call for w in make_workloads(workloads.split(","))):
+                floors[threads] = linear_floor(config, args.dtype)
+                print(f"matrix products alone for one 17-token text ({args.dtype}): "
+                      f"{floors[threads] * 1e3:.1f} ms")
+        print(header)
+        print("-" * len(header))
+        for w in make_workloads(workloads.split(",")):
             repeats = w.repeats or args.repeats
-            results = {ours.name: Result(), flag.name: Result()}
-            if not w.per_call:  # warm-up (FlagEmbedding's first call excluded)
-                small = Workload(w.name, w.texts[:8], w.outputs, w.max_length)
-                ours.run(small)
-                flag.run(small)
-            else:
-                warm = Workload(w.name, w.texts[:20], w.outputs, w.max_length, per_call=True)
-                ours.run(warm)
-                flag.run(warm)
+            impls: list[Any] = [ours, *flags]
+            results = {impl.name: Result() for impl in impls}
+            lengths = [len(ids) for ids in tokenizer(w.texts, truncation=True,
+                                                     max_length=w.max_length)["input_ids"]]
+            flops = forward_flops(lengths, config, colbert_dim, w.outputs)
+            warm_n = 8 if not w.per_call else max(2, min(20, len(w.texts) // 4))
+            warm = Workload(w.name, w.texts[:warm_n], w.outputs, w.max_length, w.per_call)
+            for impl in impls:  # warm-up (first calls excluded)
+                impl.run(warm)
             for _ in range(repeats):
-                for impl in (ours, flag):
+                for impl in impls:
                     measure(impl, w, results[impl.name])
-            mine, theirs = results[ours.name], results[flag.name]
+            mine = results[ours.name]
             real = mine.real_tokens
-            diffs = max_diffs(mine.outputs, theirs.outputs)
-            ratio = statistics.median(theirs.seconds) / statistics.median(mine.seconds)
-            for impl_name, r in results.items():
+            diffs = max_diffs(mine.outputs, results[flags[0].name].outputs)
+            ratios = {f.name: statistics.median(results[f.name].seconds)
+                      / statistics.median(mine.seconds) for f in flags}
+            gflops = {}
+            for impl in impls:
+                r = results[impl.name]
                 median = statistics.median(r.seconds)
+                gflops[impl.name] = flops / median / 1e9
+                dtype = args.dtype if impl is ours else (
+                    "float16" if args.flag_fp16 else "float32")
+                ceiling = ceilings.get((threads, dtype))
+                share = f"{gflops[impl.name] / ceiling:.0%}" if ceiling else ""
                 waste = 1 - real / r.computed_tokens if r.computed_tokens else 0.0
-                is_ours = impl_name == ours.name
-                per_call = f" ({median / len(w.texts) * 1e3:.2f} ms/call)" if w.per_call else ""
-                diff = format_diffs(diffs) if is_ours else ""
-                print(f"{w.name:<9}{threads or default_threads:>4} {impl_name:<14}{median:>9.3f}"
+                per_call = f" ({median / len(w.texts) * 1e3:.1f} ms/call)" if w.per_call else ""
+                diff = format_diffs(diffs) if impl is ours else ""
+                ratio = f"{ratios[impl.name]:.2f}x" if impl.name in ratios else ""
+                print(f"{w.name:<9}{threads or default_threads:>4} {impl.name:<14}{median:>9.3f}"
                       f"{len(w.texts) / median:>10.1f}{real / median:>10.0f}"
-                      f"{(f'{ratio:.2f}x' if is_ours else ''):>7}{waste:>7.1%}"
+                      f"{gflops[impl.name]:>8.1f}{share:>6}{ratio:>7}{waste:>7.1%}"
                       f"{r.peak_rss_mb:>8.0f}{r.split.tokenize:>7.2f}{r.split.forward:>7.2f}"
                       f"{r.split.post:>7.2f}  {diff}{per_call}")
             records.append({
-                "workload": w.name, "threads": threads or default_threads, "ratio": ratio,
-                "max_abs_diff": diffs, "real_tokens": real,
+                "workload": w.name, "threads": threads or default_threads,
+                "ratio": ratios[flags[0].name], "ratios": ratios,
+                "max_abs_diff": diffs, "real_tokens": real, "gflop": flops / 1e9,
+                "gflops_per_s": gflops,
                 "results": {name: {"median_s": statistics.median(r.seconds),
                                    "seconds": r.seconds, "peak_rss_mb": r.peak_rss_mb,
                                    "computed_tokens": r.computed_tokens,
@@ -397,10 +528,14 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.flush()
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"checkpoint": checkpoint, "dtype": args.dtype,
-                                         "device": args.device, "flag_dtype": flag_dtype,
-                                         "impl": ours.name, "batch_size": args.batch_size,
-                                         "machine": machine, "records": records}, indent=2))
+        args.json.write_text(json.dumps({
+            "checkpoint": checkpoint, "dtype": args.dtype, "device": args.device,
+            "flag_dtype": flag_dtype, "impl": ours.name, "batch_size": args.batch_size,
+            "gemm_ceiling_gflops": {f"{t or default_threads} threads {dt}": g
+                                    for (t, dt), g in ceilings.items()},
+            "linear_floor_17_tokens_ms": {f"{t or default_threads} threads": v * 1e3
+                                          for t, v in floors.items()},
+            "machine": machine, "records": records}, indent=2))
         print(f"wrote {args.json}")
     return 0
 

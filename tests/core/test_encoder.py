@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+
 import bgem3
 import numpy as np
 import pytest
+import torch
 from bgem3 import BGEM3, EncodeOutput, HeadNotLoadedError, TruncationWarning
 from bgem3.testing import random_texts
 
@@ -248,6 +251,19 @@ def test_bfloat16_is_close_to_float32(tiny_path, model: BGEM3) -> None:  # type:
     a, b = bf16.encode(TEXTS).dense, model.encode(TEXTS).dense
     assert a is not None and b is not None and a.dtype == np.float32
     assert np.min(np.sum(a * b, axis=1)) > 0.999
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bfloat16_warns_on_a_cpu_that_emulates_it(tiny_path, native: bool,  # type: ignore[no-untyped-def]
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        BGEM3(tiny_path, device="cpu", dtype="bfloat16")
+        BGEM3(tiny_path, device="cpu")  # float32: never
+    messages = [str(w.message) for w in seen if "bfloat16 on this CPU" in str(w.message)]
+    assert len(messages) == (0 if native else 1)
 
 
 @pytest.mark.parametrize(("kwargs", "error"), [

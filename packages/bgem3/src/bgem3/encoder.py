@@ -108,6 +108,17 @@ def _resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> tor
     raise ValueError(f"dtype must be one of float32, float16, bfloat16, got {dtype!r}")
 
 
+def _cpu_lacks_bf16() -> bool:
+    """True on a CPU without AVX512-BF16 or AMX, where bfloat16 runs slower than float32.
+
+    Unknown (a torch without the probes) counts as supported: no warning.
+    """
+    probes = [getattr(torch.cpu, name, None)
+              for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    found = [probe for probe in probes if callable(probe)]
+    return len(found) == len(probes) and not any(probe() for probe in found)
+
+
 def _as_texts(texts: Iterable[str], what: str = "texts") -> list[str]:
     """Validate a batch of texts: a sequence of ``str``, never a bare ``str`` or ``None``."""
     if isinstance(texts, (Mapping, set, frozenset)):
@@ -229,6 +240,10 @@ class BGEM3:
             (0.0 if self.device.type == "cpu" else 0.1) if max_padding is None else max_padding
         )
         self.dtype = _resolve_dtype(dtype, self.device)
+        if self.device.type == "cpu" and self.dtype == torch.bfloat16 and _cpu_lacks_bf16():
+            warnings.warn("bfloat16 on this CPU (no AVX512-BF16 or AMX) is emulated and "
+                          "several times slower than float32: leave dtype at float32",
+                          stacklevel=2)
         checkpoint = resolve_checkpoint(
             model,
             require_heads=not dense_only,

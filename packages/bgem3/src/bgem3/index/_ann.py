@@ -64,9 +64,11 @@ class DenseHNSW:
                ) -> list[NDArray[np.int64]]:
         """Each query's ``k`` best rows among the ``allowed`` ones (best first, maybe fewer)."""
         faiss = _faiss()
-        bitmap = np.packbits(allowed, bitorder="little")
-        selector = faiss.IDSelectorBitmap(int(allowed.shape[0]), faiss.swig_ptr(bitmap))
-        params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(self.ef_search, k))
+        params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, k))
+        if allowed.shape[0] != len(self) or not allowed.all():  # else no per-node filter test
+            bitmap = np.packbits(allowed, bitorder="little")
+            selector = faiss.IDSelectorBitmap(int(bitmap.size), faiss.swig_ptr(bitmap))  # bytes
+            params.sel = selector
         _, rows = self._index.search(np.ascontiguousarray(queries, dtype=np.float32), k,
                                      params=params)
         return [r[r >= 0].astype(np.int64) for r in rows]
