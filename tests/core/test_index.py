@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import warnings
 from pathlib import Path
 
 import bgem3
@@ -230,3 +231,26 @@ def test_an_index_spread_over_many_storage_blocks_searches_the_same(
     for query in QUERIES:
         assert ([(h.id, h.scores) for h in loaded.search(query, k=8)]
                 == [(h.id, h.scores) for h in small.search(query, k=8)])
+
+
+@pytest.mark.parametrize(("dtype", "dense_dtype"), [("bfloat16", "float32"),
+                                                    ("float32", "float16"),
+                                                    ("bfloat16", "float16")])
+def test_low_precision_keeps_the_top_10(tiny_path, model: BGEM3, dtype: str,  # type: ignore[no-untyped-def]
+                                        dense_dtype: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # bf16 on a CPU without bf16 instructions: slow, not wrong
+        low = BGEM3(tiny_path, device="cpu", dtype=dtype)
+    exact = HybridIndex(model)
+    exact.add(DOCS, ids=[f"d{i}" for i in range(len(DOCS))])
+    cheap = HybridIndex(low, dense_dtype=dense_dtype)
+    cheap.add(DOCS, ids=[f"d{i}" for i in range(len(DOCS))])
+    for query in QUERIES:
+        for mode in ("hybrid", "dense"):
+            ranked = exact.search(query, k=len(DOCS), mode=mode)
+            score = {h.id: h.score for h in ranked}
+            swapped = ({h.id for h in cheap.search(query, k=10, mode=mode)}
+                       ^ {h.id for h in ranked[:10]})
+            # the top 10 is the same but for near-ties at the 10th place (bf16 rounds ~3e-3)
+            assert len(swapped) <= 2, (query, mode, swapped)
+            assert all(abs(score[i] - ranked[9].score) < 0.01 for i in swapped)
