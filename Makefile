@@ -67,7 +67,7 @@ test-latest: setup ## the tests on the newest versions requirements-dev.in allow
 #   langchain-core 1.4.9  langchain-milvus 0.4.0 (the milvus extra) requires it
 #   transformers 4.56.0   FlagEmbedding 1.4.2 passes from_pretrained(dtype=...), new in 4.56,
 #                         while it declares transformers >= 4.44.2; with it the lowest
-#   safetensors 0.4.3, tokenizers 0.22.0, huggingface-hub 0.34.0 that transformers 4.56 allows
+#   tokenizers 0.22.0, huggingface-hub 0.34.0 that transformers 4.56 allows
 # LOWEST_TOOLS constrains test tools that declare too little: pyarrow >= 26 (FlagEmbedding's
 # datasets) needs NumPy 2.
 # test-lowest-core checks bgem3's bounds themselves, unraised: the bgem3 package alone, its tests
@@ -75,7 +75,7 @@ test-latest: setup ## the tests on the newest versions requirements-dev.in allow
 # Both use a tiny checkpoint built with .venv (its random weights depend on the transformers
 # version that initialises them; tests/conftest.py reads BGEM3_TEST_CHECKPOINT).
 LOWEST_FLOORS := numpy==1.26.2 tqdm==4.66.1 langchain-core==1.4.9 transformers==4.56.0 \
-	safetensors==0.4.3 tokenizers==0.22.0 huggingface-hub==0.34.0
+	tokenizers==0.22.0 huggingface-hub==0.34.0
 LOWEST_TOOLS := pyarrow<26
 test-lowest: LOWEST_PINS = $(foreach f,$(LOWEST_FLOORS),--floor $(f)) $(wildcard packages/*/pyproject.toml)
 test-lowest: LOWEST_IN = requirements-dev.in
