@@ -435,12 +435,9 @@ def main(argv: list[str] | None = None) -> int:
             build_tiny_checkpoint(cache, hidden_size=384, num_layers=6, num_heads=12,
                                   initializer_range=0.1, seed=0)
         path, checkpoint = str(cache), "tiny 6x384 (seed 0)"
-    workloads = args.workloads or ("R1,R2" if args.size == "real" and not args.model
-                                   else "W1,W1d,W2,W3")
+    workloads = make_workloads((args.workloads or (
+        "R1,R2" if args.size == "real" and not args.model else "W1,W1d,W2,W3")).split(","))
     config = json.loads((Path(path) / "config.json").read_text())
-    colbert = Path(path) / "colbert_linear.pt"
-    colbert_dim = (int(torch.load(colbert, weights_only=True)["weight"].shape[0])
-                   if colbert.exists() else config["hidden_size"])
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -449,6 +446,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--compat runs in fp32 (use_fp16=False): leave --dtype at float32")
     ours: Ours | Compat = (Compat(path, args.device, args.batch_size[0]) if args.compat
                            else Ours(path, args.dtype, args.batch_tokens, args.device))
+    native = ours.model.native if isinstance(ours, Compat) else ours.model
+    colbert_dim = native.colbert_dim or config["hidden_size"]
     first = Flag(path, args.device, args.flag_fp16, args.batch_size[0])
     flags = [first] if len(args.batch_size) == 1 else [
         first.at_batch_size(b) for b in args.batch_size]
@@ -472,13 +471,13 @@ def main(argv: list[str] | None = None) -> int:
                 ceilings[(threads, dtype)] = gemm_ceiling(dtype)
             print(f"GEMM ceiling, {threads or default_threads} threads: " + ", ".join(
                 f"{dt} {g:.0f} GFLOP/s" for (t, dt), g in ceilings.items() if t == threads))
-            if any(w.per_call for w in make_workloads(workloads.split(","))):
+            if any(w.per_call for w in workloads):
                 floors[threads] = linear_floor(config, args.dtype)
                 print(f"matrix products alone for one 17-token text ({args.dtype}): "
                       f"{floors[threads] * 1e3:.1f} ms")
         print(header)
         print("-" * len(header))
-        for w in make_workloads(workloads.split(",")):
+        for w in workloads:
             repeats = w.repeats or args.repeats
             impls: list[Any] = [ours, *flags]
             results = {impl.name: Result() for impl in impls}

@@ -10,6 +10,7 @@ import pytest
 import torch
 from bgem3 import BGEM3, CheckpointError, CheckpointNotFoundError
 from bgem3.checkpoint import _BIN_PATTERNS, _HUB_PATTERNS, _SAFETENSORS_PATTERNS
+from bgem3.model import _torch_load_refusal
 from bgem3.testing import build_tiny_checkpoint
 
 TEXTS = ["the city of paris", "dog and cat", ""]
@@ -116,23 +117,10 @@ def test_head_files_are_loaded_without_unpickling_code(tiny_path: Path, tmp_path
     assert "must never run" not in capsys.readouterr().out
 
 
-def _transformers_refuses_torch_load() -> bool:
-    """transformers >= 4.50 with torch < 2.6: ``pytorch_model.bin`` is refused (CVE-2025-32434)."""
-    try:
-        from transformers.utils.import_utils import check_torch_load_is_safe
-    except ImportError:
-        return False
-    try:
-        check_torch_load_is_safe()
-    except ValueError:
-        return True
-    return False
-
-
 def test_bin_only_checkpoint_equals_safetensors(tmp_path: Path) -> None:
     st = BGEM3(build_tiny_checkpoint(tmp_path / "st", weights=["safetensors"]), device="cpu")
     bin_only = build_tiny_checkpoint(tmp_path / "bin", weights=["bin"])
-    if _transformers_refuses_torch_load():  # its reason reaches the user in our error
+    if _torch_load_refusal():  # transformers' reason reaches the user in our error
         with pytest.raises(CheckpointError, match=r"cannot load the backbone.*torch"):
             BGEM3(bin_only, device="cpu")
         pytest.skip("transformers refuses pytorch_model.bin on torch < 2.6")

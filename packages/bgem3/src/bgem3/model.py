@@ -136,6 +136,24 @@ class BGEM3Module(nn.Module):
         return ModuleOutput(dense=dense_out, sparse=sparse_out, colbert=colbert_out)
 
 
+def _torch_load_refusal() -> str | None:
+    """The reason transformers gives to refuse ``torch.load`` with this torch, or ``None``.
+
+    transformers 4.50 and later call ``torch.load`` (``pytorch_model.bin``, a Trainer
+    checkpoint's optimizer state) only on torch 2.6 or later (CVE-2025-32434); the check is
+    transformers' own, so this follows whatever versions it requires.
+    """
+    try:
+        from transformers.utils.import_utils import check_torch_load_is_safe
+    except ImportError:  # a transformers without the check loads on any torch
+        return None
+    try:
+        check_torch_load_is_safe()
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def load_module(
     checkpoint: Checkpoint,
     *,

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bgem3.model import _torch_load_refusal
 from bgem3.train.loss import HEADS
 
 __all__ = ["FinetuneSettings", "finetune"]
@@ -204,25 +205,18 @@ def _warmup(ratio: float) -> dict[str, Any]:
 def _resume_blocker() -> str | None:
     """Why transformers' ``Trainer`` would refuse to resume a run here, or ``None``.
 
-    transformers 4.50 and later load the optimizer, scheduler and random state of a checkpoint
-    with ``torch.load`` only on torch 2.6 or later (CVE-2025-32434), so a resumed run would fail
-    after loading the model; :func:`finetune` says so before it starts. The check is
-    transformers' own, so it follows whatever versions it requires.
+    A resumed run loads the optimizer, scheduler and random state with ``torch.load``, which
+    transformers may refuse (:func:`bgem3.model._torch_load_refusal`) only after the model is
+    loaded; :func:`finetune` says so before it starts.
     """
-    try:
-        from transformers.utils.import_utils import check_torch_load_is_safe
-    except ImportError:  # transformers before the check: it loads on any torch
+    if _torch_load_refusal() is None:
         return None
-    try:
-        check_torch_load_is_safe()
-    except ValueError:
-        import torch
-        import transformers
+    import torch
+    import transformers
 
-        return (f"cannot resume: transformers {transformers.__version__} loads a checkpoint's "
-                f"optimizer state only on torch >= 2.6 (CVE-2025-32434), this is torch "
-                f"{torch.__version__}; upgrade torch, or start a new run without resume")
-    return None
+    return (f"cannot resume: transformers {transformers.__version__} loads a checkpoint's "
+            f"optimizer state only on torch >= 2.6 (CVE-2025-32434), this is torch "
+            f"{torch.__version__}; upgrade torch, or start a new run without resume")
 
 
 def finetune(settings: FinetuneSettings, *, callbacks: Sequence[Any] = ()) -> Path:
