@@ -27,6 +27,8 @@ Usage:
                                                         # the same calls and batch size
   python benchmarks/encode.py --size real --threads 2 --batch-size 32 256  # real size; FE at
                                                         # batch_size 32 (careful) and 256 (default)
+  python benchmarks/encode.py --size real --threads 2 --batch-size 32 --compile  # bgem3 with
+                                                        # compile=True (compiled while loading)
 """
 
 from __future__ import annotations
@@ -136,10 +138,16 @@ class Result:
 class Ours:
     name = "bgem3"
 
-    def __init__(self, path: str, dtype: str, batch_tokens: int, device: str = "cpu") -> None:
+    def __init__(self, path: str, dtype: str, batch_tokens: int, device: str = "cpu",
+                 compile: bool = False) -> None:
         import bgem3
 
-        self.model = bgem3.BGEM3(path, device=device, dtype=dtype, batch_tokens=batch_tokens)
+        started = time.perf_counter()
+        self.model = bgem3.BGEM3(path, device=device, dtype=dtype, batch_tokens=batch_tokens,
+                                 compile=compile)
+        self.load_s = time.perf_counter() - started
+        if compile:
+            self.name = "bgem3 compiled"
 
     def run(self, w: Workload) -> tuple[Any, Split, int, int]:
         dense, sparse, colbert = w.outputs
@@ -404,6 +412,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-tokens", type=int, default=16384)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (both libraries)")
     parser.add_argument("--flag-fp16", action="store_true", help="FlagEmbedding in fp16")
+    parser.add_argument("--compile", action="store_true",
+                        help="bgem3 with compile=True (torch.compile, compiled while loading)")
     parser.add_argument("--compat", action="store_true",
                         help="time bgem3 through bgem3.compat.BGEM3FlagModel (fp32) instead")
     parser.add_argument("--batch-size", type=int, nargs="+", default=[256],
@@ -444,8 +454,13 @@ def main(argv: list[str] | None = None) -> int:
     default_threads = torch.get_num_threads()
     if args.compat and args.dtype != "float32":
         parser.error("--compat runs in fp32 (use_fp16=False): leave --dtype at float32")
+    if args.compat and args.compile:
+        parser.error("--compat and --compile do not go together")
     ours: Ours | Compat = (Compat(path, args.device, args.batch_size[0]) if args.compat
-                           else Ours(path, args.dtype, args.batch_tokens, args.device))
+                           else Ours(path, args.dtype, args.batch_tokens, args.device,
+                                     args.compile))
+    if args.compile:
+        print(f"bgem3 loaded with compile=True in {ours.load_s:.0f} s (compiling included)")
     native = ours.model.native if isinstance(ours, Compat) else ours.model
     colbert_dim = native.colbert_dim or config["hidden_size"]
     first = Flag(path, args.device, args.flag_fp16, args.batch_size[0])
@@ -530,6 +545,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps({
             "checkpoint": checkpoint, "dtype": args.dtype, "device": args.device,
             "flag_dtype": flag_dtype, "impl": ours.name, "batch_size": args.batch_size,
+            "compile": args.compile, "load_s": getattr(ours, "load_s", None),
             "gemm_ceiling_gflops": {f"{t or default_threads} threads {dt}": g
                                     for (t, dt), g in ceilings.items()},
             "linear_floor_17_tokens_ms": {f"{t or default_threads} threads": v * 1e3

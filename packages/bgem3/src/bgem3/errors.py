@@ -14,6 +14,7 @@ __all__ = [
     "BGEM3Error",
     "CheckpointError",
     "CheckpointNotFoundError",
+    "CompileError",
     "DatasetError",
     "DatasetNotFoundError",
     "HeadNotLoadedError",
@@ -33,6 +34,13 @@ class CheckpointNotFoundError(BGEM3Error, FileNotFoundError):
 
 class CheckpointError(BGEM3Error, ValueError):
     """A checkpoint exists but cannot be used (unreadable config, malformed head file)."""
+
+
+class CompileError(BGEM3Error, RuntimeError):
+    """``compile=True`` was asked for and ``torch.compile`` cannot compile the model here.
+
+    The usual cause on CPU is a missing C++ compiler; the message carries torch's reason.
+    """
 
 
 class HeadNotLoadedError(BGEM3Error, ValueError):

@@ -6,6 +6,7 @@ to the three raw outputs, and only the heads that were asked for run.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +90,19 @@ class BGEM3Module(nn.Module):
         self.config: Any = backbone.config  # the transformers config of the backbone
         self.colbert_linear = colbert_linear
         self.sparse_linear = sparse_linear
+        self.compiled = False
+
+    def compile_backbone(self) -> None:
+        """Compile the backbone with ``torch.compile`` (inductor, dynamic shapes, frozen weights).
+
+        Compilation happens at the next forward calls (one graph for a single text, one for
+        batches). Inductor's ``freezing`` is switched on around this module's forward calls
+        only: it folds the weights into constants that oneDNN prepacks, which is where the
+        speed comes from on CPU (without it the compiled backbone is barely faster than
+        eager). Inference only: later changes to the parameters are not seen.
+        """
+        self.backbone.compile(dynamic=True)
+        self.compiled = True
 
     def forward(
         self,
@@ -114,9 +128,10 @@ class BGEM3Module(nn.Module):
         Returns:
             The requested outputs; the others are ``None``.
         """
-        hidden = self.backbone(
-            input_ids=input_ids, attention_mask=attention_mask, return_dict=True
-        ).last_hidden_state
+        with _freezing() if self.compiled else contextlib.nullcontext():
+            hidden = self.backbone(
+                input_ids=input_ids, attention_mask=attention_mask, return_dict=True
+            ).last_hidden_state
         dense_out = sparse_out = colbert_out = None
         if dense:
             if cls_mask is None:
@@ -134,6 +149,19 @@ class BGEM3Module(nn.Module):
                 raise RuntimeError("colbert head not loaded")
             colbert_out = F.normalize(self.colbert_linear(hidden[:, 1:]), dim=-1)
         return ModuleOutput(dense=dense_out, sparse=sparse_out, colbert=colbert_out)
+
+
+def _freezing() -> contextlib.AbstractContextManager[None]:
+    """Inductor's ``freezing`` on for the duration (the global setting is restored after).
+
+    ``torch.compile(..., options={"freezing": True})`` does not freeze (measured: 1.06x on
+    a real-size single query, against 1.9x with this), so the setting is patched instead,
+    and only around our own calls, leaving any other compiled model of the process alone.
+    """
+    import torch._inductor.config as inductor_config
+
+    patch: contextlib.AbstractContextManager[None] = inductor_config.patch(freezing=True)
+    return patch
 
 
 def _torch_load_refusal() -> str | None:
