@@ -29,6 +29,8 @@ Usage:
                                                         # batch_size 32 (careful) and 256 (default)
   python benchmarks/encode.py --size real --threads 2 --batch-size 32 --compile  # bgem3 with
                                                         # compile=True (compiled while loading)
+  python benchmarks/encode.py --size real --threads 2 --batch-size 32 --backend onnx  # bgem3
+                                                        # with backend="onnx" (ONNX Runtime)
 """
 
 from __future__ import annotations
@@ -139,15 +141,17 @@ class Ours:
     name = "bgem3"
 
     def __init__(self, path: str, dtype: str, batch_tokens: int, device: str = "cpu",
-                 compile: bool = False) -> None:
+                 compile: bool = False, backend: str = "torch") -> None:
         import bgem3
 
         started = time.perf_counter()
         self.model = bgem3.BGEM3(path, device=device, dtype=dtype, batch_tokens=batch_tokens,
-                                 compile=compile)
+                                 compile=compile, backend=backend)
         self.load_s = time.perf_counter() - started
         if compile:
             self.name = "bgem3 compiled"
+        elif backend != "torch":
+            self.name = f"bgem3 {backend}"
 
     def run(self, w: Workload) -> tuple[Any, Split, int, int]:
         dense, sparse, colbert = w.outputs
@@ -414,6 +418,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flag-fp16", action="store_true", help="FlagEmbedding in fp16")
     parser.add_argument("--compile", action="store_true",
                         help="bgem3 with compile=True (torch.compile, compiled while loading)")
+    parser.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                        help="bgem3's backend (onnx: ONNX Runtime on CPU, exported on load "
+                             "unless cached)")
     parser.add_argument("--compat", action="store_true",
                         help="time bgem3 through bgem3.compat.BGEM3FlagModel (fp32) instead")
     parser.add_argument("--batch-size", type=int, nargs="+", default=[256],
@@ -458,9 +465,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--compat and --compile do not go together")
     ours: Ours | Compat = (Compat(path, args.device, args.batch_size[0]) if args.compat
                            else Ours(path, args.dtype, args.batch_tokens, args.device,
-                                     args.compile))
-    if args.compile:
-        print(f"bgem3 loaded with compile=True in {ours.load_s:.0f} s (compiling included)")
+                                     args.compile, args.backend))
+    if args.compile or args.backend != "torch":
+        print(f"{ours.name} loaded in {ours.load_s:.0f} s (compiling or exporting included)")
     native = ours.model.native if isinstance(ours, Compat) else ours.model
     colbert_dim = native.colbert_dim or config["hidden_size"]
     first = Flag(path, args.device, args.flag_fp16, args.batch_size[0])
@@ -545,7 +552,8 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps({
             "checkpoint": checkpoint, "dtype": args.dtype, "device": args.device,
             "flag_dtype": flag_dtype, "impl": ours.name, "batch_size": args.batch_size,
-            "compile": args.compile, "load_s": getattr(ours, "load_s", None),
+            "compile": args.compile, "backend": args.backend,
+            "load_s": getattr(ours, "load_s", None),
             "gemm_ceiling_gflops": {f"{t or default_threads} threads {dt}": g
                                     for (t, dt), g in ceilings.items()},
             "linear_floor_17_tokens_ms": {f"{t or default_threads} threads": v * 1e3

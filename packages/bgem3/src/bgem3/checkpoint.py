@@ -17,7 +17,8 @@ from typing import Any
 
 from bgem3.errors import CheckpointError, CheckpointNotFoundError
 
-__all__ = ["Checkpoint", "fingerprint", "legacy_fingerprint", "load_head", "resolve_checkpoint"]
+__all__ = ["Checkpoint", "cache_dir", "fingerprint", "legacy_fingerprint", "load_head",
+           "resolve_checkpoint"]
 
 COLBERT_HEAD = "colbert_linear.pt"
 SPARSE_HEAD = "sparse_linear.pt"
@@ -253,6 +254,14 @@ def load_head(path: Path, in_features: int, out_features: int | None = None) -> 
     return head
 
 
+def cache_dir() -> Path:
+    """bgem3's cache: ``$BGEM3_CACHE_DIR``, else ``$XDG_CACHE_HOME/bgem3`` or ``~/.cache/bgem3``."""
+    base = os.environ.get("BGEM3_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+        "bgem3")
+    return Path(base)
+
+
 def fingerprint(path: Path) -> str:
     """A short hash that identifies a checkpoint's weights, whatever dtype it is loaded in.
 
@@ -316,10 +325,7 @@ class _DigestCache:
 
     @classmethod
     def open(cls) -> _DigestCache:
-        base = os.environ.get("BGEM3_CACHE_DIR") or os.path.join(
-            os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
-            "bgem3")
-        location = Path(base) / "fingerprints.json"
+        location = cache_dir() / "fingerprints.json"
         try:
             entries = json.loads(location.read_text(encoding="utf-8"))
             if not isinstance(entries, dict):

@@ -1,0 +1,98 @@
+"""``BGEM3(backend="onnx")``: the backbone exported once, cached, run by ONNX Runtime."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from bgem3 import BGEM3, CompileError
+from bgem3.testing import random_texts
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+HEADS = {"dense": True, "sparse": True, "colbert": True}
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("BGEM3_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "onnx"
+
+
+def _assert_same(a, b) -> None:  # type: ignore[no-untyped-def]
+    np.testing.assert_allclose(a.dense, b.dense, atol=1e-5)
+    for x, y in zip(a.colbert, b.colbert, strict=True):
+        np.testing.assert_allclose(x, y, atol=1e-5)
+    for x, y in zip(a.sparse, b.sparse, strict=True):
+        np.testing.assert_array_equal(x.indices, y.indices)
+        np.testing.assert_allclose(x.values, y.values, atol=1e-5)
+
+
+def test_onnx_outputs_equal_the_torch_backend(tiny_path: Path, model: BGEM3, cache: Path
+                                              ) -> None:
+    onnx = BGEM3(tiny_path, backend="onnx")
+    assert onnx.device.type == "cpu" and "backend='onnx'" in repr(onnx)
+    documents = random_texts(40, min_words=3, max_words=60, seed=21) * 2
+    _assert_same(onnx.encode_documents(documents, **HEADS),
+                 model.encode_documents(documents, **HEADS))
+    assert onnx.last_stats.batches < len(set(documents))  # batches of several rows ran
+    for query in random_texts(6, min_words=1, max_words=12, seed=22):
+        _assert_same(onnx.encode_queries([query], **HEADS), model.encode_queries([query], **HEADS))
+    # padded batches (accelerators allow some padding): the attention mask is honoured
+    texts = random_texts(24, min_words=2, max_words=30, seed=23)
+    onnx.max_padding = model.max_padding = 1.0
+    try:
+        got = onnx.encode_documents(texts, **HEADS)
+        assert onnx.last_stats.padding_waste > 0
+        _assert_same(got, model.encode_documents(texts, **HEADS))
+    finally:
+        model.max_padding = 0.0
+    pairs = [("paris city", "the city of paris"), ("a dog", "the cat sat")]
+    got_scores, want = onnx.compute_score(pairs), model.compute_score(pairs)
+    for mode, values in want.items():
+        np.testing.assert_allclose(got_scores[mode], values, atol=1e-5)
+
+
+def test_export_is_cached_and_a_corrupt_cache_is_exported_again(
+        tiny_path: Path, model: BGEM3, cache: Path) -> None:
+    BGEM3(tiny_path, backend="onnx")
+    (entry,) = cache.iterdir()  # one export, nothing left from staging
+    exported = entry / "backbone.onnx"
+    stamp = exported.stat().st_mtime_ns
+    BGEM3(tiny_path, backend="onnx")
+    assert exported.stat().st_mtime_ns == stamp  # the second load used the cached export
+    exported.write_bytes(b"not an onnx model")  # corrupt (or cut short) on disk
+    again = BGEM3(tiny_path, backend="onnx")
+    assert exported.stat().st_size > 1000 and [p.name for p in cache.iterdir()] == [entry.name]
+    texts = random_texts(8, min_words=2, max_words=20, seed=24)
+    _assert_same(again.encode(texts, **HEADS), model.encode(texts, **HEADS))
+
+
+def test_failed_export_is_a_clear_error_and_leaves_nothing(
+        tiny_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import bgem3.onnx_backend as onnx_backend
+
+    def interrupted(backbone, target: Path) -> None:  # type: ignore[no-untyped-def]
+        (target / "backbone.onnx").write_bytes(b"half a file")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(onnx_backend, "_export", interrupted)
+    with pytest.raises(CompileError, match=r"cannot export .* to ONNX.*disk full"):
+        BGEM3(tiny_path, backend="onnx")
+    assert list(cache.iterdir()) == []  # no half-written export to be picked up later
+
+
+def test_onnx_backend_bad_options(tiny_path: Path, cache: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match="backend must be 'torch' or 'onnx'"):
+        BGEM3(tiny_path, backend="tensorrt")
+    with pytest.raises(ValueError, match="runs on the CPU in float32"):
+        BGEM3(tiny_path, backend="onnx", dtype="bfloat16")
+    with pytest.raises(ValueError, match="pick one"):
+        BGEM3(tiny_path, backend="onnx", compile=True)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
+    with pytest.raises(ModuleNotFoundError, match=r"pip install 'bgem3\[onnx\]'"):
+        BGEM3(tiny_path, backend="onnx")
