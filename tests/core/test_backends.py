@@ -1,0 +1,179 @@
+"""The faster ways to run the backbone, each equal to the default torch backend to 1e-5.
+
+``BGEM3(compile=True)`` (torch.compile'd backbone) and ``BGEM3(backend="onnx")`` (the backbone
+exported once, cached, run by ONNX Runtime); clear errors where either cannot run.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from bgem3 import BGEM3, CompileError
+from bgem3.encoder import _COMPILE_TESTED_TORCH
+from bgem3.testing import random_texts
+
+OLD_TORCH = (tuple(int(p) for p in torch.__version__.split(".")[:2])
+             < tuple(int(p) for p in _COMPILE_TESTED_TORCH.split(".")))
+HEADS = {"dense": True, "sparse": True, "colbert": True}
+
+
+def _assert_same(a, b) -> None:  # type: ignore[no-untyped-def]
+    np.testing.assert_allclose(a.dense, b.dense, atol=1e-5)
+    for x, y in zip(a.colbert, b.colbert, strict=True):
+        np.testing.assert_allclose(x, y, atol=1e-5)
+    for x, y in zip(a.sparse, b.sparse, strict=True):
+        np.testing.assert_array_equal(x.indices, y.indices)
+        np.testing.assert_allclose(x.values, y.values, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- compile=True
+@pytest.fixture(scope="module")
+def compiled(tiny_path: Path) -> BGEM3:
+    if OLD_TORCH:  # transformers' code does not compile there: the user is told what to do
+        with pytest.raises(CompileError, match="upgrade torch, or load it with compile=False"):
+            BGEM3(tiny_path, device="cpu", dtype="float32", compile=True)
+        pytest.skip(f"compile=True needs torch >= {_COMPILE_TESTED_TORCH} (clear error checked)")
+    return BGEM3(tiny_path, device="cpu", dtype="float32", compile=True)
+
+
+def test_compiled_outputs_equal_the_eager_model(model: BGEM3, compiled: BGEM3) -> None:
+    import torch._inductor.config as inductor_config
+
+    assert compiled._module.compiled and not model._module.compiled
+    # documents of mixed lengths (batches of several rows) and single queries (one row)
+    documents = random_texts(40, min_words=3, max_words=60, seed=11) * 2
+    _assert_same(compiled.encode_documents(documents, **HEADS),
+                 model.encode_documents(documents, **HEADS))
+    assert compiled.last_stats.batches < len(set(documents))  # batches of several rows ran
+    for query in random_texts(6, min_words=1, max_words=12, seed=12):
+        _assert_same(compiled.encode_queries([query], **HEADS),
+                     model.encode_queries([query], **HEADS))
+    # freezing is switched on around our calls only, never left on for the process
+    assert inductor_config.freezing is False
+
+
+def test_compiled_model_with_padded_batches_equals_eager(tiny_path: Path, model: BGEM3,
+                                                         compiled: BGEM3) -> None:
+    texts = random_texts(24, min_words=2, max_words=30, seed=13)
+    compiled.max_padding = model.max_padding = 1.0  # rows of different lengths share a batch
+    try:
+        got = compiled.encode_documents(texts, **HEADS)
+        assert compiled.last_stats.padding_waste > 0
+        _assert_same(got, model.encode_documents(texts, **HEADS))
+    finally:
+        compiled.max_padding = model.max_padding = 0.0
+
+
+def test_compile_failure_is_a_clear_error(tiny_path: Path, tmp_path: Path) -> None:
+    # A fresh process with an empty inductor cache and no usable C++ compiler: the
+    # situation of a machine without one (every compiled kernel must be built).
+    script = textwrap.dedent(f"""
+        import torch._inductor.config as inductor_config
+        inductor_config.cpp.cxx = (None, {str(tmp_path / "no-such-c++")!r})
+        import bgem3
+        try:
+            bgem3.BGEM3({str(tiny_path)!r}, device="cpu", compile=True)
+        except bgem3.CompileError as exc:
+            assert isinstance(exc, RuntimeError) and isinstance(exc, bgem3.BGEM3Error)
+            print("CompileError:", exc)
+        else:
+            print("compiled")
+    """)
+    env = {"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"), "PATH": "/usr/bin:/bin",
+           "HF_HUB_OFFLINE": "1", "TORCHINDUCTOR_COMPILE_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("CompileError: compile=True: torch.compile cannot compile")
+    assert "load it with compile=False" in done.stdout  # what to do about it
+    assert ("upgrade torch" in done.stdout) is OLD_TORCH
+    if not OLD_TORCH:  # (an old torch fails earlier, inside transformers' code)
+        assert "no-such-c++" in done.stdout  # and torch's reason
+
+
+def test_compile_is_off_by_default(model: BGEM3) -> None:
+    assert not model._module.compiled
+    assert getattr(model._module.backbone, "_compiled_call_impl", None) is None
+
+
+# ----------------------------------------------------------------------------- backend="onnx"
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty bgem3 cache directory (where exports go); skips without onnxruntime/onnx."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    monkeypatch.setenv("BGEM3_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "onnx"
+
+
+def test_onnx_outputs_equal_the_torch_backend(tiny_path: Path, model: BGEM3, cache: Path
+                                              ) -> None:
+    onnx = BGEM3(tiny_path, backend="onnx")
+    assert onnx.device.type == "cpu" and "backend='onnx'" in repr(onnx)
+    documents = random_texts(40, min_words=3, max_words=60, seed=21) * 2
+    _assert_same(onnx.encode_documents(documents, **HEADS),
+                 model.encode_documents(documents, **HEADS))
+    assert onnx.last_stats.batches < len(set(documents))  # batches of several rows ran
+    for query in random_texts(6, min_words=1, max_words=12, seed=22):
+        _assert_same(onnx.encode_queries([query], **HEADS), model.encode_queries([query], **HEADS))
+    # padded batches (accelerators allow some padding): the attention mask is honoured
+    texts = random_texts(24, min_words=2, max_words=30, seed=23)
+    onnx.max_padding = model.max_padding = 1.0
+    try:
+        got = onnx.encode_documents(texts, **HEADS)
+        assert onnx.last_stats.padding_waste > 0
+        _assert_same(got, model.encode_documents(texts, **HEADS))
+    finally:
+        model.max_padding = 0.0
+    pairs = [("paris city", "the city of paris"), ("a dog", "the cat sat")]
+    got_scores, want = onnx.compute_score(pairs), model.compute_score(pairs)
+    for mode, values in want.items():
+        np.testing.assert_allclose(got_scores[mode], values, atol=1e-5)
+
+
+def test_export_is_cached_and_a_corrupt_cache_is_exported_again(
+        tiny_path: Path, model: BGEM3, cache: Path) -> None:
+    BGEM3(tiny_path, backend="onnx")
+    (entry,) = cache.iterdir()  # one export, nothing left from staging
+    exported = entry / "backbone.onnx"
+    stamp = exported.stat().st_mtime_ns
+    BGEM3(tiny_path, backend="onnx")
+    assert exported.stat().st_mtime_ns == stamp  # the second load used the cached export
+    exported.write_bytes(b"not an onnx model")  # corrupt (or cut short) on disk
+    again = BGEM3(tiny_path, backend="onnx")
+    assert exported.stat().st_size > 1000 and [p.name for p in cache.iterdir()] == [entry.name]
+    texts = random_texts(8, min_words=2, max_words=20, seed=24)
+    _assert_same(again.encode(texts, **HEADS), model.encode(texts, **HEADS))
+
+
+def test_failed_export_is_a_clear_error_and_leaves_nothing(
+        tiny_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import bgem3.onnx_backend as onnx_backend
+
+    def interrupted(backbone, target: Path) -> None:  # type: ignore[no-untyped-def]
+        (target / "backbone.onnx").write_bytes(b"half a file")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(onnx_backend, "_export", interrupted)
+    with pytest.raises(CompileError, match=r"cannot export .* to ONNX.*disk full"):
+        BGEM3(tiny_path, backend="onnx")
+    assert list(cache.iterdir()) == []  # no half-written export to be picked up later
+
+
+def test_onnx_backend_bad_options(tiny_path: Path, cache: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match="backend must be 'torch' or 'onnx'"):
+        BGEM3(tiny_path, backend="tensorrt")
+    with pytest.raises(ValueError, match="runs on the CPU in float32"):
+        BGEM3(tiny_path, backend="onnx", dtype="bfloat16")
+    with pytest.raises(ValueError, match="pick one"):
+        BGEM3(tiny_path, backend="onnx", compile=True)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
+    with pytest.raises(ModuleNotFoundError, match=r"pip install 'bgem3\[onnx\]'"):
+        BGEM3(tiny_path, backend="onnx")
