@@ -6,6 +6,7 @@ exported once, cached, run by ONNX Runtime); clear errors where either cannot ru
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -177,3 +178,16 @@ def test_onnx_backend_bad_options(tiny_path: Path, cache: Path,
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
     with pytest.raises(ModuleNotFoundError, match=r"pip install 'bgem3\[onnx\]'"):
         BGEM3(tiny_path, backend="onnx")
+
+
+def test_encode_pool_workers_run_the_onnx_backend_of_a_loaded_model(
+        tiny_path: Path, model: BGEM3, cache: Path) -> None:
+    from bgem3 import EncodePool
+
+    onnx = BGEM3(tiny_path, backend="onnx")
+    shutil.rmtree(cache)  # the worker must export again: proof that it runs backend="onnx"
+    texts = random_texts(20, min_words=2, max_words=30, seed=25)
+    with EncodePool(onnx, devices=["cpu"], chunk_size=8) as pool:
+        got = pool.encode(texts, **HEADS)
+    _assert_same(got, model.encode(texts, **HEADS))
+    assert [p.name for p in cache.iterdir()] and (next(cache.iterdir()) / "backbone.onnx").is_file()

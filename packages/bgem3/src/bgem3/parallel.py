@@ -97,7 +97,8 @@ class EncodePool:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}")
         if hasattr(model, "path") and hasattr(model, "dtype"):  # a loaded BGEM3
             options = {"dtype": model.dtype, "batch_tokens": model.batch_tokens,
-                       "dense_only": not model.has_heads, **options}
+                       "dense_only": not model.has_heads,
+                       "backend": getattr(model, "backend", "torch"), **options}
             model = model.path
         self._model = os.fspath(model)
         self._chunk_size = chunk_size
