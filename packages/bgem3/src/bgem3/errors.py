@@ -37,9 +37,10 @@ class CheckpointError(BGEM3Error, ValueError):
 
 
 class CompileError(BGEM3Error, RuntimeError):
-    """``compile=True`` was asked for and ``torch.compile`` cannot compile the model here.
+    """``compile=True`` or ``backend="onnx"``, and torch cannot compile or export the model here.
 
-    The usual cause on CPU is a missing C++ compiler; the message carries torch's reason.
+    The usual causes: no C++ compiler (compile), a torch too old for transformers' code; the
+    message carries torch's (or ONNX Runtime's) reason.
     """
 
 
