@@ -167,15 +167,17 @@ def test_failed_export_is_a_clear_error_and_leaves_nothing(
     assert list(cache.iterdir()) == []  # no half-written export to be picked up later
 
 
-def test_onnx_backend_bad_options(tiny_path: Path, cache: Path,
+def test_onnx_backend_bad_options(tiny_path: Path, tmp_path: Path,
                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # runs with or without onnxruntime installed (without it, as a user without the extra)
+    monkeypatch.setenv("BGEM3_CACHE_DIR", str(tmp_path))
     with pytest.raises(ValueError, match="backend must be 'torch' or 'onnx'"):
         BGEM3(tiny_path, backend="tensorrt")
     with pytest.raises(ValueError, match="runs on the CPU in float32"):
         BGEM3(tiny_path, backend="onnx", dtype="bfloat16")
     with pytest.raises(ValueError, match="pick one"):
         BGEM3(tiny_path, backend="onnx", compile=True)
-    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # not installed (if it is)
     with pytest.raises(ModuleNotFoundError, match=r"pip install 'bgem3\[onnx\]'"):
         BGEM3(tiny_path, backend="onnx")
 
