@@ -19,8 +19,7 @@ from bgem3 import BGEM3, CompileError
 from bgem3.encoder import _COMPILE_TESTED_TORCH
 from bgem3.testing import random_texts
 
-OLD_TORCH = (tuple(int(p) for p in torch.__version__.split(".")[:2])
-             < tuple(int(p) for p in _COMPILE_TESTED_TORCH.split(".")))
+OLD_TORCH = torch.__version__ < _COMPILE_TESTED_TORCH
 HEADS = {"dense": True, "sparse": True, "colbert": True}
 
 
@@ -155,7 +154,7 @@ def test_export_is_cached_and_a_corrupt_cache_is_exported_again(
 
 def test_failed_export_is_a_clear_error_and_leaves_nothing(
         tiny_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import bgem3.onnx_backend as onnx_backend
+    import bgem3._onnx as onnx_backend
 
     def interrupted(backbone, target: Path) -> None:  # type: ignore[no-untyped-def]
         (target / "backbone.onnx").write_bytes(b"half a file")

@@ -209,8 +209,7 @@ class BGEM3:
             weights frozen as constants) while loading, for a single text and for batches,
             so that no encode call waits for it. On CPU this halves a single query's
             latency at BGE-M3's size; loading takes minutes longer (a C++ compiler is
-            needed) and the weights are held twice. Outputs equal the uncompiled model's
-            to 1e-5. Needs torch 2.7 or later.
+            needed). Outputs equal the uncompiled model's to 1e-5. Needs torch 2.7 or later.
         backend: ``"torch"``, or ``"onnx"`` to run the backbone in ONNX Runtime (CPU,
             float32; ``pip install 'bgem3[onnx]'``). The backbone is exported on first use
             (seconds) and cached under bgem3's cache directory; outputs equal the torch
@@ -313,7 +312,7 @@ class BGEM3:
         if compile:
             self._compile()
         if backend == "onnx":
-            from bgem3.onnx_backend import onnx_backbone
+            from bgem3._onnx import onnx_backbone
 
             self._module.backbone = onnx_backbone(self._module.backbone, self.fingerprint,
                                                   self.name)
@@ -336,11 +335,10 @@ class BGEM3:
             with torch.inference_mode():
                 for input_ids, mask in shapes:
                     self._module(input_ids.to(self.device), mask.to(self.device))
-        except Exception as exc:  # torch raises many kinds here; each becomes one clear error
-            release = tuple(int(part) for part in torch.__version__.split(".")[:2])
+        except RuntimeError as exc:  # dynamo's and inductor's errors all derive from it
             upgrade = (f"compile=True is tested with torch >= {_COMPILE_TESTED_TORCH}, this is "
                        f"torch {torch.__version__}: upgrade torch, or "
-                       if release < tuple(map(int, _COMPILE_TESTED_TORCH.split("."))) else "")
+                       if torch.__version__ < _COMPILE_TESTED_TORCH else "")
             raise CompileError(
                 f"compile=True: torch.compile cannot compile {self.name!r} on {self.device}; "
                 f"{upgrade}load it with compile=False (the default). torch says: "

@@ -42,13 +42,11 @@ class OnnxBackbone(nn.Module):
 
     Args:
         session: An ``onnxruntime.InferenceSession`` of the exported backbone.
-        config: The transformers config of the backbone it replaces.
     """
 
-    def __init__(self, session: Any, config: Any) -> None:
+    def __init__(self, session: Any) -> None:
         super().__init__()
         self.session = session
-        self.config = config
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 return_dict: bool = True) -> _Output:
@@ -146,7 +144,7 @@ def onnx_backbone(backbone: nn.Module, fingerprint: str, name: str) -> OnnxBackb
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
         try:
-            return OnnxBackbone(_session(final), backbone.config)
+            return OnnxBackbone(_session(final))
         except Exception as exc:  # onnxruntime's own error types: a corrupt or foreign file
             if attempt:
                 raise CompileError(
