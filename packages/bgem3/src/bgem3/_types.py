@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -12,7 +12,7 @@ from numpy.typing import NDArray
 if TYPE_CHECKING:
     from scipy.sparse import csr_matrix
 
-__all__ = ["EncodeOutput", "Hit", "SparseVector", "sparse_to_csr"]
+__all__ = ["EncodeOutput", "Encoder", "Hit", "SparseVector", "sparse_to_csr"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -193,3 +193,60 @@ def sparse_to_csr(vectors: Sequence[SparseVector], vocab_size: int) -> csr_matri
             f"to {indices.max()}"
         )
     return csr_matrix((data, indices, indptr), shape=(len(vectors), vocab_size))
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """What the index, evaluation, mining and the Arrow/Ray layers need from a model.
+
+    :class:`~bgem3.BGEM3` and :class:`~bgem3.EncodePool` satisfy it, and so can a remote
+    client: anything with these attributes and the two encode methods. Nothing here
+    imports torch.
+
+    Attributes:
+        name: The checkpoint's hub id or path (recorded by indexes and Parquet files).
+        fingerprint: Identifies the weights; indexes refuse a model with another one.
+        dense_dim: Width of the dense vectors.
+        colbert_dim: Width of the ColBERT vectors (``None`` without heads).
+        vocab_size: Number of token ids (sparse vectors' ids lie below it).
+        has_heads: Whether sparse and ColBERT outputs are available.
+
+    Example:
+        >>> import tempfile, bgem3
+        >>> from bgem3.testing import build_tiny_checkpoint
+        >>> model = bgem3.BGEM3(build_tiny_checkpoint(tempfile.mkdtemp()), device="cpu")
+        >>> isinstance(model, Encoder)
+        True
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    @property
+    def dense_dim(self) -> int: ...
+
+    @property
+    def colbert_dim(self) -> int | None: ...
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    @property
+    def has_heads(self) -> bool: ...
+
+    def encode_queries(self, texts: Sequence[str], *, max_length: int | None = None,
+                       dense: bool = True, sparse: bool = False, colbert: bool = False,
+                       batch_size: int = 256, show_progress: bool | None = None
+                       ) -> EncodeOutput:
+        """Encode queries (truncated at the model's query length)."""
+        ...
+
+    def encode_documents(self, texts: Sequence[str], *, max_length: int | None = None,
+                         dense: bool = True, sparse: bool = False, colbert: bool = False,
+                         batch_size: int = 256, show_progress: bool | None = None
+                         ) -> EncodeOutput:
+        """Encode documents (truncated at the model's document length)."""
+        ...
