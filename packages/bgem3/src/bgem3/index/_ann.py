@@ -18,16 +18,26 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["DenseHNSW"]
+__all__ = ["DenseHNSW", "faiss_available", "import_faiss"]
 
 
-def _faiss() -> Any:
+def import_faiss() -> Any:
+    """The faiss module, or an ``ImportError`` with the install command."""
     try:
         import faiss
     except ImportError as exc:
         raise ImportError('approximate dense search needs faiss: pip install "bgem3[ann]"'
                           ) from exc
     return faiss
+
+
+def faiss_available() -> bool:
+    """Whether faiss can be imported (``dense_search="auto"`` uses the graph only then)."""
+    try:
+        import_faiss()
+    except ImportError:
+        return False
+    return True
 
 
 class DenseHNSW:
@@ -42,7 +52,7 @@ class DenseHNSW:
 
     def __init__(self, dim: int, *, m: int = 32, ef_construction: int = 80,
                  ef_search: int = 128, _index: Any = None) -> None:
-        faiss = _faiss()
+        faiss = import_faiss()
         self.dim, self.m = dim, m
         self.ef_construction, self.ef_search = ef_construction, ef_search
         if _index is None:
@@ -63,7 +73,7 @@ class DenseHNSW:
     def search(self, queries: NDArray[np.float32], k: int, allowed: NDArray[np.bool_]
                ) -> list[NDArray[np.int64]]:
         """Each query's ``k`` best rows among the ``allowed`` ones (best first, maybe fewer)."""
-        faiss = _faiss()
+        faiss = import_faiss()
         params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, k))
         if allowed.shape[0] != len(self) or not allowed.all():  # else no per-node filter test
             bitmap = np.packbits(allowed, bitorder="little")
@@ -75,7 +85,7 @@ class DenseHNSW:
 
     def to_bytes(self) -> NDArray[np.uint8]:
         """The graph and vectors as one byte array (``faiss.serialize_index``)."""
-        data: NDArray[np.uint8] = _faiss().serialize_index(self._index)
+        data: NDArray[np.uint8] = import_faiss().serialize_index(self._index)
         return data
 
     @classmethod
@@ -86,7 +96,7 @@ class DenseHNSW:
         Raises:
             ValueError: The bytes do not hold a faiss HNSW index.
         """
-        faiss = _faiss()
+        faiss = import_faiss()
         try:
             index = faiss.deserialize_index(np.ascontiguousarray(data, dtype=np.uint8))
         except RuntimeError as exc:

@@ -29,18 +29,20 @@ import logging
 import os
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
+from bgem3._types import Encoder
 from bgem3.errors import IndexFormatError
+from bgem3.index.state import IndexState
 
-if TYPE_CHECKING:
-    from bgem3.index.embedded import HybridIndex, IndexState
-
-__all__ = ["load_index", "read_manifest", "save_index"]
+__all__ = ["SavedIndex", "check_model", "is_saved_index", "read_index", "read_manifest",
+           "write_index"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,18 +82,48 @@ def _writer_lock(root: Path) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
-def save_index(index: HybridIndex, path: str | os.PathLike[str]) -> None:
-    """Write ``index`` to the directory ``path`` (created if missing), atomically."""
+@dataclass(frozen=True)
+class SavedIndex:
+    """One version of a saved index, read and checked.
+
+    Attributes:
+        directory: The version directory it was read from.
+        manifest: Its checked manifest.
+        state: The documents and their vectors.
+        graph: The HNSW graph's bytes (``None`` when none was saved), built with
+            ``manifest["hnsw"]``'s parameters.
+    """
+
+    directory: Path
+    manifest: dict[str, Any]
+    state: IndexState
+    graph: NDArray[np.uint8] | None
+
+
+def write_index(path: str | os.PathLike[str], state: IndexState, header: Mapping[str, Any],
+                graph: NDArray[np.uint8] | None = None,
+                graph_params: Mapping[str, int] | None = None) -> None:
+    """Write ``state`` to the directory ``path`` (created if missing), atomically.
+
+    Args:
+        path: The index directory.
+        state: What the index holds.
+        header: The manifest's description of the index: ``model``,
+            ``model_fingerprint``, ``dense_dim``, ``colbert_dim``, ``vocab_size``,
+            ``store_colbert``, ``dense_search``, ``ef_search``.
+        graph: An HNSW graph over exactly ``state.dense``, as bytes, or ``None``.
+        graph_params: The graph's ``m`` and ``ef_construction``.
+
+    Raises:
+        FileExistsError: ``path`` is a file or a non-empty directory of something else.
+        TypeError: Metadata that JSON cannot represent.
+    """
     root = Path(path)
     if root.exists() and not root.is_dir():
         raise FileExistsError(f"{root} exists and is not a directory")
     if root.is_dir() and any(root.iterdir()) and not (root / POINTER).is_file():
         raise FileExistsError(f"{root} is a non-empty directory that is not a bgem3 index; "
                               "refusing to write into it")
-    if index._graph is not None and len(index) != len(index._graph):
-        index.compact()  # the saved graph numbers the live rows only
-    state = index.state()
-    graph = index._graph
     documents = {"ids": state.ids, "texts": state.texts, "metadata": state.metadata}
     try:
         documents_json = json.dumps(documents, ensure_ascii=False)
@@ -104,25 +136,26 @@ def save_index(index: HybridIndex, path: str | os.PathLike[str]) -> None:
     if state.colbert is not None and state.colbert_offsets is not None:
         arrays["colbert"] = state.colbert
         arrays["colbert_offsets"] = state.colbert_offsets
-    if graph is not None and len(graph) == len(state.ids):
-        arrays["dense_hnsw"] = graph.to_bytes()
+    if graph is not None and graph_params is not None:
+        arrays["dense_hnsw"] = graph
     encoded = documents_json.encode("utf-8")
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "model": index.model.name,
-        "model_fingerprint": index.model.fingerprint,
+        "model": header["model"],
+        "model_fingerprint": header["model_fingerprint"],
         "fingerprint_version": 2,
-        "dense_dim": index.dense_dim,
-        "colbert_dim": index.colbert_dim,
-        "vocab_size": index.vocab_size,
-        "store_colbert": index.store_colbert,
+        "dense_dim": header["dense_dim"],
+        "colbert_dim": header["colbert_dim"],
+        "vocab_size": header["vocab_size"],
+        "store_colbert": header["store_colbert"],
         "count": len(state.ids),
         "documents_sha256": hashlib.sha256(encoded).hexdigest(),
-        "dense_search": index.dense_search,
-        "ef_search": index.ef_search,
-        "hnsw": ({"m": graph.m, "ef_construction": graph.ef_construction}
-                 if "dense_hnsw" in arrays and graph is not None else None),
+        "dense_search": header["dense_search"],
+        "ef_search": header["ef_search"],
+        "hnsw": ({"m": int(graph_params["m"]),
+                  "ef_construction": int(graph_params["ef_construction"])}
+                 if "dense_hnsw" in arrays and graph_params is not None else None),
         "arrays": {name: {"shape": list(a.shape), "dtype": str(a.dtype)}
                    for name, a in arrays.items()},
     }
@@ -183,6 +216,20 @@ def _remove_stale(root: Path, keep: str) -> None:
             _remove_version(entry)
         elif entry.name.startswith(f".{POINTER}.") and entry.is_file():
             entry.unlink(missing_ok=True)
+
+
+def is_saved_index(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a directory holding a saved bgem3 index (a valid pointer file).
+
+    Cheap (reads one small file); :func:`read_manifest` checks the manifest as well.
+
+    Example:
+        >>> import tempfile
+        >>> is_saved_index(tempfile.mkdtemp())
+        False
+    """
+    root = Path(path)
+    return root.is_dir() and _current_version(root) is not None
 
 
 def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -263,8 +310,6 @@ def _read_arrays(directory: Path, manifest: dict[str, Any]) -> dict[str, np.ndar
 
 def _read_state(directory: Path, manifest: dict[str, Any]
                 ) -> tuple[IndexState, dict[str, np.ndarray]]:
-    from bgem3.index.embedded import IndexState
-
     arrays = _read_arrays(directory, manifest)
     try:
         raw = (directory / "documents.json").read_bytes()
@@ -290,11 +335,20 @@ def _read_state(directory: Path, manifest: dict[str, Any]
                       colbert_offsets=arrays.get("colbert_offsets")), arrays
 
 
-def _check_model(root: Path, manifest: dict[str, Any], model: Any) -> None:
+def check_model(root: Path, manifest: Mapping[str, Any], model: Encoder) -> None:
+    """Refuse a model other than the one that built the index (by weights' fingerprint).
+
+    Raises:
+        IndexFormatError: Another model, or other dimensions.
+    """
     if manifest.get("fingerprint_version") != 2:  # saved by bgem3 0.1: the older fingerprint
         from bgem3.checkpoint import legacy_fingerprint
 
-        expected = legacy_fingerprint(model.path)
+        path = getattr(model, "path", None)  # a local checkpoint; remote encoders have none
+        if path is None:
+            raise IndexFormatError(f"{root} was saved by bgem3 0.1 and can only be opened with "
+                                   "a bgem3.BGEM3 model loaded from its checkpoint")
+        expected = legacy_fingerprint(path)
     else:
         expected = model.fingerprint
     if manifest["model_fingerprint"] != expected:
@@ -307,34 +361,36 @@ def _check_model(root: Path, manifest: dict[str, Any], model: Any) -> None:
         raise IndexFormatError(f"{root}: the manifest's dimensions do not match the model")
 
 
-def load_index(path: str | os.PathLike[str], model: Any) -> HybridIndex:
-    """Read an index written by :func:`save_index` and check it against ``model``."""
-    from bgem3.index.embedded import HybridIndex
+def read_index(path: str | os.PathLike[str],
+               check: Callable[[Path, dict[str, Any]], None] | None = None) -> SavedIndex:
+    """Read the current version of the index at ``path``, checking everything read.
 
+    Args:
+        path: The index directory.
+        check: Called with the root and the manifest before the arrays are read (e.g.
+            :func:`check_model`); an :class:`IndexFormatError` it raises is the caller's.
+
+    Raises:
+        FileNotFoundError: No directory at ``path``.
+        IndexFormatError: Not a bgem3 index, corrupt or truncated files, an unknown format
+            version, or whatever ``check`` refuses.
+    """
     root = Path(path)
     for attempt in range(3):
         seen = _current_version(root)
         try:
             directory, manifest = _current_manifest(root)
-            _check_model(root, manifest, model)
+            if check is not None:
+                check(root, manifest)
             state, arrays = _read_state(directory, manifest)
         except IndexFormatError:
             if attempt < 2 and seen is not None and _current_version(root) != seen:
                 continue  # a concurrent save replaced the version while we read it
             raise
-        try:
-            search = manifest.get("dense_search", "auto")
-            ef_search = manifest.get("ef_search", 128)
-            graph = None
-            if "dense_hnsw" in arrays:
-                from bgem3.index._ann import DenseHNSW
-
-                spec = manifest["hnsw"]
-                graph = DenseHNSW.from_bytes(arrays["dense_hnsw"], m=int(spec["m"]),
-                                             ef_construction=int(spec["ef_construction"]),
-                                             ef_search=ef_search)
-            return HybridIndex.from_state(model, state, dense_search=search,
-                                          ef_search=ef_search, graph=graph)
-        except (ValueError, TypeError, KeyError) as exc:
-            raise IndexFormatError(f"{directory}: {exc}") from exc
+        if "dense_hnsw" in arrays:
+            spec = manifest["hnsw"]
+            if not isinstance(spec, dict) or not all(
+                    isinstance(spec.get(key), int) for key in ("m", "ef_construction")):
+                raise IndexFormatError(f"{directory}: the manifest's hnsw entry is invalid")
+        return SavedIndex(directory, manifest, state, arrays.get("dense_hnsw"))
     raise IndexFormatError(f"{root} changed during every attempt to load it")  # pragma: no cover

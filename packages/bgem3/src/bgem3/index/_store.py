@@ -11,28 +11,15 @@ blocks, so that growing a multi-gigabyte index never copies what is stored alrea
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
-__all__ = ["BlockArray", "GrowingArray", "Rows", "Snapshot", "row_ranges"]
+from bgem3._kernels import Rows, row_ranges
+from bgem3.index.state import Snapshot  # noqa: F401  TEMPORARY: evaluation imports it here
 
-
-def row_ranges(starts: NDArray[np.int64], ends: NDArray[np.int64]) -> NDArray[np.int64]:
-    """Concatenated ``arange(start, end)`` of every pair, without a Python loop.
-
-    Example:
-        >>> row_ranges(np.array([5, 0]), np.array([7, 3])).tolist()
-        [5, 6, 0, 1, 2]
-    """
-    lengths = ends - starts
-    total = int(lengths.sum())
-    # each position's offset inside its own range, plus that range's start
-    first = np.repeat(np.cumsum(lengths) - lengths, lengths)
-    out: NDArray[np.int64] = np.repeat(starts, lengths) + np.arange(total, dtype=np.int64) - first
-    return out
+__all__ = ["BlockArray", "GrowingArray", "Rows", "row_ranges"]
 
 
 class GrowingArray:
@@ -63,46 +50,6 @@ class GrowingArray:
     def view(self) -> NDArray[Any]:
         """The filled part (a view: valid until rows past it are appended)."""
         return self._data[: self.size]
-
-
-class Rows:
-    """The rows of a :class:`BlockArray` as a reader sees them: read-only, frozen in size.
-
-    Example:
-        >>> b = BlockArray((2,), np.float32, block_rows=2)
-        >>> b.extend(np.arange(10, dtype=np.float32).reshape(5, 2))
-        >>> rows = b.rows()
-        >>> rows.shape, [len(x) for x in rows.blocks], rows.take(np.array([4, 0]))[:, 0].tolist()
-        ((5, 2), [2, 2, 1], [8.0, 0.0])
-    """
-
-    def __init__(self, blocks: list[NDArray[Any]], row_shape: tuple[int, ...],
-                 dtype: np.dtype[Any]) -> None:
-        self.blocks = tuple(blocks)
-        self.dtype = dtype
-        lengths = np.fromiter((len(b) for b in blocks), np.int64, len(blocks))
-        self._starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        self.shape = (int(self._starts[-1]), *row_shape)
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of the rows held (not of spare capacity)."""
-        return sum(b.nbytes for b in self.blocks)
-
-    def take(self, rows: NDArray[np.int64]) -> NDArray[Any]:
-        """Rows at these positions, in this order, as one new array."""
-        if len(self.blocks) == 1:
-            return self.blocks[0][rows]
-        block = np.searchsorted(self._starts, rows, side="right") - 1
-        local = rows - self._starts[block]
-        out = np.empty((rows.shape[0], *self.shape[1:]), dtype=self.dtype)
-        for b in np.unique(block).tolist():  # one gather per block touched
-            sel = np.flatnonzero(block == b)
-            out[sel] = self.blocks[b][local[sel]]
-        return out
 
 
 class BlockArray:
@@ -179,32 +126,3 @@ class BlockArray:
         """A read-only view of the rows appended so far."""
         tail = [self._tail[: self._tail_fill]] if self._tail is not None and self._tail_fill else []
         return Rows([*self._sealed, *tail], self.row_shape, self.dtype)
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """A consistent, read-only picture of the index taken under the lock.
-
-    Attributes:
-        n: Rows (dead ones included).
-        alive: ``bool [n]`` live rows.
-        dense: ``[n, d]`` dense vectors.
-        sparse: ``scipy.sparse.csc_matrix [n, vocab]`` lexical weights (token-major).
-        sparse_rows: The same weights as ``csr_matrix`` (document-major).
-        colbert: ``[T, colbert_dim]`` packed fp16 ColBERT vectors, or ``None``.
-        colbert_offsets: ``int64 [n + 1]`` row ``i`` owns ``colbert[offsets[i]:offsets[i+1]]``.
-        ids: Row to id.
-        texts: Row to text.
-        metadata: Row to metadata.
-    """
-
-    n: int
-    alive: NDArray[np.bool_]
-    dense: Rows
-    sparse: Any
-    sparse_rows: Any
-    colbert: Rows | None
-    colbert_offsets: NDArray[np.int64] | None
-    ids: list[str]
-    texts: list[str | None]
-    metadata: list[dict[str, Any]]

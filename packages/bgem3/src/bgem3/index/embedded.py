@@ -14,18 +14,29 @@ from __future__ import annotations
 
 import os
 import threading
-import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from bgem3._types import EncodeOutput, Hit, SparseVector
-from bgem3.index._ann import DenseHNSW, _faiss
-from bgem3.index._store import BlockArray, GrowingArray, Rows, Snapshot, row_ranges
-from bgem3.scoring import fuse_scores, rrf_fuse, segment_maxsim, weighted_fuse
+from bgem3._inputs import as_ids, positive_int
+from bgem3._kernels import dense_top, maxsim_rows, pool_dense_scores, query_block, row_ranges
+from bgem3._types import EncodeOutput, Encoder, Hit, SparseVector
+from bgem3.index._ann import DenseHNSW, faiss_available, import_faiss
+from bgem3.index._store import BlockArray, GrowingArray
+from bgem3.index.base import SearchIndex, check_encoder
+from bgem3.index.filters import Postings, check_filter
+from bgem3.index.options import DEFAULT_SEARCH, Mode, SearchOptions
+from bgem3.index.pool import CandidatePool
+from bgem3.index.state import (
+    FP16_MAX,
+    IndexState,
+    Snapshot,
+    validate_embeddings,
+    validate_state,
+)
 
 __all__ = [
     "CandidatePool",
@@ -37,183 +48,19 @@ __all__ = [
     "validate_state",
 ]
 
-Mode = Literal["hybrid", "dense", "sparse"]
-Fusion = Literal["weighted", "rrf"]
-RRF_K = 60
-DEFAULT_WEIGHTS = (0.4, 0.2, 0.4)
+RRF_K = DEFAULT_SEARCH.rrf_k
+"""Kept for code that imported it from here: the default lives in :data:`DEFAULT_SEARCH`."""
+DEFAULT_WEIGHTS = DEFAULT_SEARCH.weights
+"""Kept for code that imported it from here: the default lives in :data:`DEFAULT_SEARCH`."""
 COMPACT_MIN_DEAD = 1024
 """Dead rows (deleted or replaced documents) before an index compacts itself."""
 HNSW_MIN_DOCUMENTS = 200_000
 """Size at which ``dense_search="auto"`` switches from the exact scan to the HNSW graph."""
-_FP16_MAX = 65504.0
+_QUERY_BLOCK = 64
+"""Most queries whose dense candidates are found in one scan of the matrix."""
 
 
-@dataclass(frozen=True)
-class IndexState:
-    """The contents of an index as plain arrays: its live documents, in order.
-
-    What :meth:`HybridIndex.state` returns, :meth:`HybridIndex.from_state` takes and the
-    saved format holds.
-
-    Attributes:
-        ids: Document ids (unique, non-empty strings).
-        texts: Texts (``None`` for documents added without one).
-        metadata: One dict per document.
-        dense: ``[n, d]`` dense vectors (float32 or float16).
-        sparse_indptr: ``int64 [n + 1]`` CSR row pointers of the lexical weights.
-        sparse_indices: ``int32`` token ids.
-        sparse_values: ``float32`` weights.
-        colbert: ``float16 [t, c]`` packed ColBERT vectors, or ``None`` without them.
-        colbert_offsets: ``int64 [n + 1]`` document ``i`` owns ``colbert[o[i]:o[i + 1]]``.
-    """
-
-    ids: list[str]
-    texts: list[str | None]
-    metadata: list[dict[str, Any]]
-    dense: NDArray[Any]
-    sparse_indptr: NDArray[np.int64]
-    sparse_indices: NDArray[np.int32]
-    sparse_values: NDArray[np.float32]
-    colbert: NDArray[np.float16] | None = None
-    colbert_offsets: NDArray[np.int64] | None = None
-
-
-def validate_state(state: IndexState, *, dense_dim: int, vocab_size: int,
-                   colbert_dim: int | None) -> None:
-    """Check everything ``add`` checks, for a whole state, in one vectorized pass.
-
-    Raises:
-        ValueError: The first inconsistency found, described.
-    """
-    n = len(state.ids)
-    if not all(isinstance(i, str) and i for i in state.ids):
-        raise ValueError("document ids must be non-empty strings")
-    if len(set(state.ids)) != n:
-        raise ValueError("document ids are not unique")
-    if len(state.texts) != n or len(state.metadata) != n:
-        raise ValueError(f"{n} ids but {len(state.texts)} texts and {len(state.metadata)} "
-                         "metadata entries")
-    if not all(t is None or isinstance(t, str) for t in state.texts):
-        raise ValueError("texts must be strings or null")
-    if not all(isinstance(m, dict) for m in state.metadata):
-        raise ValueError("metadata entries must be objects")
-    dense = state.dense
-    if dense.shape != (n, dense_dim) or dense.dtype not in (np.float32, np.float16):
-        raise ValueError(f"dense vectors must be float32/float16 [{n}, {dense_dim}], got "
-                         f"{dense.dtype} {list(dense.shape)}")
-    finite = (_all_finite_fp16(dense) if dense.dtype == np.float16
-              else bool(np.isfinite(dense).all()))
-    if not finite:
-        raise ValueError("dense vectors contain NaN or infinite values")
-    _check_pointers(state.sparse_indptr, n, state.sparse_indices.shape[0], "sparse", 0)
-    if state.sparse_values.shape != state.sparse_indices.shape:
-        raise ValueError("sparse indices and values differ in length")
-    ids = state.sparse_indices
-    if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
-        raise ValueError(f"sparse token ids outside [0, {vocab_size})")
-    if not np.isfinite(state.sparse_values).all():
-        raise ValueError("sparse weights contain NaN or infinite values")
-    if (state.colbert is None) != (colbert_dim is None) or \
-            (state.colbert is None) != (state.colbert_offsets is None):
-        raise ValueError("ColBERT vectors and offsets must both be present exactly when the "
-                         "index stores ColBERT vectors")
-    if state.colbert is not None and state.colbert_offsets is not None:
-        if state.colbert.ndim != 2 or state.colbert.shape[1] != colbert_dim \
-                or state.colbert.dtype != np.float16:
-            raise ValueError(f"ColBERT vectors must be float16 [t, {colbert_dim}], got "
-                             f"{state.colbert.dtype} {list(state.colbert.shape)}")
-        _check_pointers(state.colbert_offsets, n, state.colbert.shape[0], "ColBERT", 1)
-        if not _all_finite_fp16(state.colbert):
-            raise ValueError("ColBERT vectors contain NaN or infinite values")
-
-
-def _check_pointers(pointers: NDArray[Any], n: int, total: int, what: str, least: int) -> None:
-    """Row pointers: ``n + 1`` int64 values from 0 to ``total``, steps of at least ``least``."""
-    if pointers.shape != (n + 1,) or pointers.dtype != np.int64:
-        raise ValueError(f"{what} offsets must be int64 [{n + 1}], got {pointers.dtype} "
-                         f"{list(pointers.shape)}")
-    if int(pointers[0]) != 0 or int(pointers[-1]) != total:
-        raise ValueError(f"{what} offsets must run from 0 to {total}")
-    if n and int(np.diff(pointers).min()) < least:
-        raise ValueError(f"{what} offsets must increase by at least {least} per document")
-
-
-def _has_faiss() -> bool:
-    try:
-        _faiss()
-    except ImportError:
-        return False
-    return True
-
-
-def _faiss_or_error() -> None:
-    _faiss()
-
-
-def _filter_value(value: Any) -> tuple[str, Any] | None:
-    """The posting key of one metadata value: tagged by type, so that ``True != 1``.
-
-    Only strings, ints and bools are matched (as in Qdrant); ``None`` for anything else.
-    """
-    if isinstance(value, bool):
-        return ("bool", value)
-    if isinstance(value, int):
-        return ("int", value)
-    if isinstance(value, str):
-        return ("str", value)
-    return None
-
-
-def _posting_keys(value: Any) -> list[tuple[str, Any]]:
-    """What a metadata value is found by: itself, or each element of a list or tuple."""
-    if isinstance(value, (list, tuple)):
-        keys = [_filter_value(v) for v in value]
-        return [k for k in keys if k is not None]
-    key = _filter_value(value)
-    return [] if key is None else [key]
-
-
-def check_filter(where: Mapping[str, Any] | None) -> dict[str, list[tuple[str, Any]]]:
-    """Check a metadata filter; the same rules hold in both index backends.
-
-    A filter maps keys to a value (equality) or a list of values (any of them); all keys
-    must match. Values are strings, ints or bools, compared with their type (``True`` does
-    not match ``1``); a document whose metadata value is a list matches when any element
-    does. An empty list matches nothing.
-
-    Returns:
-        ``{key: [typed values]}``.
-
-    Raises:
-        TypeError: ``where`` is not a dict, or a key is not a string.
-        ValueError: A value that cannot be matched (a float, ``None``, a dict...).
-
-    Example:
-        >>> check_filter({"lang": "en", "year": [2023, 2024]})
-        {'lang': [('str', 'en')], 'year': [('int', 2023), ('int', 2024)]}
-    """
-    if where is None:
-        return {}
-    if not isinstance(where, Mapping):
-        raise TypeError(f"filter must be a dict such as {{'lang': 'en', 'year': [2023, 2024]}}, "
-                        f"got {type(where).__name__}")
-    out: dict[str, list[tuple[str, Any]]] = {}
-    for key, wanted in where.items():
-        if not isinstance(key, str):
-            raise TypeError(f"filter keys must be strings, got {key!r}")
-        values = list(wanted) if isinstance(wanted, (list, tuple, set, frozenset)) else [wanted]
-        typed = []
-        for value in values:
-            posting = _filter_value(value)
-            if posting is None:
-                raise ValueError(f"filter value {value!r} for {key!r} cannot be matched: use "
-                                 "strings, ints or bools")
-            typed.append(posting)
-        out[key] = typed
-    return out
-
-
-class HybridIndex:
+class HybridIndex(SearchIndex):
     """An embedded hybrid index over BGE-M3's three representations.
 
     Args:
@@ -242,7 +89,7 @@ class HybridIndex:
 
     def __init__(
         self,
-        model: Any,
+        model: Encoder,
         *,
         store_colbert: bool = True,
         dense_dtype: str = "float32",
@@ -252,19 +99,10 @@ class HybridIndex:
         if dense_search not in ("auto", "exact", "hnsw"):
             raise ValueError(f"dense_search must be 'auto', 'exact' or 'hnsw', got "
                              f"{dense_search!r}")
-        if isinstance(ef_search, bool) or not isinstance(ef_search, int) or ef_search < 1:
-            raise ValueError(f"ef_search must be a positive int, got {ef_search!r}")
-        if isinstance(model, (str, os.PathLike)):
-            raise TypeError(f"HybridIndex needs a loaded model (bgem3.BGEM3), got the path "
-                            f"{os.fspath(model)!r}; to open a saved index use "
-                            "HybridIndex.load(path, model)")
-        if not all(hasattr(model, a) for a in ("encode_documents", "dense_dim", "has_heads")):
-            raise TypeError(f"HybridIndex needs a bgem3.BGEM3 model, got {type(model).__name__}")
+        positive_int(ef_search, "ef_search")
+        model = check_encoder(model, "HybridIndex")
         if dense_dtype not in ("float32", "float16"):
             raise ValueError(f"dense_dtype must be 'float32' or 'float16', got {dense_dtype!r}")
-        if not model.has_heads:
-            raise ValueError("HybridIndex needs a model with its sparse and ColBERT heads; "
-                             f"{model.name!r} was loaded with dense_only=True")
         self.model = model
         self.store_colbert = store_colbert
         self.dense_dim: int = model.dense_dim
@@ -285,13 +123,13 @@ class HybridIndex:
                                                self._BLOCK_BYTES)
         self._cb_offsets = GrowingArray((), np.int64)
         self._cb_offsets.extend(np.zeros(1, np.int64))
-        self._meta_postings: dict[str, dict[tuple[str, Any], list[int]]] = {}
+        self._postings = Postings()
         self._snapshot: Snapshot | None = None
         self.dense_search = dense_search
         self.ef_search = ef_search
         self._graph: DenseHNSW | None = None
         if dense_search == "hnsw":
-            _faiss_or_error()
+            import_faiss()  # the ImportError with the install command, now
 
     # ------------------------------------------------------------------ size and access
     def __len__(self) -> int:
@@ -306,7 +144,7 @@ class HybridIndex:
         Raises:
             KeyError: If any id is not in the index (listing the unknown ones).
         """
-        ids = _as_ids(ids)
+        ids = as_ids(ids)
         with self._lock:
             unknown = [i for i in ids if i not in self._row]
             if unknown:
@@ -349,27 +187,13 @@ class HybridIndex:
             ValueError: Mismatched lengths, duplicate ids, or embeddings of the wrong
                 shape or with NaN values.
         """
-        texts = _as_texts(texts)
-        n = _count(texts, embeddings)
-        doc_ids = [uuid.uuid4().hex for _ in range(n)] if ids is None else _as_ids(ids)
-        if len(doc_ids) != n:
-            raise ValueError(f"got {n} documents but {len(doc_ids)} ids")
-        if len(set(doc_ids)) != n:
-            seen: set[str] = set()
-            duplicates = sorted({i for i in doc_ids if i in seen or seen.add(i)})  # type: ignore[func-returns-value]
-            raise ValueError(f"duplicate ids in one add: {duplicates[:10]}")
-        metas = _as_metadata(metadata, n)
-        if embeddings is None:
-            if texts is None:
-                raise TypeError("texts are required unless embeddings are given")
-            embeddings = self.model.encode_documents(
-                texts, dense=True, sparse=True, colbert=self.store_colbert,
-                batch_size=batch_size, show_progress=show_progress,
-            )
+        texts, doc_ids, metas, embeddings = self._add_arguments(
+            texts, ids, metadata, embeddings, batch_size, show_progress)
+        n = len(doc_ids)
         dense, sparse, colbert = validate_embeddings(
             embeddings, n, dense_dim=self.dense_dim, vocab_size=self.vocab_size,
             colbert_dim=self.colbert_dim if self.store_colbert else None)
-        if self._dense.dtype == np.float16 and n and float(np.abs(dense).max()) > _FP16_MAX:
+        if self._dense.dtype == np.float16 and n and float(np.abs(dense).max()) > FP16_MAX:
             raise ValueError("dense vectors exceed the float16 range of this index "
                              "(dense_dtype='float16'): normalise them or use float32")
         text_list: list[str | None] = [None] * n if texts is None else list(texts)
@@ -427,7 +251,7 @@ class HybridIndex:
         Raises:
             KeyError: If any id is unknown; then nothing is deleted.
         """
-        ids = list(dict.fromkeys(_as_ids(ids)))  # an id given twice is deleted once
+        ids = list(dict.fromkeys(as_ids(ids)))  # an id given twice is deleted once
         with self._lock:
             unknown = [i for i in ids if i not in self._row]
             if unknown:
@@ -452,8 +276,7 @@ class HybridIndex:
         must be a fresh array that nobody else changes: large ones are kept as they are.
         Everything that can fail is done before the first change.
         """
-        postings = [[(key, k) for key, value in meta.items() for k in _posting_keys(value)]
-                    for meta in metas]
+        postings = Postings.keys_of(metas)  # computed before the lock: nothing fails under it
         with self._lock:
             start = len(self._ids)
             replaced = [self._row[i] for i in ids if i in self._row]
@@ -467,11 +290,9 @@ class HybridIndex:
                 self._cb_offsets.extend(self._cb_offsets.view()[-1] + np.cumsum(lengths))
             alive = np.concatenate([self._alive, np.ones(len(ids), dtype=np.bool_)])
             alive[replaced] = False
-            for offset, (doc_id, keys) in enumerate(zip(ids, postings, strict=True)):
+            for offset, doc_id in enumerate(ids):
                 self._row[doc_id] = start + offset
-                for key, posting in keys:
-                    self._meta_postings.setdefault(key, {}).setdefault(posting, []).append(
-                        start + offset)
+            self._postings.add(metas, start, postings)
             self._ids.extend(ids)
             self._texts.extend(texts)
             self._metadata.extend(metas)
@@ -488,7 +309,7 @@ class HybridIndex:
             return
         if self.dense_search == "hnsw" or (self.dense_search == "auto"
                                            and len(self._ids) >= HNSW_MIN_DOCUMENTS
-                                           and _has_faiss()):
+                                           and faiss_available()):
             graph = DenseHNSW(self.dense_dim, ef_search=self.ef_search)
             for block in self._dense.rows().blocks:
                 graph.add(block)
@@ -530,7 +351,7 @@ class HybridIndex:
         )
 
     @classmethod
-    def from_state(cls, model: Any, state: IndexState, *, dense_search: str = "auto",
+    def from_state(cls, model: Encoder, state: IndexState, *, dense_search: str = "auto",
                    ef_search: int = 128, graph: DenseHNSW | None = None) -> HybridIndex:
         """An index holding ``state`` (from :meth:`state`, or read from disk), checked first.
 
@@ -580,7 +401,7 @@ class HybridIndex:
                                            ef_search=self.ef_search)
             for name in ("_ids", "_texts", "_metadata", "_row", "_alive", "_dense",
                          "_sp_indptr", "_sp_indices", "_sp_values", "_cb_vectors",
-                         "_cb_offsets", "_meta_postings", "_graph"):
+                         "_cb_offsets", "_postings", "_graph"):
                 setattr(self, name, getattr(fresh, name))
             self._snapshot = None
             return dead
@@ -607,12 +428,25 @@ class HybridIndex:
             FileExistsError: ``path`` is a file or a non-empty directory of something else.
             TypeError: Metadata that JSON cannot represent.
         """
-        from bgem3.index._persist import save_index
+        from bgem3.index._persist import write_index
 
-        save_index(self, path)
+        with self._lock:
+            if self._graph is not None and len(self) != len(self._graph):
+                self.compact()  # the saved graph numbers the live rows only
+            state = self.state()
+            graph = self._graph
+        header = {"model": self.model.name, "model_fingerprint": self.model.fingerprint,
+                  "dense_dim": self.dense_dim, "colbert_dim": self.colbert_dim,
+                  "vocab_size": self.vocab_size, "store_colbert": self.store_colbert,
+                  "dense_search": self.dense_search, "ef_search": self.ef_search}
+        if graph is not None and len(graph) == len(state.ids):
+            write_index(path, state, header, graph.to_bytes(),
+                        {"m": graph.m, "ef_construction": graph.ef_construction})
+        else:
+            write_index(path, state, header)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], model: Any) -> HybridIndex:
+    def load(cls, path: str | os.PathLike[str], model: Encoder) -> HybridIndex:
         """Load an index saved by :meth:`save`, for use with ``model``.
 
         Raises:
@@ -620,9 +454,23 @@ class HybridIndex:
             IndexFormatError: Not a bgem3 index, corrupt or truncated files, an unknown
                 format version, or a different model than the one that built the index.
         """
-        from bgem3.index._persist import load_index
+        from bgem3.errors import IndexFormatError
+        from bgem3.index._persist import check_model, read_index
 
-        return load_index(path, model)
+        saved = read_index(path, lambda root, manifest: check_model(root, manifest, model))
+        manifest = saved.manifest
+        try:
+            ef_search = manifest.get("ef_search", 128)
+            graph = None
+            if saved.graph is not None:
+                graph = DenseHNSW.from_bytes(saved.graph, m=manifest["hnsw"]["m"],
+                                             ef_construction=manifest["hnsw"]["ef_construction"],
+                                             ef_search=ef_search)
+            return cls.from_state(model, saved.state,
+                                  dense_search=manifest.get("dense_search", "auto"),
+                                  ef_search=ef_search, graph=graph)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise IndexFormatError(f"{saved.directory}: {exc}") from exc
 
     # ------------------------------------------------------------------ reading
     def snapshot(self) -> Snapshot:
@@ -650,125 +498,23 @@ class HybridIndex:
                 )
             return self._snapshot
 
-    def _filter_mask(self, snap: Snapshot, where: Mapping[str, Any] | None) -> NDArray[np.bool_]:
-        mask: NDArray[np.bool_] = snap.alive.copy()
-        for key, wanted in check_filter(where).items():
-            postings = self._meta_postings.get(key, {})
-            keep = np.zeros(snap.n, dtype=np.bool_)
-            for posting in wanted:
-                rows = np.asarray(postings.get(posting, ()), dtype=np.int64)
-                keep[rows[rows < snap.n]] = True
-            mask &= keep
-        return mask
-
-    def search(
-        self,
-        query: str,
-        k: int = 10,
-        *,
-        mode: Mode = "hybrid",
-        fusion: Fusion = "weighted",
-        weights: Sequence[float] = DEFAULT_WEIGHTS,
-        candidates: int = 100,
-        rerank: bool | None = None,
-        filter: Mapping[str, Any] | None = None,
-        rrf_k: int = RRF_K,
-    ) -> list[Hit]:
-        """Search with one query; see :meth:`search_batch` for the arguments."""
-        if not isinstance(query, str):
-            raise TypeError(f"query must be a str, got {type(query).__name__}")
-        return self.search_batch([query], k, mode=mode, fusion=fusion, weights=weights,
-                                 candidates=candidates, rerank=rerank, filter=filter,
-                                 rrf_k=rrf_k)[0]
-
-    def search_batch(
-        self,
-        queries: Sequence[str],
-        k: int = 10,
-        *,
-        mode: Mode = "hybrid",
-        fusion: Fusion = "weighted",
-        weights: Sequence[float] = DEFAULT_WEIGHTS,
-        candidates: int = 100,
-        rerank: bool | None = None,
-        filter: Mapping[str, Any] | None = None,
-        rrf_k: int = RRF_K,
-    ) -> list[list[Hit]]:
-        """Search with many queries (encoded in one batch).
-
-        Args:
-            queries: Query texts.
-            k: Hits per query (fewer if fewer documents match).
-            mode: Candidate source: ``"hybrid"`` (dense and sparse top lists),
-                ``"dense"`` or ``"sparse"``.
-            fusion: ``"weighted"``: FlagEmbedding's weighted average of the per-mode
-                scores, ``sum(w_m * s_m) / sum(w_m)`` over the modes in use; ``"rrf"``:
-                reciprocal rank fusion ``sum(1 / (rrf_k + rank_m))``, where each mode ranks
-                its own candidate list (ColBERT ranks the whole pool).
-            weights: ``(w_dense, w_sparse, w_colbert)``; the BGE-M3 README's
-                ``(0.4, 0.2, 0.4)`` by default.
-            candidates: Documents taken from each of the dense and sparse lists (at
-                least ``k``).
-            rerank: Score candidates with ColBERT; ``None`` means yes when the index
-                stores ColBERT vectors.
-            filter: Metadata conditions, all of which must hold, applied before top-k:
-                ``{"lang": "en"}`` (equality) or ``{"year": [2023, 2024]}`` (in).
-            rrf_k: The constant of reciprocal rank fusion (60, as in the RRF paper).
-
-        Returns:
-            One list of :class:`~bgem3.Hit` per query, best first.
-
-        Raises:
-            ValueError: ``k`` or ``candidates`` below 1, an unknown mode or fusion, or
-                reranking requested from an index without ColBERT vectors.
-        """
-        if isinstance(queries, str):
-            raise TypeError("queries must be a list of strings; use search() for one query")
-        texts = list(queries)
-        use_colbert = self._check_search(k, mode, fusion, candidates, rerank, weights, rrf_k)
-        encoded = self.model.encode_queries(texts, dense=True, sparse=True, colbert=use_colbert)
-        return self.search_encoded(encoded, k, mode=mode, fusion=fusion, weights=weights,
-                                   candidates=candidates, rerank=use_colbert, filter=filter,
-                                   rrf_k=rrf_k)
-
-    def _check_search(self, k: int, mode: str, fusion: str, candidates: int,
-                      rerank: bool | None, weights: Sequence[float], rrf_k: int = RRF_K) -> bool:
-        check_search_args(k, mode, fusion, candidates, weights, ("weighted", "rrf"), rrf_k)
-        if rerank and not self.store_colbert:
-            raise ValueError("rerank=True needs an index built with store_colbert=True")
-        return self.store_colbert if rerank is None else rerank
-
-    def search_encoded(
-        self,
-        queries: EncodeOutput,
-        k: int = 10,
-        *,
-        mode: Mode = "hybrid",
-        fusion: Fusion = "weighted",
-        weights: Sequence[float] = DEFAULT_WEIGHTS,
-        candidates: int = 100,
-        rerank: bool | None = None,
-        filter: Mapping[str, Any] | None = None,
-        rrf_k: int = RRF_K,
-    ) -> list[list[Hit]]:
-        """Search with queries encoded already (``encode_queries`` output).
-
-        Takes the arguments of :meth:`search_batch`; use it to embed once and search often.
-        """
-        use_colbert = self._check_search(k, mode, fusion, candidates, rerank, weights, rrf_k)
+    # ------------------------------------------------------------------ searching
+    def _search_encoded(self, queries: EncodeOutput, options: SearchOptions
+                        ) -> list[list[Hit]]:
         snap = self.snapshot()
-        return [_hits(snap, pool, pool.fuse(fusion, weights, rrf_k), k)
-                for pool in self._pools(snap, queries, k, mode, candidates, use_colbert, filter)]
+        return [_hits(snap, pool, pool.fuse(options.fusion, options.weights, options.rrf_k),
+                      options.k)
+                for pool in self._pools(snap, queries, options)]
 
     def score_candidates(
         self,
         queries: EncodeOutput,
-        k: int = 10,
+        k: int = DEFAULT_SEARCH.k,
         *,
-        mode: Mode = "hybrid",
-        candidates: int = 100,
-        rerank: bool | None = None,
-        filter: Mapping[str, Any] | None = None,
+        mode: Mode = DEFAULT_SEARCH.mode,
+        candidates: int = DEFAULT_SEARCH.candidates,
+        rerank: bool | None = DEFAULT_SEARCH.rerank,
+        filter: Mapping[str, Any] | None = DEFAULT_SEARCH.filter,
     ) -> list[CandidatePool]:
         """The candidate pool of each query with its exact per-mode scores, unfused.
 
@@ -786,33 +532,33 @@ class HybridIndex:
         Returns:
             One :class:`CandidatePool` per query.
         """
-        use_colbert = self._check_search(k, mode, "weighted", candidates, rerank, DEFAULT_WEIGHTS)
-        return list(self._pools(self.snapshot(), queries, k, mode, candidates, use_colbert,
-                                filter))
+        options = self.search_options(k=k, mode=mode, candidates=candidates, rerank=rerank,
+                                      filter=filter)
+        return list(self._pools(self.snapshot(), queries, options))
 
-    def _pools(self, snap: Snapshot, queries: EncodeOutput, k: int, mode: str,
-               candidates: int, use_colbert: bool, filter: Mapping[str, Any] | None
+    def _pools(self, snap: Snapshot, queries: EncodeOutput, options: SearchOptions
                ) -> Iterator[CandidatePool]:
         """Each query's pool; the dense matrix is read once per block of queries."""
+        use_colbert = bool(options.rerank)
         dense, sparse = _check_queries(queries, self.dense_dim,
                                        self.colbert_dim if use_colbert else None)
-        mask = self._filter_mask(snap, filter)
-        empty = CandidatePool(np.zeros(0, np.int64), [], {}, {})
-        candidates = max(candidates, k)  # each list must be able to fill the k hits
-        for start in range(0, len(queries), _QUERY_BLOCK):
-            stop = min(start + _QUERY_BLOCK, len(queries))
+        mask = self._postings.mask(options.filter, snap.alive)
+        candidates = max(options.candidates, options.k)  # each list must fill the k hits
+        block = query_block(snap.n, _QUERY_BLOCK)
+        for start in range(0, len(queries), block):
+            stop = min(start + block, len(queries))
             if not mask.any():
-                yield from (empty for _ in range(start, stop))
+                yield from (CandidatePool.empty() for _ in range(start, stop))
                 continue
             dense_tops = None
-            if mode in ("hybrid", "dense"):
+            if options.mode in ("hybrid", "dense"):
                 graph = self._graph
                 if graph is not None:
                     with self._lock:  # faiss must not search while a writer adds
                         dense_tops = graph.search(dense[start:stop], candidates, mask)
                 else:
-                    dense_tops = _dense_candidates(snap.dense, dense[start:stop], mask,
-                                                   candidates)
+                    dense_tops = [rows for rows, _ in dense_top(
+                        snap.dense, dense[start:stop], candidates, mask)]
             for j in range(stop - start):
                 i = start + j
                 query = _Query(
@@ -820,77 +566,8 @@ class HybridIndex:
                     sparse=_clip(sparse[i], self.vocab_size),
                     colbert=(np.asarray(queries.colbert[i], dtype=np.float32)
                              if use_colbert and queries.colbert else None))
-                yield self._pool(snap, mask, query,
-                                 None if dense_tops is None else dense_tops[j], mode, candidates)
-
-    def _pool(
-        self,
-        snap: Snapshot,
-        mask: NDArray[np.bool_],
-        query: _Query,
-        dense_top: NDArray[np.int64] | None,
-        mode: str,
-        candidates: int,
-    ) -> CandidatePool:
-        """The candidates of one query with their exact per-mode scores."""
-        pools = []
-        if dense_top is not None:
-            pools.append(dense_top)
-        sparse_all = None
-        if mode in ("hybrid", "sparse"):
-            # lexical scores of every document: only the query tokens' postings are read
-            sparse_all = _sparse_scores(snap, query.sparse)
-            matching = np.flatnonzero((sparse_all > 0) & mask)
-            pools.append(matching[_top(sparse_all[matching], candidates)])
-        pool = np.unique(np.concatenate(pools))
-        used = [m for m in ("dense", "sparse") if m == mode or mode == "hybrid"]
-        lists = dict(zip(used, pools, strict=True))
-        # exact per-mode scores of the pool (fp16 dense storage widened to fp32 here)
-        per_mode: dict[str, NDArray[np.float32]] = {
-            "dense": _pool_dense_scores(snap.dense.take(pool), query.dense),
-            "sparse": (sparse_all[pool] if sparse_all is not None
-                       else _sparse_scores(snap, query.sparse, rows=pool)),
-        }
-        if (query.colbert is not None and snap.colbert is not None
-                and snap.colbert_offsets is not None and pool.size):
-            starts, ends = snap.colbert_offsets[pool], snap.colbert_offsets[pool + 1]
-            per_mode["colbert"] = _colbert_scores(query.colbert, snap.colbert,
-                                                  row_ranges(starts, ends), ends - starts)
-            lists["colbert"] = pool  # ColBERT reranks the whole pool
-        return CandidatePool(rows=pool, ids=[snap.ids[r] for r in pool], scores=per_mode,
-                             lists=lists)
-
-
-@dataclass(frozen=True)
-class CandidatePool:
-    """The documents one search scores, with the exact scores that search fuses.
-
-    Attributes:
-        rows: Storage rows of the pool, ascending (the union of the candidate lists).
-        ids: Their document ids.
-        scores: ``float32`` per-mode scores of the pool: ``"dense"`` and ``"sparse"``
-            always, ``"colbert"`` when the search reranks.
-        lists: The rows each mode in use contributed (its own ranking for RRF); ColBERT,
-            when used, ranks the whole pool.
-    """
-
-    rows: NDArray[np.int64]
-    ids: list[str]
-    scores: dict[str, NDArray[np.float32]]
-    lists: dict[str, NDArray[np.int64]]
-
-    def fuse(self, fusion: str, weights: Sequence[float], rrf_k: float = RRF_K
-             ) -> NDArray[np.float64]:
-        """Fused scores of the pool, as :meth:`HybridIndex.search` ranks them."""
-        if self.rows.size == 0:
-            return np.zeros(0)
-        names = [m for m in ("dense", "sparse", "colbert") if m in self.lists]
-        values = [self.scores[m] for m in names]
-        if fusion == "rrf":
-            members = [np.isin(self.rows, self.lists[m]) for m in names]
-            return rrf_fuse(values, members, rrf_k)
-        w = dict(zip(("dense", "sparse", "colbert"), weights, strict=True))
-        return weighted_fuse(values, [w[m] for m in names])
+                yield _pool(snap, mask, query, None if dense_tops is None else dense_tops[j],
+                            options.mode, candidates)
 
 
 @dataclass(frozen=True)
@@ -898,6 +575,38 @@ class _Query:
     dense: NDArray[np.float32]
     sparse: SparseVector
     colbert: NDArray[np.float32] | None
+
+
+def _pool(snap: Snapshot, mask: NDArray[np.bool_], query: _Query,
+          dense_top_rows: NDArray[np.int64] | None, mode: str, candidates: int
+          ) -> CandidatePool:
+    """The candidates of one query with their exact per-mode scores."""
+    pools = []
+    if dense_top_rows is not None:
+        pools.append(dense_top_rows)
+    sparse_all = None
+    if mode in ("hybrid", "sparse"):
+        # lexical scores of every document: only the query tokens' postings are read
+        sparse_all = _sparse_scores(snap, query.sparse)
+        matching = np.flatnonzero((sparse_all > 0) & mask)
+        pools.append(matching[CandidatePool.best(sparse_all[matching], candidates)])
+    pool = np.unique(np.concatenate(pools))
+    used = [m for m in ("dense", "sparse") if m == mode or mode == "hybrid"]
+    lists = dict(zip(used, pools, strict=True))
+    # exact per-mode scores of the pool (fp16 dense storage widened to fp32 here)
+    per_mode: dict[str, NDArray[np.float32]] = {
+        "dense": pool_dense_scores(snap.dense.take(pool), query.dense),
+        "sparse": (sparse_all[pool] if sparse_all is not None
+                   else _sparse_scores(snap, query.sparse, rows=pool)),
+    }
+    if (query.colbert is not None and snap.colbert is not None
+            and snap.colbert_offsets is not None and pool.size):
+        starts, ends = snap.colbert_offsets[pool], snap.colbert_offsets[pool + 1]
+        per_mode["colbert"] = maxsim_rows(query.colbert, snap.colbert,
+                                          row_ranges(starts, ends), ends - starts)
+        lists["colbert"] = pool  # ColBERT reranks the whole pool
+    return CandidatePool(rows=pool, ids=[snap.ids[r] for r in pool], scores=per_mode,
+                         lists=lists)
 
 
 def _sparse_scores(snap: Snapshot, query: SparseVector,
@@ -915,101 +624,19 @@ def _sparse_scores(snap: Snapshot, query: SparseVector,
     return scores
 
 
-_QUERY_BLOCK = 64
-
-
-def _all_finite_fp16(values: NDArray[np.float16], rows: int = 1024) -> bool:
-    """Whether no value is inf or NaN (the fp16 values whose exponent bits are all ones).
-
-    Checked in cache-sized chunks: 8x faster than ``np.isfinite`` on a large fp16 array.
-    """
-    bits = values.view(np.uint16)
-    return not any(((bits[i : i + rows] & 0x7C00) == 0x7C00).any()
-                   for i in range(0, bits.shape[0], rows))
-
-
 def _clip(vector: SparseVector, vocab_size: int) -> SparseVector:
+    """The query's weights on token ids this index knows (others cannot match)."""
     keep = vector.indices < vocab_size
-    return vector if keep.all() else SparseVector._unchecked(vector.indices[keep],
-                                                             vector.values[keep])
-
-
-def _dense_scores(dense: Rows, queries: NDArray[np.float32],
-                  chunk: int = 65536) -> NDArray[np.float32]:
-    """``queries @ dense.T`` as ``float32 [m, n]``, reading ``dense`` once, in row chunks.
-
-    All matrix products of the index run in torch: alternating between numpy's BLAS
-    threads and torch's makes both wait for each other (a hybrid query took 1.7x longer).
-    fp16 storage is multiplied in fp16, as these scores only pick candidates (the pool is
-    re-scored exactly): widening every chunk first costs 3x more than the product.
-    """
-    import torch
-
-    q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
-    if dense.dtype == np.float16:
-        q = q.half()
-    out = np.empty((q.shape[0], len(dense)), dtype=np.float32)
-    scores = torch.from_numpy(out)
-    start = 0
-    for block in dense.blocks:
-        for i in range(0, len(block), chunk):
-            part = torch.from_numpy(block[i : i + chunk])
-            if q.dtype == torch.float32:
-                torch.mm(q, part.T, out=scores[:, start : start + part.shape[0]])
-            else:
-                scores[:, start : start + part.shape[0]] = q @ part.T
-            start += part.shape[0]
-    return out
-
-
-def _pool_dense_scores(vectors: NDArray[Any], query: NDArray[np.float32]) -> NDArray[np.float32]:
-    """Exact fp32 dense scores of a few stored vectors (torch: see :func:`_dense_scores`)."""
-    import torch
-
-    scores = torch.from_numpy(vectors).float() @ torch.from_numpy(query)
-    return scores.numpy()
-
-
-def _colbert_scores(query: NDArray[np.float32], colbert: Rows, rows: NDArray[np.int64],
-                    lengths: NDArray[np.int64]) -> NDArray[np.float32]:
-    """MaxSim of one query against the documents whose packed vectors are ``rows``.
-
-    The fp16 vectors are widened and multiplied by torch: 3x faster than numpy here.
-    """
-    import torch
-
-    vectors = torch.from_numpy(colbert.take(rows)).float()
-    q = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32))
-    return segment_maxsim((q @ vectors.T).numpy(), lengths)
-
-
-def _dense_candidates(dense: Rows, queries: NDArray[np.float32], mask: NDArray[np.bool_],
-                      candidates: int) -> list[NDArray[np.int64]]:
-    """Each query's top ``candidates`` rows by dense score among the ``mask`` rows."""
-    import torch
-
-    scores = _dense_scores(dense, queries)
-    if not mask.all():
-        scores[:, ~mask] = -np.inf
-    # torch.topk: 4x faster than numpy's argpartition over a million scores
-    values, rows = torch.topk(torch.from_numpy(scores), min(candidates, scores.shape[1]), dim=1)
-    keep = torch.isfinite(values).numpy()
-    return [r[f] for r, f in zip(rows.numpy(), keep, strict=True)]
-
-
-def _top(scores: NDArray[np.floating], k: int) -> NDArray[np.int64]:
-    """Indices of the ``k`` largest scores, best first (``argpartition``, then sort k)."""
-    if scores.size <= k:
-        return np.argsort(-scores, kind="stable")
-    part = np.argpartition(-scores, k - 1)[:k]
-    return part[np.argsort(-scores[part], kind="stable")]
+    if keep.all():
+        return vector
+    return SparseVector(vector.indices[keep], vector.values[keep])
 
 
 def _hits(snap: Snapshot, pool: CandidatePool, fused: NDArray[np.float64], k: int
           ) -> list[Hit]:
     """The ``k`` best of a pool as hits, best first."""
     hits = []
-    for j in _top(fused, k):
+    for j in CandidatePool.best(fused, k):
         row = int(pool.rows[j])
         hits.append(Hit(
             id=snap.ids[row],
@@ -1022,93 +649,18 @@ def _hits(snap: Snapshot, pool: CandidatePool, fused: NDArray[np.float64], k: in
 
 
 def check_search_args(k: int, mode: str, fusion: str, candidates: int,
-                      weights: Sequence[float], fusions: Sequence[str], rrf_k: int = RRF_K
-                      ) -> None:
-    """Validate the search arguments both backends share; raise ``ValueError`` if wrong."""
-    if isinstance(rrf_k, bool) or not isinstance(rrf_k, int) or rrf_k < 1:
-        raise ValueError(f"rrf_k must be a positive int, got {rrf_k!r}")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
-    if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
-        raise ValueError(f"candidates must be a positive int, got {candidates!r}")
-    if mode not in ("hybrid", "dense", "sparse"):
-        raise ValueError(f"mode must be 'hybrid', 'dense' or 'sparse', got {mode!r}")
+                      weights: Sequence[float], fusions: Sequence[str],
+                      rrf_k: int = DEFAULT_SEARCH.rrf_k) -> None:
+    """Validate search arguments; raise ``ValueError`` if wrong.
+
+    Kept for code written against earlier versions: :class:`SearchOptions` checks the
+    same (``SearchOptions(k=..., mode=...)`` raises).
+    """
+    SearchOptions(k=k, mode=mode, fusion=fusion if fusion in ("weighted", "rrf", "dbsf")  # type: ignore[arg-type]
+                  else "weighted", weights=tuple(weights), candidates=candidates,  # type: ignore[arg-type]
+                  rrf_k=rrf_k)
     if fusion not in fusions:
         raise ValueError(f"fusion must be one of {', '.join(map(repr, fusions))}, got {fusion!r}")
-    fuse_scores(0.0, 0.0, 0.0, weights)  # validates the weights
-
-
-def validate_embeddings(
-    emb: EncodeOutput, n: int, *, dense_dim: int, vocab_size: int, colbert_dim: int | None
-) -> tuple[NDArray[np.float32], list[SparseVector],
-           tuple[NDArray[np.float16], NDArray[np.int64]] | None]:
-    """Check precomputed document outputs before anything is stored (both backends use it).
-
-    Args:
-        emb: ``encode_documents`` output for ``n`` documents.
-        n: Number of documents.
-        dense_dim: Expected dense width.
-        vocab_size: Token ids must lie below this.
-        colbert_dim: Expected ColBERT width, or ``None`` when ColBERT is not stored.
-
-    Returns:
-        The dense matrix (fp32), the sparse vectors, and for ColBERT the packed fp16
-        vectors with the row count of each document (or ``None``).
-
-    Raises:
-        ValueError: A missing output, a wrong shape, an id outside the vocabulary, or a
-            NaN / infinite value.
-    """
-    if emb.dense is None or emb.sparse is None:
-        raise ValueError("embeddings need dense and sparse outputs")
-    dense = np.asarray(emb.dense, dtype=np.float32)
-    if dense.shape != (n, dense_dim):
-        raise ValueError(f"dense embeddings must have shape ({n}, {dense_dim}), "
-                         f"got {dense.shape}")
-    if not np.isfinite(dense).all():
-        raise ValueError("dense embeddings contain NaN or infinite values")
-    if len(emb.sparse) != n:
-        raise ValueError(f"expected {n} sparse vectors, got {len(emb.sparse)}")
-    for i, vector in enumerate(emb.sparse):
-        if not isinstance(vector, SparseVector):
-            raise TypeError(f"sparse vector {i} is a {type(vector).__name__}, not a "
-                            "bgem3.SparseVector (FlagEmbedding's lexical_weights dicts convert "
-                            "with SparseVector.from_dict)")
-    if n:  # checked on the concatenation: one numpy call per check, not per document
-        ids = np.concatenate([v.indices for v in emb.sparse])
-        if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
-            raise ValueError(f"sparse vectors hold token ids outside [0, {vocab_size})")
-        if not np.isfinite(np.concatenate([v.values for v in emb.sparse])).all():
-            raise ValueError("sparse vectors contain NaN or infinite values")
-    colbert = None
-    if colbert_dim is not None:
-        if emb.colbert is None or len(emb.colbert) != n:
-            raise ValueError(f"this index stores ColBERT vectors: expected {n} arrays")
-        for i, a in enumerate(emb.colbert):
-            if a.ndim != 2 or a.shape[0] < 1 or a.shape[1] != colbert_dim:
-                raise ValueError(f"ColBERT array {i} must have shape (t >= 1, "
-                                 f"{colbert_dim}), got {a.shape}")
-        lengths = np.fromiter((a.shape[0] for a in emb.colbert), np.int64, n)
-        packed = (np.concatenate(emb.colbert).astype(np.float16, copy=False) if n
-                  else np.zeros((0, colbert_dim), np.float16))
-        if not _all_finite_fp16(packed):
-            raise ValueError("ColBERT arrays contain NaN or infinite values (or values "
-                             "beyond the fp16 range)")
-        colbert = (packed, lengths)
-    return dense, list(emb.sparse), colbert
-
-
-def _as_texts(texts: Any) -> list[str] | None:
-    """Texts as a list: a list, tuple, numpy array of strings or any iterable of them."""
-    if texts is None:
-        return None
-    if isinstance(texts, (str, bytes, Mapping)):
-        raise TypeError(f"texts must be a list of strings, got {type(texts).__name__}")
-    if isinstance(texts, np.ndarray):
-        texts = texts.tolist()
-    if not isinstance(texts, Iterable):
-        raise TypeError(f"texts must be a list of strings, got {type(texts).__name__}")
-    return list(texts)
 
 
 def _check_queries(queries: EncodeOutput, dense_dim: int, colbert_dim: int | None
@@ -1132,41 +684,3 @@ def _check_queries(queries: EncodeOutput, dense_dim: int, colbert_dim: int | Non
                 np.ndim(a) != 2 or np.shape(a)[1] != colbert_dim for a in queries.colbert):
             raise ValueError(f"expected {n} query ColBERT arrays of shape (t, {colbert_dim})")
     return queries.dense, queries.sparse
-
-
-def _count(texts: Sequence[str] | None, embeddings: EncodeOutput | None) -> int:
-    if texts is not None:
-        if isinstance(texts, str) or not isinstance(texts, Sequence):
-            raise TypeError(f"texts must be a list of strings, got {type(texts).__name__}")
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise TypeError(f"texts[{i}] must be a str, got {type(text).__name__}")
-        if embeddings is not None and len(embeddings) != len(texts):
-            raise ValueError(f"got {len(texts)} texts but embeddings for {len(embeddings)}")
-        return len(texts)
-    if embeddings is None:
-        raise TypeError("texts are required unless embeddings are given")
-    return len(embeddings)
-
-
-def _as_ids(ids: Iterable[str]) -> list[str]:
-    if isinstance(ids, (str, bytes, Mapping)) or not isinstance(ids, Iterable):
-        raise TypeError(f"ids must be a list of strings, got {type(ids).__name__}")
-    out = ids.tolist() if isinstance(ids, np.ndarray) else list(ids)
-    for i, doc_id in enumerate(out):
-        if not isinstance(doc_id, str) or not doc_id:
-            raise TypeError(f"ids[{i}] must be a non-empty str, got {doc_id!r}")
-    return out
-
-
-def _as_metadata(metadata: Sequence[Mapping[str, Any]] | None, n: int) -> list[dict[str, Any]]:
-    if metadata is None:
-        return [{} for _ in range(n)]
-    if isinstance(metadata, Mapping) or len(metadata) != n:
-        raise ValueError(f"metadata must be a list of {n} dicts, one per document")
-    out = []
-    for i, meta in enumerate(metadata):
-        if not isinstance(meta, Mapping):
-            raise TypeError(f"metadata[{i}] must be a dict, got {type(meta).__name__}")
-        out.append(dict(meta))
-    return out

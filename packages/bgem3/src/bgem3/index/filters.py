@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 __all__ = ["Postings", "TypedValue", "check_filter", "posting_keys"]
 
 TypedValue = tuple[str, Any]
-"""A filterable value tagged with its type: ``("str", "en")``, ``("int", 3)``, ``("bool", True)``."""
+"""A filterable value tagged with its type, e.g. ``("str", "en")`` or ``("bool", True)``."""
 
 
 def _typed(value: Any) -> TypedValue | None:

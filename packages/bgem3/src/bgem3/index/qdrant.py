@@ -14,24 +14,17 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 
-from bgem3._types import EncodeOutput, Hit, SparseVector
-from bgem3.index.embedded import (
-    DEFAULT_WEIGHTS,
-    RRF_K,
-    CandidatePool,
-    Mode,
-    _as_ids,
-    _as_metadata,
-    _count,
-    _top,
-    check_filter,
-    check_search_args,
-    validate_embeddings,
-)
+from bgem3._inputs import as_ids
+from bgem3._types import EncodeOutput, Encoder, Hit, SparseVector
+from bgem3.index.base import SearchIndex, check_encoder
+from bgem3.index.filters import check_filter
+from bgem3.index.options import Fusion, SearchOptions
+from bgem3.index.pool import CandidatePool
+from bgem3.index.state import validate_embeddings
 from bgem3.scoring import lexical_matching_score
 
 __all__ = ["QdrantHybridIndex"]
@@ -39,7 +32,8 @@ __all__ = ["QdrantHybridIndex"]
 # Qdrant point ids must be ints or UUIDs: document ids map to UUID5s in this namespace.
 _NAMESPACE = uuid.UUID("8c4f3b4e-2d7a-5f0e-9b1c-6a2e0d3f4b51")
 DENSE, SPARSE, COLBERT = "dense", "sparse", "colbert"
-QdrantFusion = Literal["weighted", "rrf", "dbsf"]
+QdrantFusion = Fusion
+"""Kept for code that imported it: the fusions are declared in ``bgem3.index.options``."""
 
 
 def _import_qdrant() -> Any:
@@ -56,7 +50,7 @@ def _point_id(doc_id: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, doc_id))
 
 
-class QdrantHybridIndex:
+class QdrantHybridIndex(SearchIndex):
     """Hybrid search on Qdrant with the same methods as :class:`~bgem3.HybridIndex`.
 
     Args:
@@ -73,9 +67,11 @@ class QdrantHybridIndex:
         hits = index.search("query", k=5, filter={"lang": "en"})
     """
 
+    fusions: ClassVar[tuple[str, ...]] = ("weighted", "rrf", "dbsf")
+
     def __init__(
         self,
-        model: Any,
+        model: Encoder,
         client: Any = None,
         collection: str = "bgem3",
         *,
@@ -85,7 +81,7 @@ class QdrantHybridIndex:
         from qdrant_client import models
 
         self._models = models
-        self.model = model
+        self.model = check_encoder(model, "QdrantHybridIndex")
         self.client = client if client is not None else qdrant.QdrantClient(":memory:")
         self.collection = collection
         self.store_colbert = store_colbert
@@ -94,7 +90,7 @@ class QdrantHybridIndex:
         else:
             vectors = {DENSE: models.VectorParams(size=model.dense_dim,
                                                   distance=models.Distance.COSINE)}
-            if store_colbert:
+            if store_colbert and model.colbert_dim is not None:  # a model with heads has it
                 vectors[COLBERT] = models.VectorParams(
                     size=model.colbert_dim, distance=models.Distance.DOT,
                     multivector_config=models.MultiVectorConfig(
@@ -134,19 +130,10 @@ class QdrantHybridIndex:
         show_progress: bool | None = None,
     ) -> list[str]:
         """Add or replace documents; see :meth:`bgem3.HybridIndex.add`."""
-        n = _count(texts, embeddings)
-        doc_ids = [uuid.uuid4().hex for _ in range(n)] if ids is None else _as_ids(ids)
-        if len(doc_ids) != n or len(set(doc_ids)) != n:
-            raise ValueError("ids must be unique, one per document")
-        metas = _as_metadata(metadata, n)
-        if embeddings is None:
-            if texts is None:
-                raise TypeError("texts are required unless embeddings are given")
-            embeddings = self.model.encode_documents(
-                texts, dense=True, sparse=True, colbert=self.store_colbert,
-                batch_size=batch_size, show_progress=show_progress)
+        texts, doc_ids, metas, embeddings = self._add_arguments(
+            texts, ids, metadata, embeddings, batch_size, show_progress)
         points = self._points(texts, doc_ids, metas, embeddings)
-        for start in range(0, n, batch_size):
+        for start in range(0, len(doc_ids), batch_size):
             self.client.upsert(self.collection, points=points[start : start + batch_size])
         return doc_ids
 
@@ -212,7 +199,7 @@ class QdrantHybridIndex:
 
     def delete(self, ids: Sequence[str]) -> None:
         """Delete documents; unknown ids raise ``KeyError`` and nothing is deleted."""
-        ids = _as_ids(ids)
+        ids = as_ids(ids)
         found = {p.payload["doc_id"] for p in self.client.retrieve(
             self.collection, [_point_id(i) for i in ids], with_payload=True)}
         unknown = [i for i in ids if i not in found]
@@ -223,7 +210,7 @@ class QdrantHybridIndex:
 
     def get(self, ids: Sequence[str]) -> list[Hit]:
         """Stored documents by id; unknown ids raise ``KeyError``."""
-        ids = _as_ids(ids)
+        ids = as_ids(ids)
         points = {p.payload["doc_id"]: p for p in self.client.retrieve(
             self.collection, [_point_id(i) for i in ids], with_payload=True)}
         unknown = [i for i in ids if i not in points]
@@ -233,126 +220,57 @@ class QdrantHybridIndex:
                     dict(points[i].payload["metadata"])) for i in ids]
 
     # ------------------------------------------------------------------ searching
-    def search(
-        self,
-        query: str,
-        k: int = 10,
-        *,
-        mode: Mode = "hybrid",
-        fusion: QdrantFusion = "weighted",
-        weights: Sequence[float] = DEFAULT_WEIGHTS,
-        candidates: int = 100,
-        rerank: bool | None = None,
-        filter: Mapping[str, Any] | None = None,  # the name users expect
-        rrf_k: int = RRF_K,
-    ) -> list[Hit]:
-        """Search with one query; see :meth:`search_batch` for the arguments."""
-        if not isinstance(query, str):
-            raise TypeError(f"query must be a str, got {type(query).__name__}")
-        return self.search_batch([query], k, mode=mode, fusion=fusion, weights=weights,
-                                 candidates=candidates, rerank=rerank, filter=filter,
-                                 rrf_k=rrf_k)[0]
+    def search_options(self, options: SearchOptions | None = None, **changes: Any
+                       ) -> SearchOptions:
+        """Checked options; ``"dbsf"`` needs ``mode="hybrid"`` and no rerank (see base)."""
+        checked = super().search_options(options, **changes)
+        if checked.fusion == "dbsf" and (checked.rerank or checked.mode != "hybrid"):
+            raise ValueError("fusion='dbsf' fuses the dense and sparse lists on the server: "
+                             "it needs mode='hybrid' and rerank=False (or use fusion "
+                             "'weighted' or 'rrf')")
+        return checked
 
-    def search_batch(
-        self,
-        queries: Sequence[str],
-        k: int = 10,
-        *,
-        mode: Mode = "hybrid",
-        fusion: QdrantFusion = "weighted",
-        weights: Sequence[float] = DEFAULT_WEIGHTS,
-        candidates: int = 100,
-        rerank: bool | None = None,
-        filter: Mapping[str, Any] | None = None,
-        rrf_k: int = RRF_K,
-    ) -> list[list[Hit]]:
-        """Search with many queries: one encoding batch, one ``query_batch_points`` call.
+    def _search_encoded(self, queries: EncodeOutput, options: SearchOptions
+                        ) -> list[list[Hit]]:
+        """One ``query_batch_points`` call: a request per query.
 
-        Each query is one request: dense and sparse prefetches of ``candidates`` each,
-        then, with ``rerank``, the ColBERT multivector scores their union on the server.
-
-        Args:
-            queries: Query texts.
-            k: Hits per query.
-            mode: Candidate source: ``"hybrid"`` (dense and sparse), ``"dense"``, ``"sparse"``.
-            fusion: ``"weighted"`` (default) and ``"rrf"`` fuse the per-mode scores of the
-                candidate pool exactly as :class:`~bgem3.HybridIndex` does, so both backends
-                rank alike. In hybrid mode without rerank, ``"rrf"`` and ``"dbsf"`` fuse on
-                the server, which then returns only ``k`` points per query.
-            weights: ``(w_dense, w_sparse, w_colbert)`` for ``"weighted"``.
-            candidates: Documents each prefetch returns.
-            rerank: Score the candidates with ColBERT MaxSim; ``None`` means yes when
-                the collection stores ColBERT vectors.
-            filter: Metadata conditions as in :meth:`bgem3.HybridIndex.search`.
-            rrf_k: The constant of reciprocal rank fusion (60, as in the RRF paper).
-
-        Returns:
-            One list of hits per query, best first, with per-mode scores.
+        Each request holds dense and sparse prefetches of ``candidates`` each, then, with
+        ``rerank``, the ColBERT multivector scores their union on the server. ``"weighted"``
+        and ``"rrf"`` fuse the per-mode scores of the pool exactly as
+        :class:`~bgem3.HybridIndex` does, so both backends rank alike; in hybrid mode
+        without rerank, ``"rrf"`` and ``"dbsf"`` fuse on the server instead, which then
+        returns only ``k`` points per query.
         """
-        if isinstance(queries, str):
-            raise TypeError("queries must be a list of strings; use search() for one query")
-        texts = list(queries)
-        use_colbert = self._check_search(k, mode, fusion, candidates, rerank, weights, rrf_k)
-        encoded = self.model.encode_queries(texts, dense=True, sparse=True, colbert=use_colbert)
-        return self.search_encoded(encoded, k, mode=mode, fusion=fusion, weights=weights,
-                                   candidates=candidates, rerank=use_colbert, filter=filter,
-                                   rrf_k=rrf_k)
-
-    def search_encoded(
-        self,
-        queries: EncodeOutput,
-        k: int = 10,
-        *,
-        mode: Mode = "hybrid",
-        fusion: QdrantFusion = "weighted",
-        weights: Sequence[float] = DEFAULT_WEIGHTS,
-        candidates: int = 100,
-        rerank: bool | None = None,
-        filter: Mapping[str, Any] | None = None,
-        rrf_k: int = RRF_K,
-    ) -> list[list[Hit]]:
-        """Search with queries encoded already; takes the arguments of :meth:`search_batch`."""
-        use_colbert = self._check_search(k, mode, fusion, candidates, rerank, weights, rrf_k)
+        use_colbert = bool(options.rerank)
+        k, mode, fusion = options.k, options.mode, options.fusion
         if queries.dense is None or queries.sparse is None:
             raise ValueError("encoded queries need dense and sparse outputs")
         if use_colbert and queries.colbert is None:
             raise ValueError("reranking needs the queries' ColBERT vectors")
         if len(queries) == 0:
             return []
-        candidates = max(candidates, k)  # each list must be able to fill the k hits
+        candidates = max(options.candidates, k)  # each list must be able to fill the k hits
         # the pool and its per-mode scores come back, and we fuse them, unless the server
         # fuses (RRF or DBSF over the two prefetches, no rerank)
         on_client = fusion == "weighted" or use_colbert or mode != "hybrid"
-        where = self._filter(filter)
+        where = self._filter(options.filter)
         if where is False:  # an empty list of allowed values matches nothing
             return [[] for _ in range(len(queries))]
         requests = [self._request(queries, i, mode, candidates, k, use_colbert, on_client, fusion,
-                                  where, rrf_k) for i in range(len(queries))]
+                                  where, options.rrf_k) for i in range(len(queries))]
         responses = self.client.query_batch_points(self.collection, requests=requests)
         results = []
         for i, response in enumerate(responses):
             hits = [self._scored(point, queries, i, use_colbert) for point in response.points]
             if on_client:
-                hits = _fuse_pool(hits, k, mode, fusion, tuple(weights), candidates, rrf_k)
+                hits = _fuse_pool(hits, k, mode, fusion, options.weights, candidates,
+                                  options.rrf_k)
             results.append(hits)
         return results
 
-    def _check_search(self, k: int, mode: str, fusion: str, candidates: int,
-                      rerank: bool | None, weights: Sequence[float], rrf_k: int = RRF_K) -> bool:
-        check_search_args(k, mode, fusion, candidates, weights, ("weighted", "rrf", "dbsf"),
-                          rrf_k)
-        use_colbert = self.store_colbert if rerank is None else rerank
-        if use_colbert and not self.store_colbert:
-            raise ValueError("rerank=True needs a collection with ColBERT vectors")
-        if fusion == "dbsf" and (use_colbert or mode != "hybrid"):
-            raise ValueError("fusion='dbsf' fuses the dense and sparse lists on the server: "
-                             "it needs mode='hybrid' and rerank=False (or use fusion "
-                             "'weighted' or 'rrf')")
-        return use_colbert
-
     def _request(self, q: EncodeOutput, i: int, mode: str, candidates: int, k: int,
                  use_colbert: bool, on_client: bool, fusion: str, where: Any,
-                 rrf_k: int = RRF_K) -> Any:
+                 rrf_k: int) -> Any:
         models = self._models
         sparse = q.sparse[i]  # type: ignore[index]
         sparse_q = models.SparseVector(indices=sparse.indices.tolist(),
@@ -399,7 +317,7 @@ class QdrantHybridIndex:
     def _filter(self, where: Mapping[str, Any] | None) -> Any:
         """The Qdrant filter of ``where``; ``False`` when it can match nothing.
 
-        The rules of :func:`~bgem3.index.embedded.check_filter`: typed equality, any-of
+        The rules of :func:`~bgem3.index.filters.check_filter`: typed equality, any-of
         lists, list payloads match by element.
         """
         checked = check_filter(where)
@@ -431,10 +349,10 @@ def _fuse_pool(pool: list[Hit], k: int, mode: str, fusion: str, weights: tuple[f
                 for name in (DENSE, SPARSE, COLBERT)}
     lists = {}
     if mode in ("hybrid", "dense"):
-        lists[DENSE] = rows[_top(per_mode[DENSE], candidates)]
+        lists[DENSE] = rows[CandidatePool.best(per_mode[DENSE], candidates)]
     if mode in ("hybrid", "sparse"):
         matching = np.flatnonzero(per_mode[SPARSE] > 0)
-        lists[SPARSE] = matching[_top(per_mode[SPARSE][matching], candidates)]
+        lists[SPARSE] = matching[CandidatePool.best(per_mode[SPARSE][matching], candidates)]
     if COLBERT in pool[0].scores:
         lists[COLBERT] = rows
     else:
@@ -443,4 +361,4 @@ def _fuse_pool(pool: list[Hit], k: int, mode: str, fusion: str, weights: tuple[f
                                    lists=lists)
     fused = candidate_pool.fuse(fusion, weights, rrf_k)
     return [Hit(pool[j].id, float(fused[j]), pool[j].scores, pool[j].text, pool[j].metadata)
-            for j in _top(fused, k)]
+            for j in CandidatePool.best(fused, k)]

@@ -1,0 +1,218 @@
+"""``SearchIndex``: what both index backends share, written once.
+
+A backend stores documents and implements :meth:`SearchIndex._search_encoded` (encoded
+queries and checked :class:`~bgem3.index.options.SearchOptions` in, hits out). This base
+writes ``search``, ``search_batch`` and ``search_encoded`` over it, checks the options
+against the backend (its fusions, whether it stores ColBERT vectors), and prepares the
+arguments of ``add`` the same way for every backend.
+"""
+
+from __future__ import annotations
+
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from bgem3._inputs import as_ids, as_metadata, as_texts
+from bgem3._types import EncodeOutput, Encoder, Hit
+from bgem3.index.options import DEFAULT_SEARCH, Fusion, Mode, SearchOptions
+
+__all__ = ["SearchIndex", "check_encoder"]
+
+
+def check_encoder(model: Any, what: str) -> Encoder:
+    """``model`` if it can feed an index: an :class:`~bgem3._types.Encoder` with heads.
+
+    Raises:
+        TypeError: A path (the index needs a loaded model) or an object that is no encoder.
+        ValueError: A model loaded without its sparse and ColBERT heads.
+    """
+    import os
+
+    if isinstance(model, (str, os.PathLike)):
+        raise TypeError(f"{what} needs a loaded model (bgem3.BGEM3), got the path "
+                        f"{os.fspath(model)!r}; to open a saved index use "
+                        f"{what}.load(path, model)")
+    if not isinstance(model, Encoder):
+        raise TypeError(f"{what} needs a bgem3.BGEM3 model (or another bgem3 Encoder), got "
+                        f"{type(model).__name__}")
+    if not model.has_heads:
+        raise ValueError(f"{what} needs a model with its sparse and ColBERT heads; "
+                         f"{model.name!r} was loaded with dense_only=True")
+    return model
+
+
+class SearchIndex(ABC):
+    """The search API of a hybrid index; backends implement storage and ``_search_encoded``.
+
+    Attributes:
+        model: The encoder of added texts and queries.
+        store_colbert: Whether ColBERT vectors are stored (and searches rerank by default).
+        fusions: The fusions this backend supports.
+    """
+
+    fusions: ClassVar[tuple[str, ...]] = ("weighted", "rrf")
+    model: Encoder
+    store_colbert: bool
+
+    # ------------------------------------------------------------------ searching
+    def search(
+        self,
+        query: str,
+        k: int = DEFAULT_SEARCH.k,
+        *,
+        mode: Mode = DEFAULT_SEARCH.mode,
+        fusion: Fusion = DEFAULT_SEARCH.fusion,
+        weights: Sequence[float] = DEFAULT_SEARCH.weights,
+        candidates: int = DEFAULT_SEARCH.candidates,
+        rerank: bool | None = DEFAULT_SEARCH.rerank,
+        filter: Mapping[str, Any] | None = DEFAULT_SEARCH.filter,  # the name users expect
+        rrf_k: int = DEFAULT_SEARCH.rrf_k,
+    ) -> list[Hit]:
+        """Search with one query; see :meth:`search_batch` for the arguments."""
+        if not isinstance(query, str):
+            raise TypeError(f"query must be a str, got {type(query).__name__}")
+        return self.search_batch([query], k, mode=mode, fusion=fusion, weights=weights,
+                                 candidates=candidates, rerank=rerank, filter=filter,
+                                 rrf_k=rrf_k)[0]
+
+    def search_batch(
+        self,
+        queries: Sequence[str],
+        k: int = DEFAULT_SEARCH.k,
+        *,
+        mode: Mode = DEFAULT_SEARCH.mode,
+        fusion: Fusion = DEFAULT_SEARCH.fusion,
+        weights: Sequence[float] = DEFAULT_SEARCH.weights,
+        candidates: int = DEFAULT_SEARCH.candidates,
+        rerank: bool | None = DEFAULT_SEARCH.rerank,
+        filter: Mapping[str, Any] | None = DEFAULT_SEARCH.filter,
+        rrf_k: int = DEFAULT_SEARCH.rrf_k,
+    ) -> list[list[Hit]]:
+        """Search with many queries, encoded in one batch.
+
+        Args:
+            queries: Query texts.
+            k: Hits per query (fewer if fewer documents match).
+            mode: Candidate source: ``"hybrid"`` (dense and sparse top lists),
+                ``"dense"`` or ``"sparse"``.
+            fusion: ``"weighted"``: FlagEmbedding's weighted average of the per-mode
+                scores, ``sum(w_m * s_m) / sum(w_m)`` over the modes in use; ``"rrf"``:
+                reciprocal rank fusion ``sum(1 / (rrf_k + rank_m))``, where each mode ranks
+                its own candidate list (ColBERT ranks the whole pool); the Qdrant backend
+                also has ``"dbsf"``.
+            weights: ``(w_dense, w_sparse, w_colbert)``; the BGE-M3 README's
+                ``(0.4, 0.2, 0.4)`` by default.
+            candidates: Documents taken from each of the dense and sparse lists (at
+                least ``k``).
+            rerank: Score candidates with ColBERT; ``None`` means yes when the index
+                stores ColBERT vectors.
+            filter: Metadata conditions, all of which must hold, applied before top-k:
+                ``{"lang": "en"}`` (equality) or ``{"year": [2023, 2024]}`` (in).
+            rrf_k: The constant of reciprocal rank fusion (60, as in the RRF paper).
+
+        Returns:
+            One list of :class:`~bgem3.Hit` per query, best first.
+
+        Raises:
+            ValueError: ``k`` or ``candidates`` below 1, an unknown mode or fusion, or
+                reranking requested from an index without ColBERT vectors.
+
+        The defaults are :data:`bgem3.index.options.DEFAULT_SEARCH`'s.
+        """
+        if isinstance(queries, str):
+            raise TypeError("queries must be a list of strings; use search() for one query")
+        texts = as_texts(queries, "queries")
+        options = self.search_options(k=k, mode=mode, fusion=fusion, weights=weights,
+                                      candidates=candidates, rerank=rerank, filter=filter,
+                                      rrf_k=rrf_k)
+        encoded = self.model.encode_queries(texts, dense=True, sparse=True,
+                                            colbert=bool(options.rerank))
+        return self._search_encoded(encoded, options)
+
+    def search_encoded(
+        self,
+        queries: EncodeOutput,
+        k: int = DEFAULT_SEARCH.k,
+        *,
+        mode: Mode = DEFAULT_SEARCH.mode,
+        fusion: Fusion = DEFAULT_SEARCH.fusion,
+        weights: Sequence[float] = DEFAULT_SEARCH.weights,
+        candidates: int = DEFAULT_SEARCH.candidates,
+        rerank: bool | None = DEFAULT_SEARCH.rerank,
+        filter: Mapping[str, Any] | None = DEFAULT_SEARCH.filter,
+        rrf_k: int = DEFAULT_SEARCH.rrf_k,
+    ) -> list[list[Hit]]:
+        """Search with queries encoded already (``encode_queries`` output).
+
+        Takes the arguments of :meth:`search_batch`; use it to embed once and search often.
+        """
+        options = self.search_options(k=k, mode=mode, fusion=fusion, weights=weights,
+                                      candidates=candidates, rerank=rerank, filter=filter,
+                                      rrf_k=rrf_k)
+        return self._search_encoded(queries, options)
+
+    def search_options(self, options: SearchOptions | None = None, **changes: Any
+                       ) -> SearchOptions:
+        """Checked options for this index, with ``rerank`` resolved to ``True`` / ``False``.
+
+        Args:
+            options: Options to start from (``DEFAULT_SEARCH`` when ``None``).
+            **changes: Options to change (the keywords of :meth:`search_batch`).
+
+        Raises:
+            ValueError: An invalid option, a fusion this backend lacks, or ``rerank=True``
+                without stored ColBERT vectors.
+        """
+        checked = (options or DEFAULT_SEARCH).replace(**changes) if changes else \
+            (options or DEFAULT_SEARCH)
+        if checked.fusion not in self.fusions:
+            raise ValueError(f"fusion must be one of {', '.join(map(repr, self.fusions))}, got "
+                             f"{checked.fusion!r}")
+        if checked.rerank and not self.store_colbert:
+            raise ValueError("rerank=True needs an index that stores ColBERT vectors "
+                             "(store_colbert=True)")
+        return checked.replace(rerank=self.store_colbert if checked.rerank is None
+                               else checked.rerank)
+
+    @abstractmethod
+    def _search_encoded(self, queries: EncodeOutput, options: SearchOptions
+                        ) -> list[list[Hit]]:
+        """One list of hits per encoded query; ``options`` are checked, ``rerank`` a bool."""
+
+    # ------------------------------------------------------------------ adding
+    def _add_arguments(
+        self,
+        texts: Sequence[str] | None,
+        ids: Sequence[str] | None,
+        metadata: Sequence[Mapping[str, Any]] | None,
+        embeddings: EncodeOutput | None,
+        batch_size: int,
+        show_progress: bool | None,
+    ) -> tuple[list[str] | None, list[str], list[dict[str, Any]], EncodeOutput]:
+        """The checked arguments of ``add``, with the texts encoded unless given embeddings.
+
+        Raises:
+            TypeError: Texts, ids or metadata of the wrong type; neither texts nor embeddings.
+            ValueError: Mismatched lengths or duplicate ids.
+        """
+        items = None if texts is None else as_texts(texts)
+        if items is None and embeddings is None:
+            raise TypeError("texts are required unless embeddings are given")
+        if items is not None and embeddings is not None and len(embeddings) != len(items):
+            raise ValueError(f"got {len(items)} texts but embeddings for {len(embeddings)}")
+        n = len(items) if items is not None else len(embeddings)  # type: ignore[arg-type]
+        doc_ids = [uuid.uuid4().hex for _ in range(n)] if ids is None else as_ids(ids)
+        if len(doc_ids) != n:
+            raise ValueError(f"got {n} documents but {len(doc_ids)} ids")
+        if len(set(doc_ids)) != n:
+            seen: set[str] = set()
+            repeated = sorted({i for i in doc_ids if i in seen or seen.add(i)})  # type: ignore[func-returns-value]
+            raise ValueError(f"duplicate ids in one add: {repeated[:10]}")
+        metas = as_metadata(metadata, n)
+        if embeddings is None:
+            embeddings = self.model.encode_documents(
+                items or [], dense=True, sparse=True, colbert=self.store_colbert,
+                batch_size=batch_size, show_progress=show_progress)
+        return items, doc_ids, metas, embeddings
