@@ -134,3 +134,16 @@ def test_load_refuses_another_model(index: HybridIndex, tmp_path: Path) -> None:
         HybridIndex.load(tmp_path / "idx", other)
     with pytest.raises(FileNotFoundError):
         HybridIndex.load(tmp_path / "nothing-here", other)
+
+
+def test_is_saved_index_tells_an_index_from_anything_else(index: HybridIndex,
+                                                          tmp_path: Path) -> None:
+    from bgem3.index import is_saved_index, read_manifest
+
+    assert not is_saved_index(tmp_path / "missing")
+    assert not is_saved_index(tmp_path)  # an empty directory
+    (tmp_path / "file").write_text("x")
+    assert not is_saved_index(tmp_path / "file")
+    index.save(tmp_path / "idx")
+    assert is_saved_index(tmp_path / "idx")
+    assert read_manifest(tmp_path / "idx")["count"] == len(index)
