@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from bgem3._types import EncodeOutput, Hit, SparseVector, sparse_to_csr
+from bgem3._types import EncodeOutput, Encoder, Hit, SparseVector, sparse_to_csr
 from bgem3.errors import (
     BGEM3Error,
     CheckpointError,
@@ -49,6 +49,7 @@ __all__ = [
     "DatasetNotFoundError",
     "EncodeOutput",
     "EncodePool",
+    "Encoder",
     "HeadNotLoadedError",
     "Hit",
     "HybridIndex",

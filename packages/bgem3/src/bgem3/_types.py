@@ -12,7 +12,7 @@ from numpy.typing import NDArray
 if TYPE_CHECKING:
     from scipy.sparse import csr_matrix
 
-__all__ = ["EncodeOutput", "Encoder", "Hit", "SparseVector", "sparse_to_csr"]
+__all__ = ["EncodeOutput", "Encoder", "Hit", "SparseVector", "sparse_to_csr", "trusted_sparse"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -157,6 +157,15 @@ class Hit:
     scores: dict[str, float]
     text: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def trusted_sparse(indices: NDArray[np.int64], values: NDArray[np.float32]) -> SparseVector:
+    """A :class:`SparseVector` from arrays known to hold its invariants, without checks.
+
+    For the core's own outputs (the encoder, Parquet columns written by us): ids sorted and
+    unique, weights float32. Anything from a user goes through the checked constructor.
+    """
+    return SparseVector._unchecked(indices, values)
 
 
 def sparse_to_csr(vectors: Sequence[SparseVector], vocab_size: int) -> csr_matrix:
