@@ -10,6 +10,7 @@ import pytest
 from bgem3 import BGEM3, EncodeOutput, HybridIndex
 from bgem3._types import Encoder
 from bgem3.index import DEFAULT_SEARCH, QdrantHybridIndex, SearchIndex, SearchOptions
+from bgem3.index.options import SearchKeywords
 from bgem3.testing import random_texts
 
 DOCS = random_texts(12, max_words=20, seed=5)
@@ -48,8 +49,16 @@ def test_options_round_trip_as_search_keywords() -> None:
 def test_every_search_method_takes_its_defaults_from_one_place(backend: type,
                                                                method: str) -> None:
     parameters = inspect.signature(getattr(backend, method)).parameters
-    for name in SearchOptions.names():
-        assert parameters[name].default == getattr(DEFAULT_SEARCH, name), (backend, name)
+    assert parameters["k"].default == DEFAULT_SEARCH.k
+    assert parameters["options"].kind is inspect.Parameter.VAR_KEYWORD
+    # the typed keywords are exactly the options besides k: none can be forgotten
+    assert set(SearchKeywords.__annotations__) == set(SearchOptions.names()) - {"k"}
+
+
+def test_unknown_search_options_are_named(model: BGEM3) -> None:
+    index = HybridIndex(model)
+    with pytest.raises(TypeError, match=r"unknown search options \['top_k'\]"):
+        index.search("a query", top_k=3)  # type: ignore[call-arg]
 
 
 def test_backends_check_options_against_what_they_support(model: BGEM3) -> None:

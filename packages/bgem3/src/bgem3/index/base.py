@@ -12,11 +12,14 @@ from __future__ import annotations
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from bgem3._inputs import as_ids, as_metadata, as_texts
 from bgem3._types import EncodeOutput, Encoder, Hit
-from bgem3.index.options import DEFAULT_SEARCH, Fusion, Mode, SearchOptions
+from bgem3.index.options import DEFAULT_SEARCH, SearchKeywords, SearchOptions
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack from Python 3.11
 
 __all__ = ["SearchIndex", "check_encoder"]
 
@@ -61,56 +64,30 @@ class SearchIndex(ABC):
         self,
         query: str,
         k: int = DEFAULT_SEARCH.k,
-        *,
-        mode: Mode = DEFAULT_SEARCH.mode,
-        fusion: Fusion = DEFAULT_SEARCH.fusion,
-        weights: Sequence[float] = DEFAULT_SEARCH.weights,
-        candidates: int = DEFAULT_SEARCH.candidates,
-        rerank: bool | None = DEFAULT_SEARCH.rerank,
-        filter: Mapping[str, Any] | None = DEFAULT_SEARCH.filter,  # the name users expect
-        rrf_k: int = DEFAULT_SEARCH.rrf_k,
+        **options: Unpack[SearchKeywords],
     ) -> list[Hit]:
         """Search with one query; see :meth:`search_batch` for the arguments."""
         if not isinstance(query, str):
             raise TypeError(f"query must be a str, got {type(query).__name__}")
-        return self.search_batch([query], k, mode=mode, fusion=fusion, weights=weights,
-                                 candidates=candidates, rerank=rerank, filter=filter,
-                                 rrf_k=rrf_k)[0]
+        return self.search_batch([query], k, **options)[0]
 
     def search_batch(
         self,
         queries: Sequence[str],
         k: int = DEFAULT_SEARCH.k,
-        *,
-        mode: Mode = DEFAULT_SEARCH.mode,
-        fusion: Fusion = DEFAULT_SEARCH.fusion,
-        weights: Sequence[float] = DEFAULT_SEARCH.weights,
-        candidates: int = DEFAULT_SEARCH.candidates,
-        rerank: bool | None = DEFAULT_SEARCH.rerank,
-        filter: Mapping[str, Any] | None = DEFAULT_SEARCH.filter,
-        rrf_k: int = DEFAULT_SEARCH.rrf_k,
+        **options: Unpack[SearchKeywords],
     ) -> list[list[Hit]]:
         """Search with many queries, encoded in one batch.
 
         Args:
             queries: Query texts.
             k: Hits per query (fewer if fewer documents match).
-            mode: Candidate source: ``"hybrid"`` (dense and sparse top lists),
-                ``"dense"`` or ``"sparse"``.
-            fusion: ``"weighted"``: FlagEmbedding's weighted average of the per-mode
-                scores, ``sum(w_m * s_m) / sum(w_m)`` over the modes in use; ``"rrf"``:
-                reciprocal rank fusion ``sum(1 / (rrf_k + rank_m))``, where each mode ranks
-                its own candidate list (ColBERT ranks the whole pool); the Qdrant backend
-                also has ``"dbsf"``.
-            weights: ``(w_dense, w_sparse, w_colbert)``; the BGE-M3 README's
-                ``(0.4, 0.2, 0.4)`` by default.
-            candidates: Documents taken from each of the dense and sparse lists (at
-                least ``k``).
-            rerank: Score candidates with ColBERT; ``None`` means yes when the index
-                stores ColBERT vectors.
-            filter: Metadata conditions, all of which must hold, applied before top-k:
-                ``{"lang": "en"}`` (equality) or ``{"year": [2023, 2024]}`` (in).
-            rrf_k: The constant of reciprocal rank fusion (60, as in the RRF paper).
+            **options: The other search options, each documented (with its default) in
+                :class:`~bgem3.index.options.SearchOptions`: ``mode`` (``"hybrid"``,
+                ``"dense"``, ``"sparse"``), ``fusion`` (``"weighted"``, ``"rrf"``; Qdrant also
+                ``"dbsf"``), ``weights`` (dense, sparse, colbert), ``candidates`` (from each
+                of the dense and sparse lists), ``rerank`` (ColBERT; ``None``: when stored),
+                ``filter`` (metadata conditions applied before top-k) and ``rrf_k``.
 
         Returns:
             One list of :class:`~bgem3.Hit` per query, best first.
@@ -118,40 +95,27 @@ class SearchIndex(ABC):
         Raises:
             ValueError: ``k`` or ``candidates`` below 1, an unknown mode or fusion, or
                 reranking requested from an index without ColBERT vectors.
-
-        The defaults are :data:`bgem3.index.options.DEFAULT_SEARCH`'s.
+            TypeError: An option that does not exist.
         """
         if isinstance(queries, str):
             raise TypeError("queries must be a list of strings; use search() for one query")
         texts = as_texts(queries, "queries")
-        options = self.search_options(k=k, mode=mode, fusion=fusion, weights=weights,
-                                      candidates=candidates, rerank=rerank, filter=filter,
-                                      rrf_k=rrf_k)
+        checked = self.search_options(k=k, **options)
         encoded = self.model.encode_queries(texts, dense=True, sparse=True,
-                                            colbert=bool(options.rerank))
-        return self._search_encoded(encoded, options)
+                                            colbert=bool(checked.rerank))
+        return self._search_encoded(encoded, checked)
 
     def search_encoded(
         self,
         queries: EncodeOutput,
         k: int = DEFAULT_SEARCH.k,
-        *,
-        mode: Mode = DEFAULT_SEARCH.mode,
-        fusion: Fusion = DEFAULT_SEARCH.fusion,
-        weights: Sequence[float] = DEFAULT_SEARCH.weights,
-        candidates: int = DEFAULT_SEARCH.candidates,
-        rerank: bool | None = DEFAULT_SEARCH.rerank,
-        filter: Mapping[str, Any] | None = DEFAULT_SEARCH.filter,
-        rrf_k: int = DEFAULT_SEARCH.rrf_k,
+        **options: Unpack[SearchKeywords],
     ) -> list[list[Hit]]:
         """Search with queries encoded already (``encode_queries`` output).
 
         Takes the arguments of :meth:`search_batch`; use it to embed once and search often.
         """
-        options = self.search_options(k=k, mode=mode, fusion=fusion, weights=weights,
-                                      candidates=candidates, rerank=rerank, filter=filter,
-                                      rrf_k=rrf_k)
-        return self._search_encoded(queries, options)
+        return self._search_encoded(queries, self.search_options(k=k, **options))
 
     def search_options(self, options: SearchOptions | None = None, **changes: Any
                        ) -> SearchOptions:
@@ -182,6 +146,61 @@ class SearchIndex(ABC):
         """One list of hits per encoded query; ``options`` are checked, ``rerank`` a bool."""
 
     # ------------------------------------------------------------------ adding
+    def add(
+        self,
+        texts: Sequence[str] | None,
+        ids: Sequence[str] | None = None,
+        metadata: Sequence[Mapping[str, Any]] | None = None,
+        *,
+        embeddings: EncodeOutput | None = None,
+        batch_size: int = 256,
+        show_progress: bool | None = None,
+    ) -> list[str]:
+        """Add documents, replacing those whose ids exist already (upsert).
+
+        Texts are encoded in batches (one forward pass for all three outputs) unless
+        ``embeddings`` are given (then ``texts`` may be ``None``). The index changes only
+        if the whole call succeeds.
+
+        Args:
+            texts: Document texts.
+            ids: One unique id per document; ``None`` generates random ids.
+            metadata: One dict per document (used by search filters).
+            embeddings: Precomputed outputs of ``encode_documents`` for these documents,
+                with ``dense``, ``sparse`` and (if the index stores them) ``colbert``.
+            batch_size: Encoding batch size.
+            show_progress: Progress bar while encoding (``None``: for large inputs).
+
+        Returns:
+            The ids, in order.
+
+        Raises:
+            TypeError: Texts, ids or metadata of the wrong type.
+            ValueError: Mismatched lengths, duplicate ids, or embeddings of the wrong
+                shape or with NaN values.
+        """
+        items, doc_ids, metas, encoded = self._add_arguments(
+            texts, ids, metadata, embeddings, batch_size, show_progress)
+        self._store(items, doc_ids, metas, encoded, batch_size)
+        return doc_ids
+
+    @abstractmethod
+    def _store(self, texts: list[str] | None, doc_ids: list[str],
+               metas: list[dict[str, Any]], embeddings: EncodeOutput, batch_size: int) -> None:
+        """Store checked documents (all or nothing); ``embeddings`` are not yet validated."""
+
+    @abstractmethod
+    def delete(self, ids: Sequence[str]) -> None:
+        """Delete documents by id; unknown ids raise ``KeyError`` and nothing is deleted."""
+
+    @abstractmethod
+    def get(self, ids: Sequence[str]) -> list[Hit]:
+        """The stored documents with these ids; unknown ids raise ``KeyError``."""
+
+    @abstractmethod
+    def __len__(self) -> int:
+        """The number of documents."""
+
     def _add_arguments(
         self,
         texts: Sequence[str] | None,

@@ -154,41 +154,8 @@ class HybridIndex(SearchIndex):
                     for r in rows]
 
     # ------------------------------------------------------------------ writing
-    def add(
-        self,
-        texts: Sequence[str] | None,
-        ids: Sequence[str] | None = None,
-        metadata: Sequence[Mapping[str, Any]] | None = None,
-        *,
-        embeddings: EncodeOutput | None = None,
-        batch_size: int = 256,
-        show_progress: bool | None = None,
-    ) -> list[str]:
-        """Add documents, replacing those whose ids exist already (upsert).
-
-        Texts are encoded in batches (one forward pass for all three outputs) unless
-        ``embeddings`` are given (then ``texts`` may be ``None``). The index changes only
-        if the whole call succeeds.
-
-        Args:
-            texts: Document texts.
-            ids: One unique id per document; ``None`` generates random ids.
-            metadata: One dict per document (used by search filters).
-            embeddings: Precomputed outputs of ``encode_documents`` for these documents,
-                with ``dense``, ``sparse`` and (if the index stores them) ``colbert``.
-            batch_size: Encoding batch size.
-            show_progress: Progress bar while encoding (``None``: for large inputs).
-
-        Returns:
-            The ids, in order.
-
-        Raises:
-            TypeError: Texts, ids or metadata of the wrong type.
-            ValueError: Mismatched lengths, duplicate ids, or embeddings of the wrong
-                shape or with NaN values.
-        """
-        texts, doc_ids, metas, embeddings = self._add_arguments(
-            texts, ids, metadata, embeddings, batch_size, show_progress)
+    def _store(self, texts: list[str] | None, doc_ids: list[str],
+               metas: list[dict[str, Any]], embeddings: EncodeOutput, batch_size: int) -> None:
         n = len(doc_ids)
         dense, sparse, colbert = validate_embeddings(
             embeddings, n, dense_dim=self.dense_dim, vocab_size=self.vocab_size,
@@ -203,7 +170,6 @@ class HybridIndex(SearchIndex):
         values = (np.concatenate([v.values for v in sparse]).astype(np.float32) if n
                   else np.zeros(0, np.float32))
         self._append(doc_ids, text_list, metas, dense, counts, indices, values, colbert)
-        return doc_ids
 
     def add_parquet(self, path: str | os.PathLike[str], *, text_column: str | None = "text",
                     metadata_columns: Sequence[str] = (), batch_rows: int = 8192) -> int:

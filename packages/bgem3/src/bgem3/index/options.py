@@ -7,15 +7,16 @@ defaults from here (``SearchOptions()``), so a default changes in one place.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from bgem3._inputs import positive_int
 from bgem3.index.filters import check_filter
 from bgem3.scoring import fuse_scores
 
-__all__ = ["DEFAULT_SEARCH", "FUSIONS", "MODES", "Fusion", "Mode", "SearchOptions"]
+__all__ = ["DEFAULT_SEARCH", "FUSIONS", "MODES", "Fusion", "Mode", "SearchKeywords",
+           "SearchOptions"]
 
 Mode = Literal["hybrid", "dense", "sparse"]
 Fusion = Literal["weighted", "rrf", "dbsf"]
@@ -95,12 +96,35 @@ class SearchOptions:
         return tuple(f.name for f in dataclasses.fields(cls))
 
     def replace(self, **changes: Any) -> SearchOptions:
-        """A copy with some options changed (and checked again)."""
+        """A copy with some options changed (and checked again).
+
+        Raises:
+            TypeError: An option that does not exist, named with the ones that do.
+        """
+        unknown = sorted(set(changes) - set(self.names()))
+        if unknown:
+            raise TypeError(f"unknown search options {unknown}; expected some of "
+                            f"{list(self.names())}")
         return dataclasses.replace(self, **changes)
 
     def as_kwargs(self) -> dict[str, Any]:
         """The options as keyword arguments of ``search`` / ``search_batch``."""
         return {name: getattr(self, name) for name in self.names()}
+
+
+class SearchKeywords(TypedDict, total=False):
+    """The keyword arguments of ``search`` / ``search_batch`` / ``search_encoded`` besides ``k``.
+
+    The same fields as :class:`SearchOptions` (documented there); a type for ``**options``.
+    """
+
+    mode: Mode
+    fusion: Fusion
+    weights: Sequence[float]
+    candidates: int
+    rerank: bool | None
+    filter: Mapping[str, Any] | None
+    rrf_k: int
 
 
 DEFAULT_SEARCH = SearchOptions()

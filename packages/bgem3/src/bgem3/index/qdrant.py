@@ -119,23 +119,11 @@ class QdrantHybridIndex(SearchIndex):
     def __len__(self) -> int:
         return int(self.client.count(self.collection, exact=True).count)
 
-    def add(
-        self,
-        texts: Sequence[str] | None,
-        ids: Sequence[str] | None = None,
-        metadata: Sequence[Mapping[str, Any]] | None = None,
-        *,
-        embeddings: EncodeOutput | None = None,
-        batch_size: int = 256,
-        show_progress: bool | None = None,
-    ) -> list[str]:
-        """Add or replace documents; see :meth:`bgem3.HybridIndex.add`."""
-        texts, doc_ids, metas, embeddings = self._add_arguments(
-            texts, ids, metadata, embeddings, batch_size, show_progress)
+    def _store(self, texts: list[str] | None, doc_ids: list[str],
+               metas: list[dict[str, Any]], embeddings: EncodeOutput, batch_size: int) -> None:
         points = self._points(texts, doc_ids, metas, embeddings)
         for start in range(0, len(doc_ids), batch_size):
             self.client.upsert(self.collection, points=points[start : start + batch_size])
-        return doc_ids
 
     def _points(self, texts: Sequence[str] | None, doc_ids: list[str],
                 metas: list[dict[str, Any]], embeddings: EncodeOutput) -> list[Any]:
