@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bgem3 import BGEM3, CheckpointError, CheckpointNotFoundError
+from bgem3 import BGEM3, CheckpointError, CheckpointNotFoundError, HybridIndex, IndexFormatError
 from bgem3.checkpoint import _BIN_PATTERNS, _HUB_PATTERNS, _SAFETENSORS_PATTERNS
+from bgem3.cli import main
 from bgem3.model import _torch_load_refusal
 from bgem3.testing import build_tiny_checkpoint
 
@@ -186,3 +187,36 @@ def test_hub_patterns_skip_the_onnx_folder() -> None:
     assert not any(f.startswith(("onnx/", "imgs/", "1_Pooling/")) for f in chosen)
     assert {"config.json", "pytorch_model.bin", "colbert_linear.pt", "sparse_linear.pt",
             "tokenizer.json", "sentencepiece.bpe.model"} <= chosen
+
+
+# ------------------------------------------------------------ unreadable weights, fingerprints
+def test_unreadable_weights_are_a_checkpoint_error(tiny_path: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for file in tiny_path.iterdir():
+        if file.name != "pytorch_model.bin":
+            (broken / file.name).write_bytes(file.read_bytes())
+    (broken / "model.safetensors").write_bytes(b"\x10\x00not a safetensors file")
+    with pytest.raises(CheckpointError, match="cannot load the backbone"):
+        BGEM3(broken, device="cpu")
+    assert main(["encode", "x", "--model", str(broken)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("bgem3: error: cannot load the backbone")
+
+
+def test_a_change_deep_in_the_weights_changes_the_fingerprint(model: BGEM3, tmp_path: Path
+                                                              ) -> None:
+    index = HybridIndex(model)
+    index.add(["a text", "another"], ids=["a", "b"])
+    index.save(tmp_path / "idx")
+    tuned = build_tiny_checkpoint(tmp_path / "tuned")
+    weights = tuned / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-8:] = bytes(8)  # the last weights only: far past the first MiB
+    weights.write_bytes(bytes(data))
+    (tuned / "pytorch_model.bin").unlink()
+    other = BGEM3(tuned, device="cpu")
+    assert other.fingerprint != model.fingerprint
+    with pytest.raises(IndexFormatError, match="encode the documents again"):
+        HybridIndex.load(tmp_path / "idx", other)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 import numpy as np
 import pytest
 from bgem3 import (
+    BGEM3,
+    HybridIndex,
     SparseVector,
     colbert_scores,
     dense_scores,
@@ -13,6 +18,7 @@ from bgem3 import (
     maxsim,
     sparse_scores,
 )
+from bgem3.cli import main
 from bgem3.scoring import packed_colbert_scores
 
 
@@ -93,3 +99,27 @@ def test_fuse_scores_follows_flagembedding_formulas() -> None:
 def test_fuse_scores_rejects_bad_weights(weights: tuple[float, ...]) -> None:
     with pytest.raises(ValueError, match="weights"):
         fuse_scores(1.0, 1.0, 1.0, weights=weights)
+
+
+# -------------------------------------------- weights and shapes refused with a reason
+def test_non_finite_weights_are_refused_everywhere(model: BGEM3, tiny_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    for bad in ((math.nan, 0.2, 0.4), (0.4, math.inf, 0.4), (0.4, 0.2, -1.0)):
+        with pytest.raises(ValueError, match="finite non-negative"):
+            fuse_scores(1.0, 1.0, 1.0, bad)
+        with pytest.raises(ValueError, match="finite"):
+            model.compute_score([("q", "p")], weights=bad)
+    index = HybridIndex(model)
+    index.add(["a text"], ids=["a"])
+    with pytest.raises(ValueError, match="finite"):
+        index.search("text", weights=(math.nan, 0.2, 0.4))
+    assert main(["score", "q", "p", "--weights", "nan", "0.2", "0.4", "--model",
+                 str(tiny_path)]) == 1
+    assert "finite" in capsys.readouterr().err
+
+
+def test_colbert_scores_explains_shapes() -> None:
+    with pytest.raises(ValueError, match="one text's ColBERT vectors"):
+        colbert_scores(np.zeros((2, 3, 4)), [np.zeros((2, 4))])
+    with pytest.raises(ValueError, match="wrap it in a list"):
+        colbert_scores(np.zeros((3, 4)), np.zeros((2, 4)))  # type: ignore[arg-type]
