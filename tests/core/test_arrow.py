@@ -164,3 +164,19 @@ def test_reads_only_the_columns_an_index_uses(model: BGEM3, output, tmp_path: Pa
     index = HybridIndex(model, store_colbert=False)
     assert index.add_parquet(file) == len(IDS)
     assert index.search(TEXTS[0], k=1)[0].id == IDS[0]
+
+
+def test_any_encoder_names_the_vectors(model: BGEM3, output) -> None:  # type: ignore[no-untyped-def]
+    from types import SimpleNamespace
+
+    # what the Encoder protocol promises and no more: no document_max_length to record
+    remote = SimpleNamespace(name="remote", fingerprint=model.fingerprint,
+                             dense_dim=model.dense_dim, colbert_dim=model.colbert_dim,
+                             vocab_size=model.vocab_size, has_heads=True)
+    meta = read_metadata(to_arrow(output, IDS, model=remote).schema)  # type: ignore[arg-type]
+    assert (meta["model"], meta["fingerprint"], meta["max_length"]) == (
+        "remote", model.fingerprint, None)
+    meta = read_metadata(to_arrow(output, IDS, model=remote, max_length=64).schema)  # type: ignore[arg-type]
+    assert meta["max_length"] == 64
+    assert read_metadata(to_arrow(output, IDS, model=model).schema)["max_length"] == \
+        model.document_max_length

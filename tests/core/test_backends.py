@@ -45,7 +45,7 @@ def compiled(tiny_path: Path) -> BGEM3:
 def test_compiled_outputs_equal_the_eager_model(model: BGEM3, compiled: BGEM3) -> None:
     import torch._inductor.config as inductor_config
 
-    assert compiled._module.compiled and not model._module.compiled
+    assert compiled.module.compiled and not model.module.compiled
     # documents of mixed lengths (batches of several rows) and single queries (one row)
     documents = random_texts(40, min_words=3, max_words=60, seed=11) * 2
     _assert_same(compiled.encode_documents(documents, **HEADS),
@@ -98,8 +98,8 @@ def test_compile_failure_is_a_clear_error(tiny_path: Path, tmp_path: Path) -> No
 
 
 def test_compile_is_off_by_default(model: BGEM3) -> None:
-    assert not model._module.compiled
-    assert getattr(model._module.backbone, "_compiled_call_impl", None) is None
+    assert not model.module.compiled
+    assert getattr(model.module.backbone, "_compiled_call_impl", None) is None
 
 
 # ----------------------------------------------------------------------------- backend="onnx"

@@ -1,9 +1,25 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
-from bgem3.batching import MCLS_STRIDE, collate, plan_batches, tokenize
+from bgem3.batching import (
+    MCLS_STRIDE,
+    M3Tokenizer,
+    collate,
+    load_tokenizer,
+    plan_batches,
+    tokenize,
+    unique_texts,
+)
+from bgem3.errors import CheckpointError, TruncationWarning
 from bgem3.testing import random_texts
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_path: Path) -> M3Tokenizer:
+    return load_tokenizer(tiny_path)
 
 
 @pytest.mark.parametrize(("budget", "rows", "waste"),
@@ -29,22 +45,22 @@ def test_plan_batches_of_nothing() -> None:
     assert plan_batches(np.zeros(0, np.int64), 100, 10) == []
 
 
-def test_tokenize_equals_transformers_truncation(model) -> None:  # type: ignore[no-untyped-def]
+def test_tokenize_equals_transformers_truncation(tokenizer: M3Tokenizer) -> None:
     texts = random_texts(40, max_words=40, seed=5) + ["", "  spaced \n out  ", "東京 🙂"]
     for max_length in (2, 3, 17, 64):
-        ours = tokenize(model._backend, texts, model._spec, max_length)
-        ref = model.tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+        ours = tokenize(tokenizer.backend, texts, tokenizer.spec, max_length)
+        ref = tokenizer.hf(texts, truncation=True, max_length=max_length)["input_ids"]
         assert [a.tolist() for a in ours.ids] == ref
-        full = model.tokenizer(texts)["input_ids"]
+        full = tokenizer.hf(texts)["input_ids"]
         assert ours.n_truncated == sum(len(ids) > max_length for ids in full)
         assert ours.lengths.tolist() == [len(ids) for ids in ref]
 
 
-def test_mcls_inserts_a_cls_before_every_chunk(model) -> None:  # type: ignore[no-untyped-def]
-    spec = model._spec
+def test_mcls_inserts_a_cls_before_every_chunk(tokenizer: M3Tokenizer) -> None:
+    spec = tokenizer.spec
     text = " ".join(["the"] * (2 * MCLS_STRIDE + 10))  # "▁the" is one token
-    plain = tokenize(model._backend, [text], spec, 8192).ids[0]
-    mcls = tokenize(model._backend, [text], spec, 8192, mcls=True)
+    plain = tokenize(tokenizer.backend, [text], spec, 8192).ids[0]
+    mcls = tokenize(tokenizer.backend, [text], spec, 8192, mcls=True)
     ids, positions = mcls.ids[0], mcls.cls_positions[0]  # type: ignore[index]
     assert positions.tolist() == [0, MCLS_STRIDE + 1, 2 * (MCLS_STRIDE + 1)]
     assert (ids[positions] == spec.cls_id).all()
@@ -52,17 +68,44 @@ def test_mcls_inserts_a_cls_before_every_chunk(model) -> None:  # type: ignore[n
 
 
 @pytest.mark.parametrize("max_length", [2, 3, 258, 259, 300, 515])
-def test_mcls_truncation_fills_but_never_exceeds_max_length(model, max_length: int) -> None:  # type: ignore[no-untyped-def]
+def test_mcls_truncation_fills_but_never_exceeds_max_length(tokenizer: M3Tokenizer,
+                                                            max_length: int) -> None:
     text = " ".join(["the"] * 2000)
-    out = tokenize(model._backend, [text], model._spec, max_length, mcls=True)
+    out = tokenize(tokenizer.backend, [text], tokenizer.spec, max_length, mcls=True)
     assert out.n_truncated == 1
     assert max_length - 1 <= out.lengths[0] <= max_length
-    assert out.ids[0][-1] == model._spec.eos_id
+    assert out.ids[0][-1] == tokenizer.spec.eos_id
 
 
-def test_collate_pads_and_masks(model) -> None:  # type: ignore[no-untyped-def]
-    tokenized = tokenize(model._backend, ["the city of paris", "dog"], model._spec, 64)
-    batch = collate(tokenized, np.array([0, 1]), model._spec.pad_id)
+def test_collate_pads_and_masks(tokenizer: M3Tokenizer) -> None:
+    tokenized = tokenize(tokenizer.backend, ["the city of paris", "dog"], tokenizer.spec, 64)
+    batch = collate(tokenized, np.array([0, 1]), tokenizer.spec.pad_id)
     assert batch.input_ids.shape == (2, 6)
     assert batch.attention_mask.tolist() == [[1] * 6, [1, 1, 1, 0, 0, 0]]
-    assert (batch.input_ids[1, 3:] == model._spec.pad_id).all()
+    assert (batch.input_ids[1, 3:] == tokenizer.spec.pad_id).all()
+
+
+def test_the_loaded_tokenizer_is_the_one_the_model_encodes_with(tokenizer: M3Tokenizer,
+                                                                model) -> None:  # type: ignore[no-untyped-def]
+    texts = random_texts(20, max_words=30, seed=8)
+    ours = tokenizer.tokenize(texts, 16)
+    with pytest.warns(TruncationWarning):
+        encoded = model.encode(texts, max_length=16)
+    assert ours.truncated.any() and ours.truncated.tolist() == encoded.truncated.tolist()
+    assert ours.lengths.tolist() == encoded.tokens.tolist()
+    assert tokenizer.tokenize(texts, 16, mcls=True).cls_positions is not None
+    assert tokenizer.spec.unused_ids == (tokenizer.hf.cls_token_id, tokenizer.hf.eos_token_id,
+                                         tokenizer.hf.pad_token_id, tokenizer.hf.unk_token_id)
+
+
+def test_load_tokenizer_errors_name_the_directory(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="cannot load the tokenizer"):
+        load_tokenizer(tmp_path / "nothing-here")
+
+
+def test_unique_texts_keep_the_first_seen_order() -> None:
+    distinct, inverse = unique_texts(["b", "a", "b", "c", "a"])
+    assert distinct == ["b", "a", "c"] and inverse.tolist() == [0, 1, 0, 2, 1]
+    assert [distinct[i] for i in inverse] == ["b", "a", "b", "c", "a"]
+    empty, none = unique_texts([])
+    assert empty == [] and none.dtype == np.int64 and none.shape == (0,)

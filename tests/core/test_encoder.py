@@ -8,7 +8,8 @@ import bgem3
 import numpy as np
 import pytest
 import torch
-from bgem3 import BGEM3, EncodeOutput, HeadNotLoadedError, TruncationWarning
+from bgem3 import BGEM3, EncodeOutput, HeadNotLoadedError, SparseVector, TruncationWarning
+from bgem3.encoder import lexical_weights, paired_dense_sparse_scores, resolve_device
 from bgem3.testing import random_texts
 
 TEXTS = random_texts(30, max_words=60, seed=11) + ["", "東京 です 🙂", "a  b\n\nc\td"]
@@ -180,7 +181,7 @@ def test_mcls_dense_is_mean_of_cls_states(model: BGEM3) -> None:
         ids += [cls, *content[start : start + 256]]
     ids.append(eos)
     with torch.inference_mode():
-        hidden = model._module.backbone(torch.tensor([ids])).last_hidden_state[0]
+        hidden = model.module.backbone(torch.tensor([ids])).last_hidden_state[0]
     expected = torch.nn.functional.normalize(hidden[positions].mean(0), dim=-1).numpy()
     assert out.dense is not None and plain.dense is not None
     np.testing.assert_allclose(out.dense[0], expected, atol=1e-5)
@@ -283,3 +284,50 @@ def test_dense_only_model_refuses_heads(tiny_path) -> None:  # type: ignore[no-u
         dense_only.encode(["dog"], sparse=True)
     with pytest.raises(HeadNotLoadedError):
         dense_only.compute_score([("a", "b")])
+
+
+# ---------------------------------------------------------------- public seams
+def test_lexical_weights_keep_the_largest_weight_per_id_and_drop_specials() -> None:
+    ids = np.array([[0, 7, 5, 7, 9, 2], [0, 5, 2, 1, 1, 1]])
+    weights = np.array([[0.9, 0.2, 0.0, 0.4, 0.3, 0.9],
+                        [0.9, 0.5, 0.9, 0.8, 0.8, 0.8]], dtype=np.float32)
+    first, second = lexical_weights(weights, ids, (0, 1, 2, 3))
+    assert first.to_dict() == pytest.approx({7: 0.4, 9: 0.3})
+    assert second.to_dict() == pytest.approx({5: 0.5})
+    assert lexical_weights(weights[:0], ids[:0], (0, 1, 2, 3)) == []
+
+
+def test_sparse_vectors_is_the_step_a_subclass_overrides(tiny_path) -> None:  # type: ignore[no-untyped-def]
+    class Doubled(BGEM3):
+        def sparse_vectors(self, weights, batch):  # type: ignore[no-untyped-def]
+            return [SparseVector(v.indices, v.values * 2)
+                    for v in super().sparse_vectors(weights, batch)]
+
+    plain = BGEM3(tiny_path, device="cpu").encode(TEXTS, dense=False, sparse=True).sparse
+    doubled = Doubled(tiny_path, device="cpu").encode(TEXTS, dense=False, sparse=True).sparse
+    assert plain is not None and doubled is not None
+    for a, b in zip(plain, doubled, strict=True):
+        assert a.indices.tolist() == b.indices.tolist()
+        np.testing.assert_allclose(b.values, 2 * a.values)
+
+
+def test_paired_scores_equal_the_diagonal_of_the_score_matrices(model: BGEM3) -> None:
+    q = model.encode_queries(TEXTS[:5], sparse=True)
+    p = model.encode_documents(TEXTS[5:12], sparse=True)
+    q_of, p_of = np.array([0, 4, 4, 2]), np.array([6, 0, 6, 3])
+    dense, sparse = paired_dense_sparse_scores(q, p, q_of, p_of, model.vocab_size)
+    np.testing.assert_allclose(dense, bgem3.dense_scores(q.dense, p.dense)[q_of, p_of],  # type: ignore[arg-type]
+                               atol=1e-6)
+    np.testing.assert_allclose(sparse, bgem3.sparse_scores(q.sparse, p.sparse)[q_of, p_of],  # type: ignore[arg-type]
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="sparse=True"):
+        paired_dense_sparse_scores(model.encode_queries(["a"]), p, q_of[:1], p_of[:1],
+                                   model.vocab_size)
+
+
+def test_resolve_device_and_the_module(model: BGEM3) -> None:
+    assert resolve_device(" CPU ") == torch.device("cpu") == model.device
+    with pytest.raises(ValueError, match="device"):
+        resolve_device("toaster")
+    assert model.module.sparse_linear is not None and not model.module.training
+    assert model.module.config.hidden_size == model.dense_dim

@@ -11,10 +11,7 @@ from bgem3 import BGEM3, HybridIndex
 from bgem3.index import embedded as embedded_module
 from bgem3.testing import random_texts
 
-DOCS = list(dict.fromkeys(random_texts(40, min_words=3, max_words=30, seed=41)))[:30]
-
-
-IDS = [f"d{i}" for i in range(len(DOCS))]
+from tests.core.index_data import DOCS, IDS
 
 
 # ------------------------------------------------------------ issue 16: the HNSW graph

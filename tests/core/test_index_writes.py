@@ -12,19 +12,14 @@ import numpy as np
 import pytest
 from bgem3 import BGEM3, EncodeOutput, HybridIndex
 from bgem3.index import embedded as embedded_module
-from bgem3.testing import build_tiny_checkpoint, random_texts
+from bgem3.testing import build_tiny_checkpoint
 
-DOCS = list(dict.fromkeys(random_texts(40, min_words=3, max_words=30, seed=41)))[:30]
-
-
-IDS = [f"d{i}" for i in range(len(DOCS))]
+from tests.core.index_data import DOCS, IDS, numbered_index
 
 
 @pytest.fixture
 def index(model: BGEM3) -> HybridIndex:
-    idx = HybridIndex(model)
-    idx.add(DOCS, ids=IDS, metadata=[{"i": i} for i in range(len(DOCS))])
-    return idx
+    return numbered_index(model)
 
 
 # ------------------------------------------------------------ 6. pickling

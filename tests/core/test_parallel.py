@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bgem3 import BGEM3, EncodePool, TruncationWarning
+from bgem3 import BGEM3, EncodePool, HybridIndex, TruncationWarning
+from bgem3._types import Encoder
 from bgem3.testing import random_texts
 
 TEXTS = random_texts(90, max_words=80, seed=4, log_uniform=True) + ["", "🙂"]
@@ -35,6 +36,30 @@ def test_two_processes_equal_one(model: BGEM3, tiny_path: Path) -> None:
     np.testing.assert_allclose(queries.dense, single_q.dense, atol=1e-6)  # type: ignore[arg-type]
     assert empty.colbert == [] and empty.dense.shape == (0, model.dense_dim)  # type: ignore[union-attr]
     np.testing.assert_allclose(after_error.dense, expected.dense[:3], atol=1e-6)  # type: ignore[arg-type,index]
+
+
+def test_a_pool_is_an_encoder_and_feeds_an_index(model: BGEM3, tiny_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    corpus, queries = TEXTS[:40], TEXTS[40:44]
+    reference = HybridIndex(model)
+    reference.add(corpus, ids=[str(i) for i in range(len(corpus))])
+    with EncodePool(tiny_path, devices=["cpu", "cpu"], chunk_size=8) as pool:
+        assert isinstance(pool, Encoder)
+        for name in ("name", "fingerprint", "dense_dim", "colbert_dim", "vocab_size",
+                     "has_heads", "query_max_length", "document_max_length"):
+            assert getattr(pool, name) == getattr(model, name), name
+        index = HybridIndex(pool)
+        index.add(corpus, ids=[str(i) for i in range(len(corpus))])
+        capsys.readouterr()
+        pool.encode_documents(corpus, show_progress=True)
+        assert "40/40" in capsys.readouterr().err  # one bar over the chunks
+        pool.encode_documents(corpus, show_progress=False)
+        assert "40/40" not in capsys.readouterr().err
+        for query in queries:
+            ours, theirs = index.search(query, k=5), reference.search(query, k=5)
+            assert [h.id for h in ours] == [h.id for h in theirs]
+            np.testing.assert_allclose([h.score for h in ours], [h.score for h in theirs],
+                                       atol=1e-5)
 
 
 def test_pool_from_a_loaded_model_and_closing(model: BGEM3) -> None:

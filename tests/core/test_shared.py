@@ -92,3 +92,24 @@ def test_scores_never_replace_metadata_values() -> None:
                    "previous_previous_relevance_score": 1, "lang": "en", "colbert_score": 0.25}
     assert metadata == {"relevance_score": "high", "previous_relevance_score": 1, "lang": "en"}
     assert with_scores({}, {"dense_score": 1.0}) == {"dense_score": 1.0}
+
+
+def test_the_cache_runs_any_encoder(model: BGEM3) -> None:
+    class Remote:  # the Encoder protocol and nothing else: no default lengths to read
+        def __init__(self) -> None:
+            self.name, self.fingerprint = model.name, model.fingerprint
+            self.dense_dim, self.colbert_dim = model.dense_dim, model.colbert_dim
+            self.vocab_size, self.has_heads = model.vocab_size, model.has_heads
+            self.encode_queries, self.encode_documents = (model.encode_queries,
+                                                          model.encode_documents)
+
+    remote = Remote()
+    assert isinstance(remote, bgem3._types.Encoder)
+    cache = OutputCache(remote)
+    first = cache.queries(TEXTS[:3])
+    assert np.array_equal(cache.queries(TEXTS[:3]).dense, first.dense)  # type: ignore[arg-type]
+    assert (cache.hits, cache.misses) == (3, 3)
+    np.testing.assert_allclose(first.dense, model.encode_queries(TEXTS[:3]).dense, atol=1e-6)  # type: ignore[arg-type]
+    fused, _ = rerank_scores(remote, TEXTS[0], TEXTS[:4], weights=(0.4, 0.2, 0.4))  # type: ignore[arg-type]
+    np.testing.assert_allclose(fused, rerank_scores(model, TEXTS[0], TEXTS[:4],
+                                                    weights=(0.4, 0.2, 0.4))[0], atol=1e-6)

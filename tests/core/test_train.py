@@ -12,12 +12,15 @@ import bgem3
 import numpy as np
 import pytest
 import torch
+from bgem3.batching import load_tokenizer
+from bgem3.checkpoint import resolve_checkpoint
 from bgem3.cli import main
 from bgem3.errors import CheckpointNotFoundError, DatasetError
+from bgem3.model import BGEM3Module, load_module
 from bgem3.testing import build_tiny_checkpoint, random_texts
 from bgem3.train import FinetuneSettings, finetune, mine_negatives
+from bgem3.train.finetune import _resume_blocker
 from bgem3.train.model import M3ForTraining
-from bgem3.train.trainer import _resume_blocker
 from safetensors.torch import load_file
 
 # ---------------------------------------------------------------- data
@@ -49,6 +52,12 @@ def _settings(tiny_path: Path, train_file: Path, out: Path, **kw: object) -> Fin
                   "learning_rate": 1e-3, "device": "cpu", "show_progress": False}
     base.update(kw)
     return FinetuneSettings(**base)  # type: ignore[arg-type]
+
+
+def _network(tiny_path: Path) -> BGEM3Module:
+    """A fresh fp32 copy of the tiny network, loaded as finetune() loads it."""
+    return load_module(resolve_checkpoint(tiny_path), device=torch.device("cpu"),
+                       dtype=torch.float32)
 
 
 # ---------------------------------------------------------------- the loss vs FlagEmbedding
@@ -85,9 +94,8 @@ def test_loss_and_gradients_equal_flagembedding(tiny_path: Path, self_distill: b
                     teacher_scores=None if teacher is None else scores.ravel().tolist()).loss
     expected.backward()
 
-    model = bgem3.BGEM3(tiny_path, device="cpu", dtype="float32")
-    ours = M3ForTraining(model._module, model._spec, group_size=g, self_distill=self_distill,
-                         kd_loss=teacher or "kl_div").double()
+    ours = M3ForTraining(_network(tiny_path), load_tokenizer(tiny_path).spec, group_size=g,
+                         self_distill=self_distill, kd_loss=teacher or "kl_div").double()
     ours.train()
     ours.m3.backbone.eval()
     out = ours(query_ids=queries["input_ids"], query_mask=queries["attention_mask"],
@@ -120,8 +128,8 @@ def test_dense_only_loss_equals_flagembedding_dense_finetuning(tiny_path: Path) 
     flag.train()
     flag.model.eval()
     expected = flag(queries=queries, passages=passages).loss
-    model = bgem3.BGEM3(tiny_path, device="cpu", dtype="float32")
-    ours = M3ForTraining(model._module, model._spec, group_size=4, heads=["dense"]).double()
+    ours = M3ForTraining(_network(tiny_path), load_tokenizer(tiny_path).spec, group_size=4,
+                         heads=["dense"]).double()
     ours.m3.backbone.eval()
     out = ours(query_ids=queries["input_ids"], query_mask=queries["attention_mask"],
                passage_ids=passages["input_ids"], passage_mask=passages["attention_mask"])
@@ -133,8 +141,8 @@ def test_group_only_batches_score_each_query_on_its_own_group(tiny_path: Path) -
     """FlagEmbedding #1410: group-only training must equal per-query training."""
     b, g = 3, 4
     _, queries, passages = _flag_batch(tiny_path, b, g)
-    model = bgem3.BGEM3(tiny_path, device="cpu", dtype="float32")
-    ours = M3ForTraining(model._module, model._spec, group_size=g, in_batch_negatives=False)
+    ours = M3ForTraining(_network(tiny_path), load_tokenizer(tiny_path).spec, group_size=g,
+                         in_batch_negatives=False)
     ours.m3.backbone.eval()
     batch = ours(query_ids=queries["input_ids"], query_mask=queries["attention_mask"],
                  passage_ids=passages["input_ids"], passage_mask=passages["attention_mask"])
@@ -252,17 +260,16 @@ def test_same_seed_same_curve_and_a_stopped_run_resumes(tiny_path: Path, train_f
 
 def test_gradient_caching_gives_the_same_gradients(tiny_path: Path, train_file: Path,
                                                    tmp_path: Path) -> None:
-    from bgem3.train._trainer import grad_cache_step
+    from bgem3.train._hf_trainer import grad_cache_step
     from bgem3.train.data import TrainingSet, collate_groups, read_training_data
 
-    model = bgem3.BGEM3(tiny_path, device="cpu", dtype="float32")
-    train_set = TrainingSet(read_training_data(train_file), model._backend, model._spec, 4,
-                            64, 64)
-    batch = collate_groups(train_set, list(range(6)), model._spec.pad_id)
+    tokenizer = load_tokenizer(tiny_path)
+    train_set = TrainingSet(read_training_data(train_file), tokenizer.backend, tokenizer.spec,
+                            4, 64, 64)
+    batch = collate_groups(train_set, list(range(6)), tokenizer.spec.pad_id)
 
     def grads(cached: bool) -> dict[str, torch.Tensor]:
-        network = M3ForTraining(bgem3.BGEM3(tiny_path, device="cpu")._module, model._spec,
-                                group_size=4).double()
+        network = M3ForTraining(_network(tiny_path), tokenizer.spec, group_size=4).double()
         if cached:
             out = grad_cache_step(network, network, batch, chunk=5)
         else:
@@ -415,11 +422,13 @@ def test_module_runs_under_python_m() -> None:
     assert "--init-heads" in done.stdout and "--grad-cache" in done.stdout
 
 
-def test_length_bucketed_batches_stay_within_the_token_budget(model, train_file: Path) -> None:  # type: ignore[no-untyped-def]
+def test_length_bucketed_batches_stay_within_the_token_budget(tiny_path: Path,
+                                                            train_file: Path) -> None:
     from bgem3.train.data import GroupBatches, TrainingSet, read_training_data
 
-    train_set = TrainingSet(read_training_data(train_file), model._backend, model._spec, 4,
-                            64, 64, seed=3)
+    tokenizer = load_tokenizer(tiny_path)
+    train_set = TrainingSet(read_training_data(train_file), tokenizer.backend, tokenizer.spec,
+                            4, 64, 64, seed=3)
     sampler = GroupBatches(train_set, batch_size=8, batch_tokens=4 * 4 * 20, seed=3)
     first = sampler.batches()
     assert sorted(i for b in first for i in b) == list(range(len(train_set)))
@@ -443,14 +452,13 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_path: Path,
                                                          train_file: Path) -> None:
     from bgem3.train.data import TrainingSet, collate_groups, read_training_data
 
-    model = bgem3.BGEM3(tiny_path, device="cpu", dtype="float32")
-    train_set = TrainingSet(read_training_data(train_file), model._backend, model._spec, 4,
-                            64, 64)
-    batch = collate_groups(train_set, list(range(4)), model._spec.pad_id)
+    tokenizer = load_tokenizer(tiny_path)
+    train_set = TrainingSet(read_training_data(train_file), tokenizer.backend, tokenizer.spec,
+                            4, 64, 64)
+    batch = collate_groups(train_set, list(range(4)), tokenizer.spec.pad_id)
     grads = []
     for checkpointing in (False, True):
-        network = M3ForTraining(bgem3.BGEM3(tiny_path, device="cpu")._module, model._spec,
-                                group_size=4)
+        network = M3ForTraining(_network(tiny_path), tokenizer.spec, group_size=4)
         if checkpointing:
             network.gradient_checkpointing_enable()
         network(**batch).loss.backward()
@@ -477,3 +485,40 @@ def test_missing_accelerate_says_how_to_install_it(tiny_path: Path, tmp_path: Pa
                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.startswith("bgem3: error: fine-tuning runs on")
+
+
+# ---------------------------------------------------------------- settings and data seams
+def test_every_setting_carries_a_one_line_help_text() -> None:
+    import dataclasses
+
+    for field in dataclasses.fields(FinetuneSettings):
+        text = field.metadata.get("help")
+        assert isinstance(text, str) and text.strip() and "\n" not in text, field.name
+        choices = field.metadata.get("choices")
+        if choices is not None and field.default is not dataclasses.MISSING \
+                and field.default is not None:
+            assert field.default in choices, field.name
+
+
+def test_training_reads_jsonl_through_the_shared_reader(tmp_path: Path) -> None:
+    from bgem3 import _jsonl
+    from bgem3.evaluation import data as evaluation_data
+    from bgem3.train.data import read_training_rows
+
+    assert evaluation_data.read_jsonl is _jsonl.read_jsonl  # still importable from there
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"query": "q", "pos": ["a"]}\n\n{"query": "r", "pos": ["b"]}\n')
+    assert [(w.rsplit(":", 1)[1], r["query"]) for w, r in read_training_rows([path])] == [
+        ("1", "q"), ("3", "r")]
+    path.write_bytes(b'{"query": "q", "pos": ["a"]}\n[1]\n')
+    with pytest.raises(DatasetError, match=r":2: expected a JSON object"):
+        list(read_training_rows([path]))
+    path.write_bytes(b'{"query": "\xff"}\n')
+    with pytest.raises(DatasetError, match=r":1: not UTF-8"):
+        list(read_training_rows([path]))
+
+
+def test_the_network_keeps_the_tokenizer_spec_for_collation(tiny_path: Path) -> None:
+    spec = load_tokenizer(tiny_path).spec
+    network = M3ForTraining(_network(tiny_path), spec, group_size=2)
+    assert network.spec == spec and network.spec.pad_id == 1
