@@ -21,6 +21,7 @@ from pathlib import Path
 import bgem3
 import torch
 from bgem3.evaluation import MODES
+from bgem3.index import DEFAULT_SEARCH
 
 
 def main() -> None:
@@ -30,7 +31,7 @@ def main() -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--tune", action="store_true")
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--candidates", type=int, default=100)
+    parser.add_argument("--candidates", type=int, default=DEFAULT_SEARCH.candidates)
     parser.add_argument("--device", default=None)
     parser.add_argument("--dtype", default=None)
     parser.add_argument("--threads", type=int, default=None)

@@ -14,6 +14,7 @@ from bgem3.cli import main
 from bgem3.errors import DatasetError, DatasetNotFoundError, IndexFormatError
 from bgem3.evaluation import MODES, evaluate, evaluate_run, load_beir
 from bgem3.evaluation.runner import weight_grid
+from bgem3.evaluation.runs import colbert_runs, dense_runs
 from bgem3.testing import build_tiny_checkpoint, write_beir_dataset
 
 
@@ -120,6 +121,38 @@ def test_colbert_row_ranks_the_whole_corpus_by_maxsim(model, beir: Path,  # type
     got = report.row("colbert").per_query["ndcg@10"]
     np.testing.assert_allclose(got, [expected[q]["ndcg@10"] for q in report.query_ids],
                                atol=1e-6)
+
+
+def test_exhaustive_runs_equal_brute_force_whatever_the_chunks(model, beir: Path) -> None:  # type: ignore[no-untyped-def]
+    data = load_beir(beir)
+    index = bgem3.HybridIndex(model)
+    index.add(data.corpus_texts, ids=data.corpus_ids)
+    index.delete([data.corpus_ids[3]])  # a deleted document is never ranked
+    snap = index.snapshot()
+    to_corpus = np.arange(len(snap.ids), dtype=np.int64)
+    queries = model.encode_queries(data.query_texts[:6], dense=True, colbert=True)
+    offsets = snap.colbert_offsets
+    stored = [snap.colbert.take(np.arange(offsets[i], offsets[i + 1])).astype(np.float32)
+              for i in range(len(snap.ids))]
+    per_chunking = []
+    for chunk_vectors in (1 << 18, 50, 1):
+        runs = colbert_runs(snap, to_corpus, queries.colbert, 10, chunk_vectors=chunk_vectors)
+        for query, (rows, scores) in zip(queries.colbert, runs, strict=True):
+            expected = bgem3.colbert_scores(query, stored).astype(np.float64)
+            expected[3] = -np.inf
+            assert sorted(rows.tolist()) == sorted(np.argsort(-expected)[:10].tolist())
+            np.testing.assert_allclose(scores[:, 0], expected[rows], rtol=1e-6)
+        per_chunking.append(runs)
+    for runs in per_chunking[1:]:
+        for (rows, scores), (rows0, scores0) in zip(runs, per_chunking[0], strict=True):
+            np.testing.assert_array_equal(rows, rows0)
+            np.testing.assert_allclose(scores, scores0, rtol=1e-6)  # products of other shapes
+    corpus = model.encode_documents(data.corpus_texts).dense
+    for query, (rows, scores) in zip(queries.dense, dense_runs(corpus, queries.dense, 7),
+                                     strict=True):
+        expected = corpus @ query
+        assert sorted(rows.tolist()) == sorted(np.argsort(-expected)[:7].tolist())
+        np.testing.assert_allclose(scores[:, 0], expected[rows], rtol=1e-5)
 
 
 def test_colbert_falls_back_to_the_candidate_pool(model, beir: Path) -> None:  # type: ignore[no-untyped-def]

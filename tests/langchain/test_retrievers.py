@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from bgem3 import BGEM3, HybridIndex
+from bgem3.index import SearchOptions
 from langchain_bgem3 import BGEM3HybridRetriever
 from langchain_core.documents import Document
 from langchain_core.runnables import RunnableLambda
@@ -35,6 +36,34 @@ def test_per_call_options(lc_retriever) -> None:  # type: ignore[no-untyped-def]
     assert all("colbert_score" not in d.metadata for d in dense)
     with pytest.raises(TypeError, match="unknown search arguments"):
         lc_retriever.invoke(QUERIES[0], top_k=3)
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    ({"mode": "bm25"}, "mode must be 'hybrid', 'dense' or 'sparse', got 'bm25'"),
+    ({"fusion": "max"}, "fusion must be one of"),
+    ({"weights": (0, 0, 0)}, "sum to zero"),
+    ({"candidates": 0}, "candidates must be a positive int, got 0"),
+    ({"rrf_k": -1}, "rrf_k must be a positive int, got -1"),
+    ({"filter": {"lang": {"$ne": "fr"}}}, "cannot be matched"),
+])
+def test_a_bad_option_is_refused_when_built_and_per_call(lc_retriever, option,  # type: ignore[no-untyped-def]
+                                                         message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        BGEM3HybridRetriever(index=lc_retriever.index, **option)
+    with pytest.raises(ValueError, match=message):
+        lc_retriever.invoke(QUERIES[0], **option)
+
+
+def test_every_search_option_of_the_core_is_a_field_and_a_per_call_option(  # type: ignore[no-untyped-def]
+        lc_retriever) -> None:
+    options = lc_retriever.search_options(fusion="rrf", rrf_k=1, candidates=7)
+    assert options == SearchOptions(k=4, fusion="rrf", rrf_k=1, candidates=7)
+    docs = lc_retriever.invoke(QUERIES[0], fusion="rrf", rrf_k=1, candidates=7)
+    hits = lc_retriever.index.search(QUERIES[0], k=4, fusion="rrf", rrf_k=1, candidates=7)
+    assert [d.id for d in docs] == [h.id for h in hits]
+    assert [d.metadata["relevance_score"] for d in docs] == pytest.approx([h.score for h in hits])
+    built = BGEM3HybridRetriever(index=lc_retriever.index, fusion="rrf", rrf_k=1, candidates=7)
+    assert [d.id for d in built.invoke(QUERIES[0])] == [h.id for h in hits]
 
 
 async def test_batch_abatch_ainvoke_and_lcel(lc_retriever) -> None:  # type: ignore[no-untyped-def]

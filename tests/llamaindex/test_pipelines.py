@@ -136,6 +136,37 @@ def test_metadata_filters_the_core_cannot_express_raise(retriever: BGEM3HybridRe
             BGEM3HybridRetriever(retriever.index, filters=filters)
 
 
+def test_filter_values_are_checked_by_the_core_filter_language(
+        retriever: BGEM3HybridRetriever) -> None:
+    for filters in (_all(_eq("score", 0.5)), _any(_in("score", [0.5, 1.5]), _eq("score", 2))):
+        with pytest.raises(ValueError, match="cannot be matched: use strings, ints or bools"):
+            BGEM3HybridRetriever(retriever.index, filters=filters)
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    ({"mode": "bm25"}, "mode must be 'hybrid', 'dense' or 'sparse', got 'bm25'"),
+    ({"fusion": "max"}, "fusion must be one of"),
+    ({"weights": (0, 0, 0)}, "sum to zero"),
+    ({"candidates": 0}, "candidates must be a positive int, got 0"),
+    ({"rrf_k": 0}, "rrf_k must be a positive int, got 0"),
+])
+def test_a_bad_option_is_refused_when_built(retriever: BGEM3HybridRetriever,
+                                            option: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        BGEM3HybridRetriever(retriever.index, **option)  # type: ignore[arg-type]
+
+
+def test_every_search_option_reaches_the_core(retriever: BGEM3HybridRetriever) -> None:
+    options = {"fusion": "rrf", "rrf_k": 1, "candidates": 7, "weights": [1, 0, 1]}
+    custom = BGEM3HybridRetriever(retriever.index, 3, **options)  # type: ignore[arg-type]
+    hits = retriever.index.search(QUERIES[0], k=3, **options)  # type: ignore[arg-type]
+    got = custom.retrieve(QUERIES[0])
+    assert [n.node.node_id for n in got] == [h.id for h in hits]
+    assert [n.score for n in got] == pytest.approx([h.score for h in hits])
+    assert custom.search_options == {"mode": "hybrid", "fusion": "rrf", "weights": (1.0, 0.0, 1.0),
+                                     "candidates": 7, "rerank": None}
+
+
 def test_stored_metadata_under_a_score_key_is_kept(model: BGEM3) -> None:
     nodes = [n.model_copy(update={"metadata": {**n.metadata, "dense_score": f"user {i}"}})
              for i, n in enumerate(make_nodes()[:5])]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bgem3.shared import (
     OutputCache,
@@ -13,6 +13,11 @@ from bgem3.shared import (
 )
 from langchain_core.load.serializable import Serializable
 from pydantic import ConfigDict, Field, PrivateAttr
+
+if TYPE_CHECKING:
+    from bgem3.encoder import BGEM3
+
+__all__ = ["DEFAULT_MODEL", "BGEM3EmbeddingBase", "BGEM3Model", "check_texts"]
 
 DEFAULT_MODEL = "BAAI/bge-m3"
 
@@ -56,9 +61,10 @@ class BGEM3Model(SharedModelPickling, Serializable):
         return {"model_name": name, "device": device, "dtype": dtype}
 
     @property
-    def bgem3(self) -> Any:
+    def bgem3(self) -> BGEM3:
         """The ``bgem3.BGEM3`` this object runs."""
-        return self._bgem3
+        model: BGEM3 = self._bgem3
+        return model
 
     @property
     def outputs(self) -> OutputCache:
@@ -66,8 +72,8 @@ class BGEM3Model(SharedModelPickling, Serializable):
         return output_cache(self._bgem3)
 
 
-class BGEM3Encoder(BGEM3Model):
-    """:class:`BGEM3Model` plus the encoding options of the embedding classes."""
+class BGEM3EmbeddingBase(BGEM3Model):
+    """:class:`BGEM3Model` plus the encoding options: the base of the two embedding classes."""
 
     batch_size: int = Field(
         strict=True, default=256, gt=0, description="Texts per forward batch at most.")
@@ -87,10 +93,3 @@ def check_texts(texts: Any, what: str = "texts") -> list[str]:
         if not isinstance(text, str):
             raise TypeError(f"{what}[{i}] must be a str, got {type(text).__name__}")
     return list(texts)
-
-
-def check_positive(value: Any, name: str) -> int:
-    """A positive ``int`` parameter such as ``k`` or ``top_n``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value

@@ -6,12 +6,12 @@ import asyncio
 
 from langchain_core.embeddings import Embeddings
 
-from langchain_bgem3._common import BGEM3Encoder, check_texts
+from langchain_bgem3._common import BGEM3EmbeddingBase, check_texts
 
 __all__ = ["BGEM3Embeddings"]
 
 
-class BGEM3Embeddings(BGEM3Encoder, Embeddings):
+class BGEM3Embeddings(BGEM3EmbeddingBase, Embeddings):
     """BGE-M3 dense embeddings (normalised ``[CLS]`` vectors) for LangChain.
 
     Dense and sparse outputs come from one forward pass and recent ones are cached per

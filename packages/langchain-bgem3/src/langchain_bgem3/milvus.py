@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from langchain_qdrant import SparseEmbeddings
 
 try:
     from langchain_milvus.utils.sparse import BaseSparseEmbedding
@@ -11,9 +11,6 @@ except ImportError as exc:
         'BGE-M3 sparse vectors for Milvus need langchain-milvus: '
         'pip install "langchain-bgem3[milvus]"'
     ) from exc
-
-if TYPE_CHECKING:
-    from langchain_bgem3.sparse import BGEM3SparseEmbeddings
 
 __all__ = ["BGEM3MilvusSparseEmbedding"]
 
@@ -28,10 +25,11 @@ class BGEM3MilvusSparseEmbedding(BaseSparseEmbedding):
     also rejects an empty sparse vector, which a text gets when all its token weights are 0.
 
     Args:
-        sparse: The :class:`~langchain_bgem3.BGEM3SparseEmbeddings` to adapt.
+        sparse: The :class:`~langchain_bgem3.BGEM3SparseEmbeddings` to adapt (any
+            ``langchain_qdrant.SparseEmbeddings`` works).
     """
 
-    def __init__(self, sparse: BGEM3SparseEmbeddings) -> None:
+    def __init__(self, sparse: SparseEmbeddings) -> None:
         self.sparse = sparse
 
     def embed_query(self, query: str) -> dict[int, float]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, NoReturn, SupportsIndex
+from typing import TYPE_CHECKING, Any, NoReturn, SupportsIndex
 
+from bgem3.index.options import DEFAULT_SEARCH, SearchOptions
 from bgem3.shared import check_query, new_index, resolve_model, with_scores
 from langchain_core.callbacks import (
     AsyncCallbackManagerForRetrieverRun,
@@ -14,11 +15,18 @@ from langchain_core.callbacks import (
 )
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
-from langchain_bgem3._common import DEFAULT_MODEL, check_positive, check_texts
+from langchain_bgem3._common import DEFAULT_MODEL, check_texts
+
+if TYPE_CHECKING:
+    from bgem3.encoder import BGEM3
+    from bgem3.index import SearchIndex
 
 __all__ = ["BGEM3HybridRetriever"]
+
+DEFAULT_K = 4
+"""Documents a retriever returns by default: LangChain's convention (the core's is 10)."""
 
 _NO_COPY = ("a BGEM3HybridRetriever cannot be pickled or deep-copied: it holds a live index. "
             "Share the retriever (searches may run in several threads), or save the index with "
@@ -26,7 +34,6 @@ _NO_COPY = ("a BGEM3HybridRetriever cannot be pickled or deep-copied: it holds a
             "BGEM3HybridRetriever(index=HybridIndex.load(path, model)); over Qdrant, the data "
             "stays in the collection: BGEM3HybridRetriever(index=QdrantHybridIndex(model, "
             "client, collection))")
-_SEARCH_ARGS = ("k", "mode", "fusion", "weights", "candidates", "rerank", "filter")
 
 
 class BGEM3HybridRetriever(BaseRetriever):
@@ -37,7 +44,9 @@ class BGEM3HybridRetriever(BaseRetriever):
     fused ``relevance_score`` and ``dense_score`` / ``sparse_score`` / ``colbert_score`` in
     its metadata; a stored metadata value under one of those keys is kept under the key
     prefixed ``previous_`` (``bgem3.shared.with_scores``). Every search option can also be
-    passed per call: ``retriever.invoke("query", k=2, filter={"lang": "en"})``.
+    passed per call: ``retriever.invoke("query", k=2, filter={"lang": "en"})``. The options
+    and their defaults are the core's :class:`bgem3.index.SearchOptions` (except ``k``:
+    LangChain's 4), checked when the retriever is built and on every call.
 
     The retriever holds a live index (in memory, or a Qdrant client), so it is neither
     serialisable (``dumpd`` gives ``not_implemented``) nor picklable or deep-copyable
@@ -59,28 +68,38 @@ class BGEM3HybridRetriever(BaseRetriever):
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
     index: Any = Field(exclude=True, description="A bgem3 HybridIndex or QdrantHybridIndex.")
-    k: int = Field(strict=True, default=4, description="Documents to return.")
-    mode: str = Field(default="hybrid", description="Candidates: hybrid, dense or sparse.")
-    fusion: str = Field(default="weighted", description="weighted or rrf (Qdrant: also dbsf).")
+    k: int = Field(strict=True, default=DEFAULT_K, description="Documents to return.")
+    mode: str = Field(default=DEFAULT_SEARCH.mode,
+                      description="Candidates: hybrid, dense or sparse.")
+    fusion: str = Field(default=DEFAULT_SEARCH.fusion,
+                        description="weighted or rrf (Qdrant: also dbsf).")
     weights: tuple[float, float, float] = Field(
-        default=(0.4, 0.2, 0.4), description="(dense, sparse, colbert) for weighted fusion.")
-    candidates: int = Field(
-        strict=True, default=100, description="Candidates from each of dense and sparse.")
+        default=DEFAULT_SEARCH.weights,
+        description="(dense, sparse, colbert) for weighted fusion.")
+    candidates: int = Field(strict=True, default=DEFAULT_SEARCH.candidates,
+                            description="Candidates from each of dense and sparse.")
     rerank: bool | None = Field(
-        strict=True, default=None, description="ColBERT rerank; None: if stored.")
+        strict=True, default=DEFAULT_SEARCH.rerank, description="ColBERT rerank; None: if stored.")
     filter: dict[str, Any] | None = Field(
         default=None, description='Metadata filter: {"lang": "en", "year": [2023, 2024]}.')
+    rrf_k: int = Field(strict=True, default=DEFAULT_SEARCH.rrf_k,
+                       description="The constant of reciprocal rank fusion.")
+
+    @model_validator(mode="after")
+    def _check_options(self) -> BGEM3HybridRetriever:
+        self.search_options()  # raises on a bad option, naming it
+        return self
 
     @classmethod
     def from_texts(
         cls,
         texts: Iterable[str],
         model_name: str = DEFAULT_MODEL,
-        k: int = 4,
+        k: int = DEFAULT_K,
         metadatas: Sequence[Mapping[str, Any]] | None = None,
         *,
         ids: Sequence[str] | None = None,
-        model: Any = None,
+        model: BGEM3 | None = None,
         device: str | None = None,
         dtype: str | None = None,
         qdrant_client: Any = None,
@@ -110,7 +129,7 @@ class BGEM3HybridRetriever(BaseRetriever):
 
     @classmethod
     def from_documents(cls, documents: Iterable[Document], model_name: str = DEFAULT_MODEL,
-                       k: int = 4, **kwargs: Any) -> BGEM3HybridRetriever:
+                       k: int = DEFAULT_K, **kwargs: Any) -> BGEM3HybridRetriever:
         """Like :meth:`from_texts`, from ``Document`` objects.
 
         Their ids are kept; a document without one gets a new random id.
@@ -145,15 +164,26 @@ class BGEM3HybridRetriever(BaseRetriever):
     def __deepcopy__(self, memo: dict[int, Any] | None = None) -> NoReturn:
         raise TypeError(_NO_COPY)
 
-    def _search(self, query: str, overrides: Mapping[str, Any]) -> list[Document]:
-        unknown = set(overrides) - set(_SEARCH_ARGS)
+    def search_options(self, **overrides: Any) -> SearchOptions:
+        """The retriever's options with ``overrides`` (the keywords of ``invoke``), checked.
+
+        Raises:
+            TypeError: An unknown option (``top_k=``...).
+            ValueError: A bad value, named (``k must be a positive int, got 0``).
+        """
+        names = SearchOptions.names()
+        unknown = set(overrides) - set(names)
         if unknown:
             raise TypeError(f"unknown search arguments: {sorted(unknown)}; "
-                            f"expected some of {list(_SEARCH_ARGS)}")
-        options = {name: overrides.get(name, getattr(self, name)) for name in _SEARCH_ARGS}
+                            f"expected some of {list(names)}")
+        return SearchOptions(**{name: overrides.get(name, getattr(self, name))
+                                for name in names})
+
+    def _search(self, query: str, overrides: Mapping[str, Any]) -> list[Document]:
+        options = self.search_options(**overrides)
         check_query(query)
-        check_positive(options["k"], "k")
-        hits = self.index.search(query, **options)
+        index: SearchIndex = self.index
+        hits = index.search(query, **options.as_kwargs())
         return [Document(page_content=hit.text or "", id=hit.id, metadata=with_scores(
             hit.metadata, {"relevance_score": hit.score,
                            **{f"{mode}_score": s for mode, s in hit.scores.items()}}))

@@ -7,12 +7,12 @@ from typing import Any
 
 from langchain_qdrant import SparseEmbeddings, SparseVector
 
-from langchain_bgem3._common import BGEM3Encoder, check_texts
+from langchain_bgem3._common import BGEM3EmbeddingBase, check_texts
 
 __all__ = ["BGEM3SparseEmbeddings"]
 
 
-class BGEM3SparseEmbeddings(BGEM3Encoder, SparseEmbeddings):
+class BGEM3SparseEmbeddings(BGEM3EmbeddingBase, SparseEmbeddings):
     """BGE-M3 sparse (lexical) vectors: token ids and weights, special tokens dropped.
 
     A ``langchain_qdrant.SparseEmbeddings``, so it plugs into

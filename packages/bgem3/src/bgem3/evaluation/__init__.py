@@ -1,5 +1,9 @@
 """Retrieval quality on labelled data: every mode and fusion, metrics as trec_eval defines them.
 
+Modules: ``data`` (BEIR-layout datasets), ``metrics`` (trec_eval's metrics), ``runs`` (runs
+from candidate pools and exhaustive search), ``tuning`` (fusion weights chosen on held-out
+queries), ``report`` (what is returned) and ``runner`` (:func:`evaluate`, which runs them).
+
 Example:
     >>> import tempfile, bgem3
     >>> from bgem3.testing import build_tiny_checkpoint, write_beir_dataset
@@ -13,7 +17,8 @@ from __future__ import annotations
 
 from bgem3.evaluation.data import BeirData, load_beir
 from bgem3.evaluation.metrics import evaluate_run
-from bgem3.evaluation.runner import MODES, EvalReport, ModeResult, TuningResult, evaluate
+from bgem3.evaluation.report import MODES, EvalReport, ModeResult, TuningResult
+from bgem3.evaluation.runner import evaluate
 
 __all__ = [
     "MODES",

@@ -17,7 +17,6 @@ import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
 from bgem3._kernels import Rows, row_ranges
-from bgem3.index.state import Snapshot  # noqa: F401  TEMPORARY: evaluation imports it here
 
 __all__ = ["BlockArray", "GrowingArray", "Rows", "row_ranges"]
 

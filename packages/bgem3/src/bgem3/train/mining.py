@@ -16,10 +16,15 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from bgem3._inputs import positive_int
+from bgem3._jsonl import read_jsonl
+from bgem3._kernels import dense_top
+from bgem3._types import Encoder
+from bgem3.errors import DatasetError
+from bgem3.index.options import DEFAULT_SEARCH
 from bgem3.train.data import parse_example, read_training_rows
 
 __all__ = ["MiningReport", "mine_negatives"]
@@ -50,7 +55,7 @@ class MiningReport:
 
 def mine_negatives(
     train_data: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
-    model: Any,
+    model: Encoder,
     output: str | os.PathLike[str],
     *,
     rank_range: tuple[int, int] = (10, 210),
@@ -66,13 +71,15 @@ def mine_negatives(
 
     Args:
         train_data: FlagEmbedding-format JSONL (files or directories).
-        model: A :class:`~bgem3.BGEM3` (a dense-only one mines with ``mode="dense"``).
+        model: A :class:`~bgem3.BGEM3` or another encoder (a dense-only one mines with
+            ``mode="dense"``).
         output: The JSONL to write (atomically; other fields of each line are kept).
         rank_range: ``(start, end)``: negatives come from ranks ``start`` to ``end - 1``
             (0 = best) of each query's retrieval, positives skipped.
         num: Negatives per query (fewer when the range holds fewer candidates).
         mode: ``"dense"`` (exact dense search) or ``"hybrid"`` (dense + sparse candidates,
-            weighted fusion, as ``HybridIndex.search``).
+            weighted fusion, as ``HybridIndex.search`` with the default
+            :class:`~bgem3.index.SearchOptions`).
         candidate_pool: A JSONL file with a ``text`` per line to search instead of every
             passage of the training data.
         query_instruction: Prepended to queries without their own ``prompt``.
@@ -90,8 +97,7 @@ def mine_negatives(
     start, end = rank_range
     if not 0 <= start < end:
         raise ValueError(f"rank_range must be (start, end) with 0 <= start < end, got {rank_range}")
-    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
-        raise ValueError(f"num must be a positive int, got {num!r}")
+    positive_int(num, "num")
     if mode not in ("dense", "hybrid"):
         raise ValueError(f"mode must be 'dense' or 'hybrid', got {mode!r}")
     if mode == "hybrid" and not model.has_heads:
@@ -101,13 +107,9 @@ def mine_negatives(
     rows = list(read_training_rows(items))
     examples = [parse_example(row, where, query_instruction) for where, row in rows]
     if candidate_pool is not None:
-        from bgem3.evaluation.data import read_jsonl
-
         pool_texts = []
         for number, row in read_jsonl(candidate_pool):
             if not isinstance(row.get("text"), str):
-                from bgem3.errors import DatasetError
-
                 raise DatasetError(f"{candidate_pool}:{number}: each line needs a 'text' string")
             pool_texts.append(row["text"])
         corpus = sorted(set(pool_texts))
@@ -148,7 +150,7 @@ def mine_negatives(
                         dropped_scores=dropped)
 
 
-def _retrieve(model: Any, queries: list[str], corpus: list[str], depth: int, mode: str,
+def _retrieve(model: Encoder, queries: list[str], corpus: list[str], depth: int, mode: str,
               batch_size: int, show_progress: bool | None) -> list[list[int]]:
     """Each query's top ``depth`` corpus rows, best first."""
     if mode == "hybrid":
@@ -159,19 +161,13 @@ def _retrieve(model: Any, queries: list[str], corpus: list[str], depth: int, mod
         index.add(corpus, ids=ids, batch_size=batch_size, show_progress=show_progress)
         encoded = model.encode_queries(queries, dense=True, sparse=True, batch_size=batch_size,
                                        show_progress=show_progress)
-        hits = index.search_encoded(encoded, depth, candidates=depth)
+        options = DEFAULT_SEARCH.replace(k=depth, candidates=depth)
+        hits = index.search_encoded(encoded, **options.as_kwargs())
         return [[int(h.id) for h in found] for found in hits]
-    import torch
-
     docs = model.encode_documents(corpus, dense=True, batch_size=batch_size,
                                   show_progress=show_progress).dense
     q = model.encode_queries(queries, dense=True, batch_size=batch_size,
                              show_progress=show_progress).dense
-    matrix = torch.from_numpy(np.ascontiguousarray(docs, dtype=np.float32))
-    k = min(depth, len(corpus))
-    ranked: list[list[int]] = []
-    block = max(1, (1 << 26) // max(len(corpus), 1))
-    for i in range(0, len(queries), block):
-        scores = torch.from_numpy(np.ascontiguousarray(q[i : i + block])) @ matrix.T
-        ranked.extend(torch.topk(scores, k, dim=1).indices.tolist())
-    return ranked
+    if docs is None or q is None:
+        raise ValueError("the model returned no dense vectors")
+    return [rows.tolist() for rows, _ in dense_top(docs, q, depth)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
-from llama_index.embeddings.bgem3._model import BGEM3EncodeFields
+from llama_index.embeddings.bgem3.fields import BGEM3EncodeFields
 
 __all__ = ["BGEM3Embedding"]
 

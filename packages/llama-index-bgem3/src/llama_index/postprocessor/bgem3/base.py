@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
-from llama_index.embeddings.bgem3._model import BGEM3Fields
+from llama_index.embeddings.bgem3.fields import BGEM3Fields
 from pydantic import Field
 
 from bgem3.shared import check_query, rerank_scores

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any, NoReturn, SupportsIndex
+from typing import TYPE_CHECKING, Any, NoReturn, SupportsIndex
 
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle, TextNode
@@ -14,11 +14,21 @@ from llama_index.core.vector_stores.types import (
     MetadataFilter,
     MetadataFilters,
 )
-from llama_index.embeddings.bgem3._model import DEFAULT_MODEL
+from llama_index.embeddings.bgem3.fields import DEFAULT_MODEL
 
+from bgem3.index.filters import check_filter
+from bgem3.index.options import DEFAULT_SEARCH, Fusion, Mode, SearchOptions
 from bgem3.shared import check_query, new_index, resolve_model, with_scores
 
+if TYPE_CHECKING:
+    from bgem3.encoder import BGEM3
+    from bgem3.index.embedded import HybridIndex
+    from bgem3.index.qdrant import QdrantHybridIndex
+
 __all__ = ["BGEM3HybridRetriever"]
+
+DEFAULT_TOP_K = 4
+"""Nodes a retriever returns by default (the core's search returns 10)."""
 
 _NO_COPY = ("a BGEM3HybridRetriever cannot be pickled or deep-copied: it holds a live index. "
             "Share the retriever (searches may run in several threads), or save the index with "
@@ -32,7 +42,9 @@ class BGEM3HybridRetriever(BaseRetriever):
     """Hybrid BGE-M3 retrieval over ``bgem3.HybridIndex`` (embedded) or its Qdrant backend.
 
     Dense and sparse top candidates, their union scored by ColBERT MaxSim, then fused
-    (FlagEmbedding's weighted sum, or reciprocal rank fusion). Nodes carry the per-mode
+    (FlagEmbedding's weighted sum, or reciprocal rank fusion); the options and their
+    defaults are the core's :class:`bgem3.index.SearchOptions`, checked when the retriever
+    is built. Nodes carry the per-mode
     scores in their metadata (``dense_score`` / ``sparse_score`` / ``colbert_score``, hidden
     from the LLM and the embedder); a stored metadata value under one of those keys is kept
     under the key prefixed ``previous_`` (``bgem3.shared.with_scores``).
@@ -47,6 +59,15 @@ class BGEM3HybridRetriever(BaseRetriever):
         rerank: ColBERT rerank; ``None``: when the index stores ColBERT vectors.
         filters: ``MetadataFilters`` of ``==`` and ``in`` conditions, joined by AND, or by
             OR on one key (nested too); conditions on one key under AND must all hold.
+        rrf_k: The constant of reciprocal rank fusion.
+        **kwargs: ``BaseRetriever``'s own arguments (``callback_manager``, ``verbose``...).
+
+    Attributes:
+        options: The checked :class:`bgem3.index.SearchOptions` of every search
+            (``k`` is ``similarity_top_k``, ``filter`` the translated ``filters``).
+
+    Raises:
+        ValueError: A bad option (named), or filters the core filter cannot express.
 
     The retriever holds a live index (in memory, or a Qdrant client), so pickling or
     deep-copying it raises ``TypeError``: share the object (searches may run in several
@@ -65,36 +86,43 @@ class BGEM3HybridRetriever(BaseRetriever):
 
     def __init__(
         self,
-        index: Any,
-        similarity_top_k: int = 4,
+        index: HybridIndex | QdrantHybridIndex,
+        similarity_top_k: int = DEFAULT_TOP_K,
         *,
-        mode: str = "hybrid",
-        fusion: str = "weighted",
-        weights: Sequence[float] = (0.4, 0.2, 0.4),
-        candidates: int = 100,
-        rerank: bool | None = None,
+        mode: Mode = DEFAULT_SEARCH.mode,
+        fusion: Fusion = DEFAULT_SEARCH.fusion,
+        weights: Sequence[float] = DEFAULT_SEARCH.weights,
+        candidates: int = DEFAULT_SEARCH.candidates,
+        rerank: bool | None = DEFAULT_SEARCH.rerank,
         filters: MetadataFilters | None = None,
+        rrf_k: int = DEFAULT_SEARCH.rrf_k,
         **kwargs: Any,
     ) -> None:
         if isinstance(similarity_top_k, bool) or not isinstance(similarity_top_k, int) \
-                or similarity_top_k < 1:
+                or similarity_top_k < 1:  # the core would name it k
             raise ValueError(f"similarity_top_k must be a positive int, got {similarity_top_k!r}")
         self.index = index
         self.similarity_top_k = similarity_top_k
-        self.search_options = {"mode": mode, "fusion": fusion, "weights": tuple(weights),
-                               "candidates": candidates, "rerank": rerank}
         self.filters = filters
-        self._where = _to_where(filters)
+        self.options: SearchOptions = DEFAULT_SEARCH.replace(
+            k=similarity_top_k, mode=mode, fusion=fusion, weights=weights,
+            candidates=candidates, rerank=rerank, filter=_to_where(filters), rrf_k=rrf_k)
         super().__init__(**kwargs)
+
+    @property
+    def search_options(self) -> dict[str, Any]:
+        """``mode``, ``fusion``, ``weights``, ``candidates`` and ``rerank`` of :attr:`options`."""
+        return {name: getattr(self.options, name)
+                for name in ("mode", "fusion", "weights", "candidates", "rerank")}
 
     @classmethod
     def from_nodes(
         cls,
         nodes: Sequence[BaseNode],
         model_name: str = DEFAULT_MODEL,
-        similarity_top_k: int = 4,
+        similarity_top_k: int = DEFAULT_TOP_K,
         *,
-        model: Any = None,
+        model: BGEM3 | None = None,
         device: str | None = None,
         dtype: str | None = None,
         qdrant_client: Any = None,
@@ -138,8 +166,7 @@ class BGEM3HybridRetriever(BaseRetriever):
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         query = check_query(query_bundle.query_str)
-        hits = self.index.search(query, self.similarity_top_k, filter=self._where,
-                                 **self.search_options)
+        hits = self.index.search(query, **self.options.as_kwargs())
         results = []
         for hit in hits:
             scores = {f"{mode}_score": score for mode, score in hit.scores.items()}
@@ -155,7 +182,7 @@ class BGEM3HybridRetriever(BaseRetriever):
 
 
 def _to_where(filters: MetadataFilters | None) -> dict[str, Any] | None:
-    """``MetadataFilters`` as the core index's filter dict, or a ``ValueError``.
+    """``MetadataFilters`` in the core filter language, or a ``ValueError``.
 
     The core filter ANDs its keys, each with one value (equality) or a list (any of them;
     an empty list matches nothing). ``==`` and ``in`` conditions map onto it; several under
@@ -163,20 +190,25 @@ def _to_where(filters: MetadataFilters | None) -> dict[str, Any] | None:
     matches nothing), under OR on one key the values any of them allows. An OR across
     keys, ``NOT`` and other operators cannot be expressed and raise. The index matches a
     list-valued metadata field by element, so for such a field an AND on one key asks for
-    one element that every condition allows, not for each condition to hold alone.
+    one element that every condition allows, not for each condition to hold alone. Each
+    value is checked by the core (:func:`bgem3.index.filters.check_filter`) as it is read.
     """
     if filters is None or not filters.filters:
         return None
-    return {key: values[0] if len(values) == 1 else values
-            for key, values in _allowed(filters).items()}
+    where = {key: values[0] if len(values) == 1 else values
+             for key, values in _allowed(filters).items()}
+    check_filter(where)
+    return where
 
 
 def _allowed(item: MetadataFilters | MetadataFilter) -> dict[str, list[Any]]:
     """The values each constrained key may take (a key not listed is not constrained)."""
     if isinstance(item, MetadataFilter):
         if item.operator == FilterOperator.EQ and not isinstance(item.value, list):
+            check_filter({item.key: item.value})
             return {item.key: [item.value]}
         if item.operator == FilterOperator.IN and isinstance(item.value, list):
+            check_filter({item.key: item.value})
             return {item.key: _union([item.value])}
         raise ValueError(f"filter operator {item.operator.value!r} on {item.key!r} with value "
                          f"{item.value!r} is not supported: use == (one value) or in (a list)")

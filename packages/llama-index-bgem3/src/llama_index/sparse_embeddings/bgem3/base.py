@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable
 
 from llama_index.core.base.embeddings.base_sparse import BaseSparseEmbedding, SparseEmbedding
-from llama_index.embeddings.bgem3._model import BGEM3EncodeFields
+from llama_index.embeddings.bgem3.fields import BGEM3EncodeFields
 
 __all__ = ["BGEM3SparseEmbedding"]
 

@@ -1,14 +1,24 @@
-"""The model fields every LlamaIndex component of this distribution shares."""
+"""The model fields every LlamaIndex component of this distribution shares.
+
+The embedding, sparse embedding and reranker components subclass these pydantic bases
+(the hybrid retriever takes an index instead, and only :data:`DEFAULT_MODEL`).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from bgem3.shared import OutputCache, SharedModelPickling, output_cache, resolve_model
 
+if TYPE_CHECKING:
+    from bgem3.encoder import BGEM3
+
+__all__ = ["DEFAULT_MODEL", "BGEM3EncodeFields", "BGEM3Fields"]
+
 DEFAULT_MODEL = "BAAI/bge-m3"
+"""The checkpoint a component loads when given neither ``model`` nor ``model_name``."""
 
 
 class BGEM3Fields(SharedModelPickling, BaseModel):
@@ -37,9 +47,10 @@ class BGEM3Fields(SharedModelPickling, BaseModel):
             self.model_name = self._bgem3.name
 
     @property
-    def bgem3(self) -> Any:
+    def bgem3(self) -> BGEM3:
         """The ``bgem3.BGEM3`` this component runs."""
-        return self._bgem3
+        model: BGEM3 = self._bgem3
+        return model
 
     @property
     def outputs(self) -> OutputCache:
