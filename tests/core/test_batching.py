@@ -8,6 +8,7 @@ from bgem3.batching import (
     MCLS_STRIDE,
     M3Tokenizer,
     collate,
+    lexical_weights,
     load_tokenizer,
     plan_batches,
     tokenize,
@@ -109,3 +110,13 @@ def test_unique_texts_keep_the_first_seen_order() -> None:
     assert [distinct[i] for i in inverse] == ["b", "a", "b", "c", "a"]
     empty, none = unique_texts([])
     assert empty == [] and none.dtype == np.int64 and none.shape == (0,)
+
+
+def test_lexical_weights_keep_the_largest_weight_per_id_and_drop_specials() -> None:
+    ids = np.array([[0, 7, 5, 7, 9, 2], [0, 5, 2, 1, 1, 1]])
+    weights = np.array([[0.9, 0.2, 0.0, 0.4, 0.3, 0.9],
+                        [0.9, 0.5, 0.9, 0.8, 0.8, 0.8]], dtype=np.float32)
+    first, second = lexical_weights(weights, ids, (0, 1, 2, 3))
+    assert first.to_dict() == pytest.approx({7: 0.4, 9: 0.3})
+    assert second.to_dict() == pytest.approx({5: 0.5})
+    assert lexical_weights(weights[:0], ids[:0], (0, 1, 2, 3)) == []

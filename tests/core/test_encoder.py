@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from bgem3 import BGEM3, EncodeOutput, HeadNotLoadedError, SparseVector, TruncationWarning
-from bgem3.encoder import lexical_weights, paired_dense_sparse_scores, resolve_device
+from bgem3.encoder import paired_dense_sparse_scores, resolve_device
 from bgem3.testing import random_texts
 
 TEXTS = random_texts(30, max_words=60, seed=11) + ["", "東京 です 🙂", "a  b\n\nc\td"]
@@ -287,16 +287,6 @@ def test_dense_only_model_refuses_heads(tiny_path) -> None:  # type: ignore[no-u
 
 
 # ---------------------------------------------------------------- public seams
-def test_lexical_weights_keep_the_largest_weight_per_id_and_drop_specials() -> None:
-    ids = np.array([[0, 7, 5, 7, 9, 2], [0, 5, 2, 1, 1, 1]])
-    weights = np.array([[0.9, 0.2, 0.0, 0.4, 0.3, 0.9],
-                        [0.9, 0.5, 0.9, 0.8, 0.8, 0.8]], dtype=np.float32)
-    first, second = lexical_weights(weights, ids, (0, 1, 2, 3))
-    assert first.to_dict() == pytest.approx({7: 0.4, 9: 0.3})
-    assert second.to_dict() == pytest.approx({5: 0.5})
-    assert lexical_weights(weights[:0], ids[:0], (0, 1, 2, 3)) == []
-
-
 def test_sparse_vectors_is_the_step_a_subclass_overrides(tiny_path) -> None:  # type: ignore[no-untyped-def]
     class Doubled(BGEM3):
         def sparse_vectors(self, weights, batch):  # type: ignore[no-untyped-def]

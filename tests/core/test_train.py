@@ -518,6 +518,14 @@ def test_training_reads_jsonl_through_the_shared_reader(tmp_path: Path) -> None:
         list(read_training_rows([path]))
 
 
+def test_the_settings_load_without_torch() -> None:
+    code = ("import sys, bgem3.train, bgem3.cli; bgem3.cli.build_parser(); "
+            "print('torch' in sys.modules); bgem3.train.m3_loss; print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.split() == ["False", "True"]  # the loss loads torch on first use
+
+
 def test_the_network_keeps_the_tokenizer_spec_for_collation(tiny_path: Path) -> None:
     spec = load_tokenizer(tiny_path).spec
     network = M3ForTraining(_network(tiny_path), spec, group_size=2)

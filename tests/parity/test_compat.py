@@ -288,7 +288,7 @@ def test_scoring_helpers(models: tuple[Any, BGEM3FlagModel]) -> None:
 
 def test_fp16_on_cpu_rounds_the_weights(compat: BGEM3FlagModel,
                                         compat_fp16: BGEM3FlagModel) -> None:
-    for tensor in compat_fp16.native._module.parameters():
+    for tensor in compat_fp16.native.module.parameters():
         assert torch.equal(tensor, tensor.half().float())
         assert tensor.dtype == torch.float32
     a, b = compat.encode(CORPUS), compat_fp16.encode(CORPUS)

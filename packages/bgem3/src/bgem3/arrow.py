@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from bgem3._types import EncodeOutput, SparseVector
+from bgem3._types import EncodeOutput, Encoder, trusted_sparse
 
 __all__ = [
     "FORMAT",
@@ -126,7 +126,8 @@ def _offsets(lengths: NDArray[np.int64]) -> NDArray[np.int32]:
 
 
 def to_arrow(output: EncodeOutput, ids: Sequence[str], *, texts: Sequence[str] | None = None,
-             model: Any = None, dense_dtype: str = "float32", colbert_dtype: str = "float32",
+             model: Encoder | None = None, dense_dtype: str = "float32",
+             colbert_dtype: str = "float32",
              max_length: int | None = None) -> Any:
     """An Arrow table of ``output`` in the fixed schema (see the module docstring).
 
@@ -134,11 +135,13 @@ def to_arrow(output: EncodeOutput, ids: Sequence[str], *, texts: Sequence[str] |
         output: What an ``encode_*`` call returned.
         ids: One id per text (required: distributed engines do not keep row order).
         texts: The texts, to keep them in a ``text`` column.
-        model: The :class:`~bgem3.BGEM3` that encoded them, named in the metadata.
+        model: The model that encoded them (a :class:`~bgem3.BGEM3` or any
+            :class:`~bgem3._types.Encoder`), named in the metadata.
         dense_dtype: Storage of the dense vectors (``float32`` keeps them exactly).
         colbert_dtype: Storage of the ColBERT vectors (``float16`` halves the bytes; the
             embedded index stores them so).
-        max_length: The ``max_length`` used, for the metadata (default: the model's).
+        max_length: The ``max_length`` used, for the metadata (default: the model's
+            ``document_max_length``, where it has one).
 
     Returns:
         A ``pyarrow.Table``.
@@ -161,14 +164,17 @@ def to_arrow(output: EncodeOutput, ids: Sequence[str], *, texts: Sequence[str] |
         widths = {int(np.shape(a)[1]) for a in output.colbert}
         if len(widths) > 1:
             raise ValueError(f"ColBERT arrays of different widths: {sorted(widths)}")
-        colbert_dim = widths.pop() if widths else int(getattr(model, "colbert_dim", 0) or 0)
+        colbert_dim = widths.pop() if widths else int(
+            (None if model is None else model.colbert_dim) or 0)
+    if max_length is None and model is not None:  # not part of the Encoder contract
+        default = getattr(model, "document_max_length", None)
+        max_length = None if default is None else int(default)
     target = schema(
         dense_dim=dense_dim, colbert_dim=colbert_dim, sparse=output.sparse is not None,
         dense_dtype=dense_dtype, colbert_dtype=colbert_dtype, text=texts is not None,
         model=None if model is None else str(model.name),
         fingerprint=None if model is None else str(model.fingerprint),
-        max_length=max_length if max_length is not None or model is None
-        else int(model.document_max_length))
+        max_length=max_length)
     columns: dict[str, Any] = {"id": pa.array(id_list, pa.string())}
     if texts is not None:
         columns["text"] = pa.array(list(texts), pa.string())
@@ -300,7 +306,7 @@ def from_arrow(table: Any) -> tuple[list[str], EncodeOutput]:
         if not np.isfinite(weights).all():
             raise ValueError("column 'sparse_values' holds NaN or infinite values")
         bounds = offsets[1:-1]
-        sparse = [SparseVector._unchecked(i, v) for i, v in
+        sparse = [trusted_sparse(i, v) for i, v in
                   zip(np.split(indices, bounds), np.split(weights, bounds), strict=True)]
     if "colbert" in table.column_names:
         rows = column("colbert")
@@ -321,7 +327,7 @@ def from_arrow(table: Any) -> tuple[list[str], EncodeOutput]:
         truncated=None if truncated is None else truncated.astype(np.bool_))
 
 
-def check_model(meta: dict[str, Any], model: Any, *, colbert: bool) -> None:
+def check_model(meta: dict[str, Any], model: Encoder, *, colbert: bool) -> None:
     """Refuse vectors made by another model, or missing what an index needs.
 
     Raises:
@@ -363,7 +369,7 @@ def iter_parquet(path: str | os.PathLike[str], batch_rows: int = 8192,
             yield file, batch, meta
 
 
-def parquet_batches(path: str | os.PathLike[str], model: Any, *, colbert: bool,
+def parquet_batches(path: str | os.PathLike[str], model: Encoder, *, colbert: bool,
                     text_column: str | None = "text",
                     metadata_columns: Sequence[str] = (), batch_rows: int = 8192
                     ) -> Iterator[tuple[list[str], list[str] | None, list[dict[str, Any]],

@@ -3,11 +3,13 @@
 Padding is what makes naive batching slow: a batch costs ``rows x longest row``. Sorting
 by length and filling each batch up to a token budget keeps that product close to the
 number of real tokens, and the caller restores the input order afterwards with the
-indices each :class:`Batch` carries.
+indices each :class:`Batch` carries. :func:`lexical_weights` is the way back for the
+sparse head: a padded batch's per-token weights to one vector per row.
 """
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,8 +18,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["Batch", "Tokenized", "TokenizerSpec", "clean_text", "collate", "plan_batches",
-           "tokenize"]
+from bgem3._types import SparseVector, trusted_sparse
+from bgem3.errors import CheckpointError
+
+__all__ = ["Batch", "M3Tokenizer", "Tokenized", "TokenizerSpec", "clean_text", "collate",
+           "lexical_weights", "load_tokenizer", "plan_batches", "tokenize", "unique_texts"]
 
 MCLS_STRIDE = 256
 """Content tokens between two ``[CLS]`` tokens in MCLS mode (BGE-M3 report, sec. 3.3)."""
@@ -66,6 +71,90 @@ class Tokenized:
     n_truncated: int
     cls_positions: list[NDArray[np.int64]] | None = None
     truncated: NDArray[np.bool_] | None = None
+
+
+@dataclass(frozen=True)
+class M3Tokenizer:
+    """A checkpoint's tokenizer, in the three forms encoding and training use.
+
+    Attributes:
+        hf: The transformers tokenizer (``AutoTokenizer``), for callers that want its API.
+        backend: Its ``tokenizers.Tokenizer``, truncation and padding off: what
+            :func:`tokenize` runs.
+        spec: The special ids sequences are built from.
+    """
+
+    hf: Any
+    backend: Any
+    spec: TokenizerSpec
+
+    def tokenize(self, texts: Sequence[str], max_length: int, *, mcls: bool = False
+                 ) -> Tokenized:
+        """:func:`tokenize` with this tokenizer (see there)."""
+        return tokenize(self.backend, texts, self.spec, max_length, mcls=mcls)
+
+
+def load_tokenizer(path: str | os.PathLike[str]) -> M3Tokenizer:
+    """Load the tokenizer of a checkpoint directory, as :class:`~bgem3.BGEM3` and training do.
+
+    Args:
+        path: A local checkpoint directory (see :func:`bgem3.checkpoint.resolve_checkpoint`
+            for hub ids).
+
+    Returns:
+        The tokenizer, its fast backend and its special ids.
+
+    Raises:
+        CheckpointError: No loadable tokenizer, one without a fast (``tokenizers``) backend,
+            or one that lacks a ``<s>``, ``</s>``, ``<pad>`` or ``<unk>`` token.
+
+    Example:
+        >>> import tempfile
+        >>> from bgem3.testing import build_tiny_checkpoint
+        >>> tokenizer = load_tokenizer(build_tiny_checkpoint(tempfile.mkdtemp()))
+        >>> tokenizer.spec
+        TokenizerSpec(cls_id=0, eos_id=2, pad_id=1, unk_id=3)
+        >>> tokenizer.tokenize(["the city of paris"], 4).lengths.tolist()
+        [4]
+    """
+    from tokenizers import Tokenizer
+    from transformers import AutoTokenizer
+
+    try:
+        hf = AutoTokenizer.from_pretrained(str(path))
+    except (OSError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"cannot load the tokenizer from {path}: {exc}") from exc
+    if getattr(hf, "backend_tokenizer", None) is None:
+        raise CheckpointError(f"the tokenizer in {path} has no fast (tokenizers) backend")
+    ids: dict[str, Any] = {
+        name: getattr(hf, f"{name}_token_id", None) for name in ("cls", "eos", "pad", "unk")
+    }
+    missing = [name for name, value in ids.items() if value is None]
+    if missing:
+        raise CheckpointError(f"the tokenizer defines no {', '.join(missing)} token")
+    spec = TokenizerSpec(int(ids["cls"]), int(ids["eos"]), int(ids["pad"]), int(ids["unk"]))
+    backend = Tokenizer.from_str(hf.backend_tokenizer.to_str())
+    backend.no_truncation()
+    backend.no_padding()
+    return M3Tokenizer(hf, backend, spec)
+
+
+def unique_texts(texts: Sequence[str]) -> tuple[list[str], NDArray[np.int64]]:
+    """Distinct texts in first-seen order, and for each input the position of its text.
+
+    For encoding each text once: ``outputs[inverse]`` gives one row per input again.
+
+    Example:
+        >>> distinct, inverse = unique_texts(["b", "a", "b"])
+        >>> distinct, inverse.tolist()
+        (['b', 'a'], [0, 1, 0])
+    """
+    positions: dict[str, int] = {}
+    inverse = np.fromiter(
+        (positions.setdefault(text, len(positions)) for text in texts),
+        dtype=np.int64, count=len(texts),
+    )
+    return list(positions), inverse
 
 
 def _mcls_content_budget(max_length: int) -> int:
@@ -268,3 +357,44 @@ def collate(tokenized: Tokenized, indices: NDArray[np.int64], pad_id: int) -> Ba
         for row, i in enumerate(indices):
             cls_mask[row, tokenized.cls_positions[i]] = True
     return Batch(indices, input_ids, attention_mask, lengths, cls_mask)
+
+
+def lexical_weights(
+    weights: NDArray[np.float32],
+    input_ids: NDArray[np.int64],
+    skip_ids: Sequence[int],
+) -> list[SparseVector]:
+    """One sparse vector per row of a batch: the largest weight of each token id (vectorized).
+
+    FlagEmbedding's rule: ids in ``skip_ids`` (the special tokens) and weights ``<= 0``
+    are dropped; an id that occurs several times keeps its largest weight.
+
+    Args:
+        weights: ``float32 [b, L]`` per-token weights of a padded batch.
+        input_ids: ``int64 [b, L]`` its token ids (padding is the pad id, in ``skip_ids``).
+        skip_ids: Ids that never get a weight.
+
+    Returns:
+        ``b`` vectors, ids increasing.
+
+    Example:
+        >>> ids = np.array([[0, 7, 5, 7, 2]])
+        >>> w = np.array([[0.9, 0.2, 0.0, 0.4, 0.9]], dtype=np.float32)
+        >>> lexical_weights(w, ids, (0, 1, 2, 3))[0].to_dict()
+        {7: 0.4000000059604645}
+    """
+    if input_ids.shape[0] == 0:
+        return []
+    keep = (weights > 0) & ~np.isin(input_ids, skip_ids)
+    rows, cols = np.nonzero(keep)
+    tokens, values = input_ids[rows, cols], weights[rows, cols]
+    order = np.lexsort((-values, tokens, rows))  # by row, then id, largest weight first
+    rows, tokens, values = rows[order], tokens[order], values[order]
+    first = np.ones(rows.shape[0], dtype=np.bool_)
+    first[1:] = (rows[1:] != rows[:-1]) | (tokens[1:] != tokens[:-1])
+    rows, tokens, values = rows[first], tokens[first], values[first]
+    bounds = np.cumsum(np.bincount(rows, minlength=input_ids.shape[0]))[:-1]
+    return [
+        trusted_sparse(t.astype(np.int64, copy=False), v.astype(np.float32, copy=False))
+        for t, v in zip(np.split(tokens, bounds), np.split(values, bounds), strict=True)
+    ]

@@ -27,9 +27,10 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from bgem3._inputs import positive_int
 from bgem3._types import EncodeOutput, SparseVector
-from bgem3.batching import Batch
-from bgem3.encoder import BGEM3, _all_outputs, _pair_dense_sparse, _resolve_device, _unique
+from bgem3.batching import Batch, unique_texts
+from bgem3.encoder import BGEM3, paired_dense_sparse_scores, resolve_device
 from bgem3.scoring import colbert_scores
 
 __all__ = ["BGEM3FlagModel"]
@@ -53,14 +54,15 @@ class _FirstSeenSparse(SparseVector):
 class _FlagOrderBGEM3(BGEM3):
     """:class:`BGEM3` whose sparse vectors also record FlagEmbedding's key order."""
 
-    def _lexical_weights(self, weights: NDArray[np.float32], batch: Batch) -> list[SparseVector]:
-        vectors = super()._lexical_weights(weights, batch)
-        keep = (weights > 0) & ~np.isin(batch.input_ids, self._spec.unused_ids)
+    def sparse_vectors(self, weights: NDArray[np.float32], batch: Batch) -> list[SparseVector]:
+        """The native vectors, each with the order its ids first got a positive weight."""
         ordered: list[SparseVector] = []
-        for row, vector in enumerate(vectors):
-            tokens = batch.input_ids[row][keep[row]]
+        for row, vector in enumerate(super().sparse_vectors(weights, batch)):
+            ids = batch.input_ids[row]
+            # a position counts where its weight is positive and its id was kept (not special)
+            tokens = ids[(weights[row] > 0) & np.isin(ids, vector.indices)]
             _, first = np.unique(tokens, return_index=True)
-            item = _FirstSeenSparse._unchecked(vector.indices, vector.values)
+            item = _FirstSeenSparse(vector.indices, vector.values)
             object.__setattr__(item, "first_seen", tokens[np.sort(first)])
             ordered.append(item)
         return ordered
@@ -220,18 +222,15 @@ class BGEM3FlagModel:
                 f"pooling_method={pooling_method!r} is not supported: BGE-M3 pools with "
                 "'cls', the only method bgem3 implements"
             )
-        if truncate_dim is not None and (
-            isinstance(truncate_dim, bool) or not isinstance(truncate_dim, int)
-            or truncate_dim < 1
-        ):
-            raise ValueError(f"truncate_dim must be a positive int or None, got {truncate_dim!r}")
+        if truncate_dim is not None:
+            positive_int(truncate_dim, "truncate_dim")
         targets = _target_devices(devices)
         if targets is not None and len(targets) > 1:
             warnings.warn(
                 f"bgem3.compat runs on one device: using {targets[0]!r} of {targets} "
                 "(for one worker per device, use bgem3.EncodePool)", UserWarning, stacklevel=2,
             )
-        device = _resolve_device(None if targets is None else targets[0])
+        device = resolve_device(None if targets is None else targets[0])
         low = torch.bfloat16 if use_bf16 else torch.float16 if use_fp16 else None
         on_cpu = device.type == "cpu"
         self.native: BGEM3 = _FlagOrderBGEM3(
@@ -239,7 +238,7 @@ class BGEM3FlagModel:
             dtype=torch.float32 if on_cpu or low is None else low, cache_dir=cache_dir,
         )
         if on_cpu and low is not None:  # FlagEmbedding loads in low precision, then .float()
-            _round_weights(self.native._module, low)
+            _round_weights(self.native.module, low)
         if colbert_dim > 0 and colbert_dim != self.native.colbert_dim:
             raise ValueError(
                 f"colbert_dim={colbert_dim} does not match the checkpoint's ColBERT head, "
@@ -582,10 +581,9 @@ class BGEM3FlagModel:
             raise ValueError("weights_for_different_modes must be three numbers [dense, "
                              f"sparse, colbert], got {weights_for_different_modes!r}")
         batch_size = self.batch_size if batch_size is None else batch_size
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        queries, q_of = _unique([pair[0] for pair in pairs])
-        passages, p_of = _unique([pair[1] for pair in pairs])
+        positive_int(batch_size, "batch_size")
+        queries, q_of = unique_texts([pair[0] for pair in pairs])
+        passages, p_of = unique_texts([pair[1] for pair in pairs])
         encoded = []
         for texts, length, default in ((queries, max_query_length, self.query_max_length),
                                        (passages, max_passage_length, self.passage_max_length)):
@@ -593,12 +591,11 @@ class BGEM3FlagModel:
                 texts, max_length=self._length(length, default), dense=True,
                 sparse=True, colbert=True, batch_size=batch_size))
         q, p = encoded
-        if p.tokens is None:
-            raise RuntimeError("internal error: passage token counts are missing")
-        dense, sparse32 = _pair_dense_sparse(q, p, q_of, p_of, self.native.vocab_size)
+        if p.tokens is None or q.colbert is None or p.colbert is None:
+            raise RuntimeError("internal error: an output that was requested is missing")
+        dense, sparse32 = paired_dense_sparse_scores(q, p, q_of, p_of, self.native.vocab_size)
         sparse = sparse32.astype(np.float64)
-        colbert = _padded_colbert(_all_outputs(q)[2], _all_outputs(p)[2], q_of, p_of,
-                                  p.tokens[p_of], batch_size)
+        colbert = _padded_colbert(q.colbert, p.colbert, q_of, p_of, p.tokens[p_of], batch_size)
         w0, w1, w2 = weights
         with np.errstate(divide="ignore", invalid="ignore"):
             scores = {

@@ -11,28 +11,42 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from bgem3._inputs import as_texts, positive_int
 from bgem3._types import EncodeOutput, SparseVector, sparse_to_csr
-from bgem3.batching import Batch, Tokenized, TokenizerSpec, collate, plan_batches, tokenize
+from bgem3.batching import (
+    Batch,
+    Tokenized,
+    collate,
+    lexical_weights,
+    load_tokenizer,
+    plan_batches,
+    tokenize,
+    unique_texts,
+)
 from bgem3.checkpoint import fingerprint, resolve_checkpoint
 from bgem3.errors import (
-    CheckpointError,
     CompileError,
     HeadNotLoadedError,
     TruncationWarning,
     warn_each_call,
 )
-from bgem3.model import load_module
+from bgem3.model import BGEM3Module, load_module
 from bgem3.scoring import colbert_scores, fuse_scores
 
-__all__ = ["BGEM3", "load_model"]
+__all__ = [
+    "BGEM3",
+    "EncodeStats",
+    "load_model",
+    "paired_dense_sparse_scores",
+    "resolve_device",
+]
 
 DEFAULT_MODEL = "BAAI/bge-m3"
 QUERY_MAX_LENGTH = 512
@@ -80,7 +94,23 @@ class EncodeStats:
         return 1.0 - self.tokens / self.computed_tokens if self.computed_tokens else 0.0
 
 
-def _resolve_device(device: str | torch.device | None) -> torch.device:
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """The torch device for a device name, checked to be usable here.
+
+    Args:
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` (any case, surrounding spaces
+            ignored) or a ``torch.device``; ``None`` picks cuda, then mps, then cpu.
+
+    Returns:
+        The device.
+
+    Raises:
+        ValueError: Not a device name, or a device that this machine does not have.
+
+    Example:
+        >>> resolve_device(" CPU ")
+        device(type='cpu')
+    """
     if device is None:
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -128,54 +158,47 @@ def _cpu_lacks_bf16() -> bool:
     return len(found) == len(probes) and not any(probe() for probe in found)
 
 
-def _as_texts(texts: Iterable[str], what: str = "texts") -> list[str]:
-    """Validate a batch of texts: a sequence of ``str``, never a bare ``str`` or ``None``."""
-    if isinstance(texts, (Mapping, set, frozenset)):
-        raise TypeError(f"{what} must be a list of strings, got a {type(texts).__name__} "
-                        "(its order is not the order of the outputs)")
-    if isinstance(texts, (str, bytes)):
-        raise TypeError(
-            f"{what} must be a list of strings, got a single {type(texts).__name__}; "
-            f"wrap it in a list: [{what[:-1] if what.endswith('s') else what}]"
-        )
-    if texts is None or not isinstance(texts, Iterable):
-        raise TypeError(f"{what} must be a list of strings, got {type(texts).__name__}")
-    items = list(texts)
-    for i, text in enumerate(items):
-        if not isinstance(text, str):
-            raise TypeError(f"{what}[{i}] must be a str, got {type(text).__name__}")
-    return items
-
-
-def _unique(items: list[str]) -> tuple[list[str], NDArray[np.int64]]:
-    """Distinct items in first-seen order, and for each input the position of its item."""
-    positions: dict[str, int] = {}
-    inverse = np.fromiter(
-        (positions.setdefault(item, len(positions)) for item in items),
-        dtype=np.int64, count=len(items),
-    )
-    return list(positions), inverse
-
-
-def _all_outputs(
-    output: EncodeOutput,
-) -> tuple[NDArray[np.float32], list[SparseVector], list[NDArray[np.float32]]]:
-    if output.dense is None or output.sparse is None or output.colbert is None:
-        raise RuntimeError("internal error: an output that was requested is missing")
-    return output.dense, output.sparse, output.colbert
-
-
-def _pair_dense_sparse(
-    q: EncodeOutput, p: EncodeOutput, q_of: NDArray[np.int64], p_of: NDArray[np.int64],
-    vocab: int,
+def paired_dense_sparse_scores(
+    queries: EncodeOutput,
+    passages: EncodeOutput,
+    query_of: NDArray[np.int64],
+    passage_of: NDArray[np.int64],
+    vocab_size: int,
 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    """Dense and lexical scores of pairs (query ``q_of[i]``, passage ``p_of[i]``)."""
-    q_dense, q_sparse, _ = _all_outputs(q)
-    p_dense, p_sparse, _ = _all_outputs(p)
-    dense = np.einsum("ij,ij->i", q_dense[q_of], p_dense[p_of])
+    """Dense and lexical scores of pairs: query ``query_of[i]`` with passage ``passage_of[i]``.
+
+    One score per pair, not a matrix: for ``compute_score``-style inputs where each text is
+    encoded once and pairs index into the outputs.
+
+    Args:
+        queries: Encoded queries, with ``dense`` and ``sparse``.
+        passages: Encoded passages, with ``dense`` and ``sparse``.
+        query_of: ``int64 [p]`` row of ``queries`` for each pair.
+        passage_of: ``int64 [p]`` row of ``passages`` for each pair.
+        vocab_size: Number of token ids (sparse ids lie below it).
+
+    Returns:
+        ``float32 [p]`` dense scores and ``float32 [p]`` lexical scores.
+
+    Raises:
+        ValueError: An output without ``dense`` or ``sparse``.
+
+    Example:
+        >>> q = EncodeOutput(np.eye(2, dtype=np.float32), [SparseVector.from_dict({1: 0.5}),
+        ...                  SparseVector.from_dict({2: 1.0})])
+        >>> dense, sparse = paired_dense_sparse_scores(q, q, np.array([0, 1]), np.array([1, 1]), 4)
+        >>> dense.tolist(), sparse.tolist()
+        ([0.0, 1.0], [0.0, 1.0])
+    """
+    q_dense, q_sparse = queries.dense, queries.sparse
+    p_dense, p_sparse = passages.dense, passages.sparse
+    if q_dense is None or q_sparse is None or p_dense is None or p_sparse is None:
+        raise ValueError("paired scores need the dense and sparse outputs of queries and "
+                         "passages (encode with dense=True, sparse=True)")
+    dense = np.einsum("ij,ij->i", q_dense[query_of], p_dense[passage_of])
     sparse = np.asarray(
-        sparse_to_csr(q_sparse, vocab)[q_of].multiply(sparse_to_csr(p_sparse, vocab)[p_of])
-        .sum(axis=1)
+        sparse_to_csr(q_sparse, vocab_size)[query_of]
+        .multiply(sparse_to_csr(p_sparse, vocab_size)[passage_of]).sum(axis=1)
     ).ravel()
     return dense, sparse
 
@@ -261,11 +284,10 @@ class BGEM3:
             if compile:
                 raise ValueError("compile=True applies to backend='torch'; backend='onnx' "
                                  "is the other way to run faster on CPU: pick one")
-        if not isinstance(batch_tokens, int) or batch_tokens < 1:
-            raise ValueError(f"batch_tokens must be a positive int, got {batch_tokens!r}")
+        positive_int(batch_tokens, "batch_tokens")
         if max_padding is not None and not 0.0 <= max_padding <= 1.0:
             raise ValueError(f"max_padding must be between 0 and 1, got {max_padding!r}")
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.max_padding = (
             (0.0 if self.device.type == "cpu" else 0.1) if max_padding is None else max_padding
         )
@@ -291,8 +313,9 @@ class BGEM3:
         self._local = threading.local()
         self._fingerprint: str | None = None
         self.path = checkpoint.path
-        self.tokenizer = self._load_tokenizer(checkpoint.path)
-        self._backend, self._spec = self._prepare_backend(self.tokenizer)
+        tokenizer = load_tokenizer(checkpoint.path)
+        self.tokenizer = tokenizer.hf
+        self._backend, self._spec = tokenizer.backend, tokenizer.spec
         self._module = load_module(
             checkpoint, device=self.device, dtype=self.dtype, dense_only=dense_only
         )
@@ -355,36 +378,7 @@ class BGEM3:
     def last_stats(self, stats: EncodeStats) -> None:
         self._local.stats = stats
 
-    # ----------------------------------------------------------------- loading helpers
-    @staticmethod
-    def _load_tokenizer(path: os.PathLike[str]) -> Any:
-        from transformers import AutoTokenizer
-
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(path))
-        except (OSError, ValueError, TypeError) as exc:
-            raise CheckpointError(f"cannot load the tokenizer from {path}: {exc}") from exc
-        if getattr(tokenizer, "backend_tokenizer", None) is None:
-            raise CheckpointError(f"the tokenizer in {path} has no fast (tokenizers) backend")
-        return tokenizer
-
-    @staticmethod
-    def _prepare_backend(tokenizer: Any) -> tuple[Any, TokenizerSpec]:
-        from tokenizers import Tokenizer
-
-        ids: dict[str, Any] = {
-            name: getattr(tokenizer, f"{name}_token_id", None)
-            for name in ("cls", "eos", "pad", "unk")
-        }
-        missing = [name for name, value in ids.items() if value is None]
-        if missing:
-            raise CheckpointError(f"the tokenizer defines no {', '.join(missing)} token")
-        spec = TokenizerSpec(int(ids["cls"]), int(ids["eos"]), int(ids["pad"]), int(ids["unk"]))
-        backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
-        backend.no_truncation()
-        backend.no_padding()
-        return backend, spec
-
+    # ----------------------------------------------------------------- helpers
     def _check_max_length(self, max_length: int) -> int:
         if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)):
             raise TypeError(f"max_length must be an int, got {type(max_length).__name__}")
@@ -396,6 +390,15 @@ class BGEM3:
         return int(max_length)
 
     # ----------------------------------------------------------------- properties
+    @property
+    def module(self) -> BGEM3Module:
+        """The torch network (backbone and heads) that encodes, in eval mode.
+
+        For inspection and for tools that transform the weights in place; encoding
+        needs none of it.
+        """
+        return self._module
+
     @property
     def dense_dim(self) -> int:
         """Width of the dense vectors (1024 for BGE-M3)."""
@@ -534,7 +537,7 @@ class BGEM3:
         mcls: bool,
         what: str = "texts",
     ) -> tuple[EncodeOutput, int, int]:
-        items = _as_texts(texts, what)
+        items = as_texts(texts, what)
         length = self._check_max_length(
             self.document_max_length if max_length is None else max_length
         )
@@ -551,8 +554,7 @@ class BGEM3:
             )
         if mcls and not dense:
             raise ValueError("mcls=True changes only the dense output; request dense=True")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        positive_int(batch_size, "batch_size")
         self.last_stats = stats = EncodeStats()
         started = time.perf_counter()
         if mcls:
@@ -618,7 +620,7 @@ class BGEM3:
                 if dense_out is not None and dense_np is not None:
                     dense_out[batch.indices] = dense_np
                 if sparse_np is not None:
-                    vectors = self._lexical_weights(sparse_np, batch)
+                    vectors = self.sparse_vectors(sparse_np, batch)
                     for i, vector in zip(batch.indices.tolist(), vectors, strict=True):
                         sparse_slots[i] = vector
                 if colbert_np is not None:
@@ -640,23 +642,21 @@ class BGEM3:
             truncated=tokenized.truncated,
         )
 
-    def _lexical_weights(self, weights: NDArray[np.float32], batch: Batch) -> list[SparseVector]:
-        """Per-row max weight per token id, special ids and weights <= 0 dropped (vectorized)."""
-        ids = batch.input_ids
-        keep = (weights > 0) & ~np.isin(ids, self._spec.unused_ids)
-        rows, cols = np.nonzero(keep)
-        tokens, values = ids[rows, cols], weights[rows, cols]
-        order = np.lexsort((-values, tokens, rows))  # by row, then id, largest weight first
-        rows, tokens, values = rows[order], tokens[order], values[order]
-        first = np.ones(rows.shape[0], dtype=np.bool_)
-        first[1:] = (rows[1:] != rows[:-1]) | (tokens[1:] != tokens[:-1])
-        rows, tokens, values = rows[first], tokens[first], values[first]
-        bounds = np.cumsum(np.bincount(rows, minlength=ids.shape[0]))[:-1]
-        return [
-            SparseVector._unchecked(t.astype(np.int64, copy=False),
-                                    v.astype(np.float32, copy=False))
-            for t, v in zip(np.split(tokens, bounds), np.split(values, bounds), strict=True)
-        ]
+    def sparse_vectors(self, weights: NDArray[np.float32], batch: Batch) -> list[SparseVector]:
+        """The sparse vectors of one forward batch, in its row order.
+
+        :func:`lexical_weights` with this tokenizer's special ids. The one step between
+        the sparse head and the ``sparse`` output: a subclass may override it to record
+        more about each vector (:mod:`bgem3.compat` keeps FlagEmbedding's key order).
+
+        Args:
+            weights: ``float32 [b, L]`` the sparse head's per-token weights.
+            batch: The batch they were computed from.
+
+        Returns:
+            One vector per row of ``batch``.
+        """
+        return lexical_weights(weights, batch.input_ids, self._spec.unused_ids)
 
     @staticmethod
     def _colbert_rows(vectors: NDArray[np.float32], batch: Batch) -> list[NDArray[np.float32]]:
@@ -718,8 +718,8 @@ class BGEM3:
                 raise TypeError(f"pairs[{i}] must be a (query, passage) pair, got {pair!r:.80}")
         fuse_scores(0.0, 0.0, 0.0, weights)  # validate weights before any compute
         w = tuple(float(x) for x in weights)
-        queries, q_of = _unique(_as_texts([p[0] for p in items], "queries"))
-        passages, p_of = _unique(_as_texts([p[1] for p in items], "passages"))
+        queries, q_of = unique_texts(as_texts([p[0] for p in items], "queries"))
+        passages, p_of = unique_texts(as_texts([p[1] for p in items], "passages"))
         q_length = self.query_max_length if max_query_length is None else max_query_length
         p_length = self.document_max_length if max_passage_length is None else max_passage_length
         q, q_trunc, _ = self._encode(queries, q_length, True, True, True, batch_size,
@@ -730,8 +730,10 @@ class BGEM3:
             warn_each_call(f"{q_trunc} queries (max_query_length={q_length}) and {p_trunc} "
                            f"passages (max_passage_length={p_length}) were truncated",
                            TruncationWarning, stacklevel=2)
-        q_colbert, p_colbert = _all_outputs(q)[2], _all_outputs(p)[2]
-        dense, sparse = _pair_dense_sparse(q, p, q_of, p_of, self.vocab_size)
+        q_colbert, p_colbert = q.colbert, p.colbert
+        if q_colbert is None or p_colbert is None:
+            raise RuntimeError("internal error: the ColBERT outputs requested are missing")
+        dense, sparse = paired_dense_sparse_scores(q, p, q_of, p_of, self.vocab_size)
         colbert = np.zeros(len(items), dtype=np.float32)
         for query_index in np.unique(q_of):  # one MaxSim call per distinct query
             where = np.flatnonzero(q_of == query_index)

@@ -17,7 +17,7 @@ from torch import nn
 from bgem3.checkpoint import COLBERT_HEAD, SPARSE_HEAD, Checkpoint, load_head
 from bgem3.errors import CheckpointError
 
-__all__ = ["BGEM3Module", "ModuleOutput", "load_module"]
+__all__ = ["BGEM3Module", "ModuleOutput", "load_module", "torch_load_refusal"]
 
 
 class LowPrecisionLinear(nn.Module):
@@ -164,12 +164,15 @@ def _freezing() -> contextlib.AbstractContextManager[None]:
     return patch
 
 
-def _torch_load_refusal() -> str | None:
+def torch_load_refusal() -> str | None:
     """The reason transformers gives to refuse ``torch.load`` with this torch, or ``None``.
 
     transformers 4.50 and later call ``torch.load`` (``pytorch_model.bin``, a Trainer
     checkpoint's optimizer state) only on torch 2.6 or later (CVE-2025-32434); the check is
     transformers' own, so this follows whatever versions it requires.
+
+    Returns:
+        Why loading a pickled checkpoint would fail here, or ``None`` where it works.
     """
     try:
         from transformers.utils.import_utils import check_torch_load_is_safe
@@ -180,6 +183,9 @@ def _torch_load_refusal() -> str | None:
     except ValueError as exc:
         return str(exc)
     return None
+
+
+_torch_load_refusal = torch_load_refusal  # the name tests/core/test_checkpoint.py imports
 
 
 def load_module(

@@ -11,17 +11,25 @@ import os
 import queue
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from bgem3._inputs import as_texts, positive_int
 from bgem3._types import EncodeOutput, SparseVector
 from bgem3.errors import TruncationWarning
+
+if TYPE_CHECKING:
+    from bgem3.encoder import BGEM3
 
 __all__ = ["EncodePool"]
 
 _STOP = "stop"
+# what a worker reports once its model is loaded: the pool answers these for the model
+_DESCRIPTION = ("name", "path", "dense_dim", "colbert_dim", "vocab_size", "has_heads",
+                "max_length", "query_max_length", "document_max_length")
 
 
 def _worker(
@@ -32,7 +40,7 @@ def _worker(
     tasks: Any,
     results: Any,
 ) -> None:
-    """Load the model once, then encode chunks until told to stop."""
+    """Load the model once, describe it, then encode chunks until told to stop."""
     import torch
 
     from bgem3.encoder import BGEM3
@@ -44,21 +52,33 @@ def _worker(
     except Exception as exc:  # any failure is handed to the parent, which re-raises it
         results.put(("failed", -1, exc))
         return
-    results.put(("ready", -1, None))
+    results.put(("ready", -1, {name: getattr(encoder, name) for name in _DESCRIPTION}))
     while True:
         task = tasks.get()
         if task == _STOP:
             return
-        chunk_id, (texts, max_length, dense, sparse, colbert, batch_size, mcls, what) = task
-        if max_length is None and what == "queries":
-            max_length = encoder.query_max_length
+        chunk_id, args = task
         try:
-            output, n_truncated, _ = encoder._encode(
-                texts, max_length, dense, sparse, colbert, batch_size, False, mcls, what=what
-            )
-            results.put(("done", chunk_id, (output, n_truncated)))
+            with warnings.catch_warnings():  # the parent warns once for the whole call
+                warnings.simplefilter("ignore", TruncationWarning)
+                output = _encode_chunk(encoder, *args)
+            flags = output.truncated
+            results.put(("done", chunk_id, (output, 0 if flags is None else int(flags.sum()))))
         except Exception as exc:  # any failure is handed to the parent, which re-raises it
             results.put(("failed", chunk_id, exc))
+
+
+def _encode_chunk(encoder: BGEM3, texts: list[str], max_length: int | None, dense: bool,
+                  sparse: bool, colbert: bool, batch_size: int, mcls: bool,
+                  what: str) -> EncodeOutput:
+    """One chunk through the encode method the pool's caller named."""
+    if what == "queries":
+        return encoder.encode_queries(texts, max_length=max_length, dense=dense,
+                                      sparse=sparse, colbert=colbert, batch_size=batch_size,
+                                      show_progress=False)
+    method = encoder.encode_documents if what == "documents" else encoder.encode
+    return method(texts, max_length=max_length, dense=dense, sparse=sparse, colbert=colbert,
+                  batch_size=batch_size, show_progress=False, mcls=mcls)
 
 
 class EncodePool:
@@ -68,6 +88,9 @@ class EncodePool:
     similar lengths, hands them out longest first and returns the outputs in input order,
     exactly as :class:`~bgem3.BGEM3` would (the same numbers, up to float rounding).
 
+    A pool is an :class:`~bgem3._types.Encoder`, like the model it runs: it can feed a
+    :class:`~bgem3.HybridIndex`, evaluation or mining.
+
     Args:
         model: Hub id or checkpoint directory (a loaded :class:`~bgem3.BGEM3` gives its own).
         devices: One entry per worker, e.g. ``["cuda:0", "cuda:1"]`` or ``["cpu"] * 4``.
@@ -76,15 +99,41 @@ class EncodePool:
         chunk_size: Texts per chunk handed to a worker.
         **options: Passed to each worker's :class:`~bgem3.BGEM3` (``dtype``, ``batch_tokens``...).
 
+    Attributes:
+        name: The checkpoint's hub id or path.
+        path: The local checkpoint directory.
+        dense_dim: Width of the dense vectors.
+        colbert_dim: Width of the ColBERT vectors (``None`` without heads).
+        vocab_size: Number of token ids.
+        has_heads: Whether sparse and ColBERT outputs are available.
+        max_length: The model's limit in tokens.
+        query_max_length: Default ``max_length`` of :meth:`encode_queries`.
+        document_max_length: Default ``max_length`` of :meth:`encode_documents`.
+
+    Raises:
+        ValueError: ``devices`` is not a non-empty list, or ``chunk_size`` is not positive.
+        TypeError: ``model`` is neither a name, a path nor a loaded ``BGEM3``.
+
     Example (tested in ``tests/core/test_parallel.py``)::
 
         with EncodePool("BAAI/bge-m3", devices=["cuda:0", "cuda:1"]) as pool:
             out = pool.encode_documents(corpus, dense=True, sparse=True)
+            index = bgem3.HybridIndex(pool)  # a pool encodes for an index too
     """
+
+    name: str
+    path: Path
+    dense_dim: int
+    colbert_dim: int | None
+    vocab_size: int
+    has_heads: bool
+    max_length: int
+    query_max_length: int
+    document_max_length: int
 
     def __init__(
         self,
-        model: Any,
+        model: str | os.PathLike[str] | BGEM3,
         devices: Sequence[str],
         *,
         threads_per_worker: int | None = None,
@@ -93,15 +142,18 @@ class EncodePool:
     ) -> None:
         if isinstance(devices, str) or not devices:
             raise ValueError(f"devices must be a non-empty list of device names, got {devices!r}")
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-        if hasattr(model, "path") and hasattr(model, "dtype"):  # a loaded BGEM3
+        self._chunk_size = positive_int(chunk_size, "chunk_size")
+        self._fingerprint: str | None = None
+        if not isinstance(model, (str, os.PathLike)):
+            from bgem3.encoder import BGEM3  # torch is loaded already if model is one
+
+            if not isinstance(model, BGEM3):
+                raise TypeError("model must be a hub id, a checkpoint directory or a loaded "
+                                f"bgem3.BGEM3, got {type(model).__name__}")
             options = {"dtype": model.dtype, "batch_tokens": model.batch_tokens,
-                       "dense_only": not model.has_heads,
-                       "backend": getattr(model, "backend", "torch"), **options}
+                       "dense_only": not model.has_heads, "backend": model.backend, **options}
             model = model.path
         self._model = os.fspath(model)
-        self._chunk_size = chunk_size
         n_cpu = sum(str(d).startswith("cpu") for d in devices)
         if threads_per_worker is None and n_cpu:
             threads_per_worker = max(1, (os.cpu_count() or 1) // n_cpu)
@@ -122,12 +174,26 @@ class EncodePool:
             worker.start()
         try:
             for _ in self._workers:
-                status, _, error = self._next_result()
+                status, _, payload = self._next_result()
                 if status == "failed":
-                    raise error
+                    raise payload
+                for key, value in payload.items():
+                    setattr(self, key, value)
         except BaseException:
             self.close()
             raise
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies the checkpoint's weights, as :attr:`bgem3.BGEM3.fingerprint` does."""
+        if self._fingerprint is None:
+            from bgem3.checkpoint import fingerprint
+
+            self._fingerprint = fingerprint(self.path)
+        return self._fingerprint
+
+    def __repr__(self) -> str:
+        return f"EncodePool({self.name!r}, workers={len(self._workers)})"
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> EncodePool:
@@ -169,33 +235,56 @@ class EncodePool:
         sparse: bool = False,
         colbert: bool = False,
         batch_size: int = 256,
+        show_progress: bool | None = None,
         mcls: bool = False,
     ) -> EncodeOutput:
-        """Like :meth:`bgem3.BGEM3.encode`, spread over the workers."""
-        return self._map(texts, max_length, dense, sparse, colbert, batch_size, mcls, "texts")
+        """Like :meth:`bgem3.BGEM3.encode`, spread over the workers.
 
-    def encode_queries(self, texts: Sequence[str], *, max_length: int | None = None,
-                       dense: bool = True, sparse: bool = False, colbert: bool = False,
-                       batch_size: int = 256) -> EncodeOutput:
+        ``show_progress`` shows a bar that advances as chunks come back; ``None`` shows it
+        when the texts fill more than one chunk.
+        """
+        return self._map(texts, max_length, dense, sparse, colbert, batch_size, show_progress,
+                         mcls, "texts")
+
+    def encode_queries(
+        self,
+        texts: Sequence[str],
+        *,
+        max_length: int | None = None,
+        dense: bool = True,
+        sparse: bool = False,
+        colbert: bool = False,
+        batch_size: int = 256,
+        show_progress: bool | None = None,
+    ) -> EncodeOutput:
         """Like :meth:`bgem3.BGEM3.encode_queries`, spread over the workers."""
-        return self._map(texts, max_length, dense, sparse, colbert, batch_size, False,
-                         "queries")
+        return self._map(texts, max_length, dense, sparse, colbert, batch_size, show_progress,
+                         False, "queries")
 
-    def encode_documents(self, texts: Sequence[str], *, max_length: int | None = None,
-                         dense: bool = True, sparse: bool = False, colbert: bool = False,
-                         batch_size: int = 256, mcls: bool = False) -> EncodeOutput:
+    def encode_documents(
+        self,
+        texts: Sequence[str],
+        *,
+        max_length: int | None = None,
+        dense: bool = True,
+        sparse: bool = False,
+        colbert: bool = False,
+        batch_size: int = 256,
+        show_progress: bool | None = None,
+        mcls: bool = False,
+    ) -> EncodeOutput:
         """Like :meth:`bgem3.BGEM3.encode_documents`, spread over the workers."""
-        return self._map(texts, max_length, dense, sparse, colbert, batch_size, mcls,
-                         "documents")
+        return self._map(texts, max_length, dense, sparse, colbert, batch_size, show_progress,
+                         mcls, "documents")
 
     def _map(self, texts: Sequence[str], max_length: int | None, dense: bool,
-             sparse: bool, colbert: bool, batch_size: int, mcls: bool,
-             what: str) -> EncodeOutput:
-        from bgem3.encoder import _as_texts
+             sparse: bool, colbert: bool, batch_size: int, show_progress: bool | None,
+             mcls: bool, what: str) -> EncodeOutput:
+        from tqdm.auto import tqdm
 
         if not self._workers:
             raise RuntimeError("the pool is closed")
-        items = _as_texts(texts, what)
+        items = as_texts(texts, what)
         # Longest first, in chunks of similar lengths; idle workers take the next chunk.
         order = np.argsort([-len(t) for t in items], kind="stable").astype(np.int64)
         chunks = [order[i : i + self._chunk_size]
@@ -206,13 +295,16 @@ class EncodePool:
             self._tasks.put((chunk_id, args))
         parts: dict[int, EncodeOutput] = {}
         n_truncated, failure = 0, None
-        for _ in chunks:
-            status, chunk_id, payload = self._next_result()
-            if status == "failed":
-                failure = failure or payload
-                continue
-            parts[chunk_id], truncated = payload
-            n_truncated += truncated
+        shown = len(chunks) > 1 if show_progress is None else show_progress
+        with tqdm(total=len(items), disable=not shown, unit="text", desc="bgem3") as bar:
+            for _ in chunks:
+                status, chunk_id, payload = self._next_result()
+                if status == "failed":
+                    failure = failure or payload
+                    continue
+                parts[chunk_id], truncated = payload
+                n_truncated += truncated
+                bar.update(len(chunks[chunk_id]))
         if failure is not None:
             raise failure
         if n_truncated:

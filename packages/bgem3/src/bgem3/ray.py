@@ -22,6 +22,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from bgem3._inputs import positive_int
+
 __all__ = ["encode_dataset"]
 
 
@@ -34,7 +36,7 @@ def _ray() -> Any:
     return ray
 
 
-class BGEM3Encoder:
+class _EncodeActor:
     """The callable class each Ray actor runs: the model is loaded once, in ``__init__``.
 
     Args:
@@ -145,10 +147,10 @@ def encode_dataset(
 
     if not (dense or sparse or colbert):
         raise ValueError("request at least one output: dense, sparse or colbert")
-    for name, value in (("rows_per_call", rows_per_call), ("rows_per_forward", rows_per_forward),
-                        ("tasks_per_actor", 1 if tasks_per_actor is None else tasks_per_actor)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    positive_int(rows_per_call, "rows_per_call")
+    positive_int(rows_per_forward, "rows_per_forward")
+    if tasks_per_actor is not None:
+        positive_int(tasks_per_actor, "tasks_per_actor")
     arrow_schema(dense_dim=1, dense_dtype=dense_dtype, colbert_dtype=colbert_dtype)  # checks
     name = os.fspath(model)
     resolve_checkpoint(name, require_heads=sparse or colbert)  # a clear error, here
@@ -165,7 +167,7 @@ def encode_dataset(
                "max_length": max_length, "dense_dtype": dense_dtype,
                "colbert_dtype": colbert_dtype}
     return dataset.map_batches(
-        BGEM3Encoder,
+        _EncodeActor,
         fn_constructor_kwargs={"model": name, "text_column": text_column,
                                "id_column": id_column, "keep_columns": keep,
                                "options": options},

@@ -26,12 +26,18 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
-from bgem3._types import EncodeOutput, SparseVector
+from bgem3._inputs import as_texts
+from bgem3._types import EncodeOutput, Encoder, SparseVector
+
+if TYPE_CHECKING:
+    from bgem3.encoder import BGEM3
+    from bgem3.index.embedded import HybridIndex
+    from bgem3.index.qdrant import QdrantHybridIndex
 
 __all__ = [
     "OutputCache",
@@ -45,14 +51,14 @@ __all__ = [
     "with_scores",
 ]
 
-_models: weakref.WeakValueDictionary[tuple[str, str | None, str | None], Any] = (
+_models: weakref.WeakValueDictionary[tuple[str, str | None, str | None], BGEM3] = (
     weakref.WeakValueDictionary())
-_caches: weakref.WeakKeyDictionary[Any, OutputCache] = weakref.WeakKeyDictionary()
+_caches: weakref.WeakKeyDictionary[Encoder, OutputCache] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
 
 def shared_model(model_name: str, *, device: str | None = None, dtype: str | None = None,
-                 **kwargs: Any) -> Any:
+                 **kwargs: Any) -> BGEM3:
     """The :class:`~bgem3.BGEM3` for ``(model_name, device, dtype)``, loaded once.
 
     Every caller with the same three values gets the same object while any of them holds
@@ -69,7 +75,7 @@ def shared_model(model_name: str, *, device: str | None = None, dtype: str | Non
         return model
 
 
-def model_reference(model: Any) -> tuple[str, str | None, str | None]:
+def model_reference(model: BGEM3) -> tuple[str, str | None, str | None]:
     """``(model_name, device, dtype)`` for which :func:`shared_model` gives this model back.
 
     What framework objects pickle instead of the model: its key in the registry when it
@@ -84,8 +90,8 @@ def model_reference(model: Any) -> tuple[str, str | None, str | None]:
     return (str(model.name), str(model.device), str(model.dtype).removeprefix("torch."))
 
 
-def resolve_model(model: Any = None, model_name: str | None = None, *,
-                  device: str | None = None, dtype: str | None = None) -> Any:
+def resolve_model(model: BGEM3 | None = None, model_name: str | None = None, *,
+                  device: str | None = None, dtype: str | None = None) -> BGEM3:
     """``model`` if given (a loaded :class:`~bgem3.BGEM3`), else the shared one for the name.
 
     Raises:
@@ -140,7 +146,7 @@ class SharedModelPickling:
         return super().__deepcopy__(memo)  # type: ignore[misc]
 
 
-def output_cache(model: Any) -> OutputCache:
+def output_cache(model: Encoder) -> OutputCache:
     """The :class:`OutputCache` shared by every integration that uses ``model``."""
     with _lock:
         cache = _caches.get(model)
@@ -157,7 +163,8 @@ class OutputCache:
     and are never kept, so asking for them encodes every text.
 
     Args:
-        model: The :class:`~bgem3.BGEM3` to run.
+        model: The model to run: a :class:`~bgem3.BGEM3`, an :class:`~bgem3.EncodePool` or
+            any other :class:`~bgem3._types.Encoder`.
         max_items: Texts kept, least recently used dropped first.
 
     Attributes:
@@ -165,7 +172,7 @@ class OutputCache:
         misses: Texts encoded so far.
     """
 
-    def __init__(self, model: Any, max_items: int = 4096) -> None:
+    def __init__(self, model: Encoder, max_items: int = 4096) -> None:
         if max_items < 0:
             raise ValueError(f"max_items must be >= 0, got {max_items}")
         self.model = model
@@ -196,12 +203,10 @@ class OutputCache:
     def _encode(self, kind: Literal["query", "document"], texts: Sequence[str],
                 max_length: int | None, colbert: bool, batch_size: int,
                 show_progress: bool | None) -> EncodeOutput:
-        from bgem3.encoder import _as_texts
-
-        texts = _as_texts(texts)  # clear errors for a str, None or non-string items
+        texts = as_texts(texts)  # clear errors for a str, None or non-string items
         model = self.model
-        if max_length is None:
-            max_length = model.query_max_length if kind == "query" else model.document_max_length
+        if max_length is None:  # the default length and the same length, given, share entries
+            max_length = getattr(model, f"{kind}_max_length", None)
         encode = model.encode_queries if kind == "query" else model.encode_documents
         part = f"{kind}:{max_length}"
         if colbert or self.max_items == 0:
@@ -243,7 +248,7 @@ class OutputCache:
 
 
 def rerank_scores(
-    model: Any,
+    model: Encoder,
     query: str,
     texts: Sequence[str],
     *,
@@ -255,7 +260,7 @@ def rerank_scores(
     One encoding call for the query and one for all the texts.
 
     Args:
-        model: The :class:`~bgem3.BGEM3`.
+        model: The model (a :class:`~bgem3.BGEM3` or any :class:`~bgem3._types.Encoder`).
         query: The query.
         texts: The candidate texts.
         weights: ``None``: the ColBERT score alone; ``(w_dense, w_sparse, w_colbert)``:
@@ -275,9 +280,13 @@ def rerank_scores(
     q = model.encode_queries([query], dense=combined, sparse=combined, colbert=True)
     d = model.encode_documents(texts, dense=combined, sparse=combined, colbert=True,
                                batch_size=batch_size)
+    if q.colbert is None or d.colbert is None:
+        raise RuntimeError("internal error: the ColBERT outputs that were requested are missing")
     per_mode = {"colbert": colbert_scores(q.colbert[0], d.colbert)}
     if weights is None:
         return per_mode["colbert"].astype(np.float64), per_mode
+    if q.dense is None or d.dense is None or q.sparse is None or d.sparse is None:
+        raise RuntimeError("internal error: the outputs that were requested are missing")
     per_mode["dense"] = dense_scores(q.dense, d.dense)[0]
     per_mode["sparse"] = sparse_scores(q.sparse, d.sparse)[0]
     fused = fuse_scores(per_mode["dense"], per_mode["sparse"], per_mode["colbert"], weights)
@@ -317,7 +326,8 @@ def check_query(query: Any) -> str:
     return query
 
 
-def new_index(model: Any, qdrant_client: Any = None, collection: str = "bgem3") -> Any:
+def new_index(model: Encoder, qdrant_client: Any = None, collection: str = "bgem3"
+              ) -> HybridIndex | QdrantHybridIndex:
     """An embedded :class:`~bgem3.HybridIndex`, or a Qdrant one when a client is given."""
     if qdrant_client is not None:
         from bgem3.index.qdrant import QdrantHybridIndex

@@ -9,13 +9,12 @@ reported instead.
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bgem3._jsonl import read_jsonl, read_lines  # read_jsonl: re-exported, public here
 from bgem3.errors import DatasetError, DatasetNotFoundError
 
 __all__ = ["BeirData", "load_beir", "read_jsonl"]
@@ -56,41 +55,6 @@ class BeirData:
     def name(self) -> str:
         """The directory name."""
         return self.path.name
-
-
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Numbered non-blank lines of a UTF-8 file; the error names the line that is not."""
-    if not path.is_file():
-        raise DatasetNotFoundError(f"{path}: no such file")
-    with path.open("rb") as stream:
-        for number, raw in enumerate(stream, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise DatasetError(f"{path}:{number}: not UTF-8 text ({exc.reason})") from exc
-            if number == 1:
-                line = line.removeprefix("\ufeff")
-            if line.strip():
-                yield number, line.rstrip("\r\n")
-
-
-def read_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(line number, object)`` for each non-blank line of a JSON Lines file.
-
-    Raises:
-        DatasetNotFoundError: The file does not exist.
-        DatasetError: A line that is not UTF-8, not JSON, or not a JSON object.
-    """
-    file = Path(path)
-    for number, line in _lines(file):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DatasetError(f"{file}:{number}: not JSON ({exc.msg})") from exc
-        if not isinstance(row, dict):
-            raise DatasetError(f"{file}:{number}: expected a JSON object, got "
-                               f"{type(row).__name__}")
-        yield number, row
 
 
 def _id(row: dict[str, Any], file: Path, number: int) -> str:
@@ -136,7 +100,7 @@ def _qrels(file: Path) -> dict[str, dict[str, int]]:
                                    f"{', '.join(splits) or 'none'}")
     qrels: dict[str, dict[str, int]] = {}
     where: dict[tuple[str, str], int] = {}
-    for position, (number, line) in enumerate(_lines(file)):
+    for position, (number, line) in enumerate(read_lines(file)):
         fields = line.split("\t") if "\t" in line else line.split()
         if len(fields) != 3:
             raise DatasetError(f"{file}:{number}: expected 'query-id<TAB>corpus-id<TAB>score', "

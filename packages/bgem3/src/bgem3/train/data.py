@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from bgem3._jsonl import read_jsonl
 from bgem3.batching import TokenizerSpec, tokenize
 from bgem3.errors import DatasetError, DatasetNotFoundError
-from bgem3.evaluation.data import read_jsonl
 
 __all__ = [
     "Example",

@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F  # noqa: N812 - the torch convention
 
+from bgem3.train.settings import HEADS
+
 __all__ = ["HEADS", "LossOutput", "Representations", "m3_loss"]
 
-HEADS = ("dense", "sparse", "colbert")
 HEAD_WEIGHTS = {"dense": 1.0, "sparse": 0.1, "colbert": 1.0}  # in the loss
 ENSEMBLE_WEIGHTS = {"dense": 1.0, "sparse": 0.3, "colbert": 1.0}  # in the ensemble score
 

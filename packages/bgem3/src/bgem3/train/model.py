@@ -23,6 +23,7 @@ from bgem3.batching import TokenizerSpec
 from bgem3.checkpoint import COLBERT_HEAD, SPARSE_HEAD
 from bgem3.model import BGEM3Module
 from bgem3.train.loss import HEADS, LossOutput, Representations, m3_loss
+from bgem3.train.settings import SETTINGS_FILE
 
 __all__ = ["M3ForTraining", "new_heads", "save_checkpoint"]
 
@@ -75,6 +76,10 @@ class M3ForTraining(nn.Module):
         kd_loss: Use of teacher scores: ``"kl_div"`` or ``"m3_kd_loss"``.
         in_batch_negatives: Score queries against the whole batch, not only their group.
         freeze_backbone: Train the heads alone (the dense output then stays as it was).
+
+    Attributes:
+        m3: The network being trained (``module``).
+        spec: The tokenizer's special ids (the padding id collates batches).
     """
 
     def __init__(self, module: BGEM3Module, spec: TokenizerSpec, *,
@@ -83,6 +88,7 @@ class M3ForTraining(nn.Module):
                  in_batch_negatives: bool = True, freeze_backbone: bool = False) -> None:
         super().__init__()
         self.m3 = module
+        self.spec = spec
         self.heads = [h for h in HEADS if h in heads]
         self.group_size = group_size
         self.temperature = temperature
@@ -249,7 +255,7 @@ def save_checkpoint(module: BGEM3Module, source: Path, output: str | os.PathLike
         if (source / name).is_file():
             shutil.copyfile(source / name, staging / name)
     if settings is not None:
-        (staging / "bgem3_finetune.json").write_text(json.dumps(settings, indent=2) + "\n")
+        (staging / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
     for file in staging.iterdir():
         os.replace(file, out / file.name)
     staging.rmdir()

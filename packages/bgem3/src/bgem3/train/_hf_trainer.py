@@ -72,8 +72,7 @@ class M3Trainer(Trainer):
     def train_set_pad_id(self) -> int:
         """The padding id of the tokenizer."""
         network: M3ForTraining = self.accelerator.unwrap_model(self.model)
-        unused: torch.Tensor = network._unused_ids  # type: ignore[assignment]
-        return int(unused[2])  # (cls, eos, pad, unk)
+        return network.spec.pad_id
 
     # ------------------------------------------------------------------ loss
     def compute_loss(self, model: torch.nn.Module, inputs: dict[str, Any],
