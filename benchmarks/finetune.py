@@ -97,7 +97,7 @@ def main() -> None:
     if not has_heads:  # what --init-heads starts from: the backbone with new, untrained heads
         start = args.work / "start"
         model = load_model(args.model, device="cpu")
-        module = model._module
+        module = model.module
         module.colbert_linear, module.sparse_linear = new_heads(
             int(module.config.hidden_size), seed=args.seed)
         save_checkpoint(module, model.path, start)

@@ -11,8 +11,8 @@ import bgem3
 def test_core_all_is_pinned() -> None:
     assert sorted(bgem3.__all__) == sorted([
         "BGEM3", "BGEM3Error", "CheckpointError", "CheckpointNotFoundError", "CompileError",
-        "DatasetError",
-        "DatasetNotFoundError", "EncodeOutput", "EncodePool", "Encoder", "HeadNotLoadedError", "Hit",
+        "DatasetError", "DatasetNotFoundError", "EncodeOutput", "EncodePool", "Encoder",
+        "HeadNotLoadedError", "Hit",
         "HybridIndex", "IndexFormatError", "SparseVector", "TruncationWarning", "__version__",
         "colbert_scores", "dense_scores", "evaluate", "fuse_scores", "lexical_matching_score",
         "maxsim", "sparse_scores", "sparse_to_csr",

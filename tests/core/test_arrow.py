@@ -169,13 +169,14 @@ def test_reads_only_the_columns_an_index_uses(model: BGEM3, output, tmp_path: Pa
 def test_any_encoder_names_the_vectors(model: BGEM3, output) -> None:  # type: ignore[no-untyped-def]
     from types import SimpleNamespace
 
-    # what the Encoder protocol promises and no more: no document_max_length to record
+    # what the Encoder protocol promises and no more: its default length is recorded
     remote = SimpleNamespace(name="remote", fingerprint=model.fingerprint,
                              dense_dim=model.dense_dim, colbert_dim=model.colbert_dim,
-                             vocab_size=model.vocab_size, has_heads=True)
+                             vocab_size=model.vocab_size, has_heads=True,
+                             query_max_length=32, document_max_length=96)
     meta = read_metadata(to_arrow(output, IDS, model=remote).schema)  # type: ignore[arg-type]
     assert (meta["model"], meta["fingerprint"], meta["max_length"]) == (
-        "remote", model.fingerprint, None)
+        "remote", model.fingerprint, 96)
     meta = read_metadata(to_arrow(output, IDS, model=remote, max_length=64).schema)  # type: ignore[arg-type]
     assert meta["max_length"] == 64
     assert read_metadata(to_arrow(output, IDS, model=model).schema)["max_length"] == \

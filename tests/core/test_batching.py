@@ -120,3 +120,26 @@ def test_lexical_weights_keep_the_largest_weight_per_id_and_drop_specials() -> N
     assert first.to_dict() == pytest.approx({7: 0.4, 9: 0.3})
     assert second.to_dict() == pytest.approx({5: 0.5})
     assert lexical_weights(weights[:0], ids[:0], (0, 1, 2, 3)) == []
+
+
+def test_a_huge_text_is_tokenized_only_as_far_as_needed(tiny_path: Path) -> None:
+    tokenizer = load_tokenizer(tiny_path)
+    backend, spec = tokenizer.backend, tokenizer.spec
+    seen: list[int] = []
+
+    class Recording:
+        def __init__(self, backend: object) -> None:
+            self.backend = backend
+
+        def encode_batch(self, texts: list[str], add_special_tokens: bool = False):  # type: ignore[no-untyped-def]
+            seen.extend(len(t) for t in texts)
+            return self.backend.encode_batch(texts, add_special_tokens=add_special_tokens)  # type: ignore[attr-defined]
+
+    huge = " ".join(random_texts(20000, min_words=20, max_words=40, seed=2))  # ~4 MB
+    bounded = tokenize(Recording(backend), [huge, "short"], spec, 512)
+    assert max(seen) < 20 * 512 * 2
+    full = backend.encode_batch([huge], add_special_tokens=False)[0].ids[:510]
+    assert bounded.ids[0][1:-1].tolist() == full and bounded.n_truncated == 1
+    spaces = "word " + " " * 100000 + "end " * 600  # long whitespace: the cut is undone
+    assert tokenize(backend, [spaces], spec, 512).ids[0][1:-1].tolist() == \
+        backend.encode_batch([spaces], add_special_tokens=False)[0].ids[:510]

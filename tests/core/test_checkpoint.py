@@ -11,7 +11,7 @@ import torch
 from bgem3 import BGEM3, CheckpointError, CheckpointNotFoundError, HybridIndex, IndexFormatError
 from bgem3.checkpoint import _BIN_PATTERNS, _HUB_PATTERNS, _SAFETENSORS_PATTERNS
 from bgem3.cli import main
-from bgem3.model import _torch_load_refusal
+from bgem3.model import torch_load_refusal
 from bgem3.testing import build_tiny_checkpoint
 
 TEXTS = ["the city of paris", "dog and cat", ""]
@@ -121,7 +121,7 @@ def test_head_files_are_loaded_without_unpickling_code(tiny_path: Path, tmp_path
 def test_bin_only_checkpoint_equals_safetensors(tmp_path: Path) -> None:
     st = BGEM3(build_tiny_checkpoint(tmp_path / "st", weights=["safetensors"]), device="cpu")
     bin_only = build_tiny_checkpoint(tmp_path / "bin", weights=["bin"])
-    if _torch_load_refusal():  # transformers' reason reaches the user in our error
+    if torch_load_refusal():  # transformers' reason reaches the user in our error
         with pytest.raises(CheckpointError, match=r"cannot load the backbone.*torch"):
             BGEM3(bin_only, device="cpu")
         pytest.skip("transformers refuses pytorch_model.bin on torch < 2.6")

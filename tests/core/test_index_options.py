@@ -7,8 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from bgem3 import BGEM3, EncodeOutput, HybridIndex
-from bgem3._types import Encoder
+from bgem3 import BGEM3, EncodeOutput, Encoder, HybridIndex
 from bgem3.index import DEFAULT_SEARCH, QdrantHybridIndex, SearchIndex, SearchOptions
 from bgem3.index.options import SearchKeywords
 from bgem3.testing import random_texts
@@ -79,6 +78,8 @@ class _Wrapped:
         self.name, self.fingerprint = model.name, model.fingerprint
         self.dense_dim, self.colbert_dim = model.dense_dim, model.colbert_dim
         self.vocab_size, self.has_heads = model.vocab_size, model.has_heads
+        self.query_max_length = model.query_max_length
+        self.document_max_length = model.document_max_length
         self.calls = 0
 
     def encode_queries(self, texts: Any, **options: Any) -> EncodeOutput:

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bgem3 import BGEM3, EncodePool, HybridIndex, TruncationWarning
-from bgem3._types import Encoder
+from bgem3 import BGEM3, EncodePool, Encoder, HybridIndex, TruncationWarning
 from bgem3.testing import random_texts
 
 TEXTS = random_texts(90, max_words=80, seed=4, log_uniform=True) + ["", "🙂"]

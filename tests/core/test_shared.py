@@ -95,16 +95,18 @@ def test_scores_never_replace_metadata_values() -> None:
 
 
 def test_the_cache_runs_any_encoder(model: BGEM3) -> None:
-    class Remote:  # the Encoder protocol and nothing else: no default lengths to read
+    class Remote:  # the Encoder protocol and nothing else
         def __init__(self) -> None:
             self.name, self.fingerprint = model.name, model.fingerprint
             self.dense_dim, self.colbert_dim = model.dense_dim, model.colbert_dim
             self.vocab_size, self.has_heads = model.vocab_size, model.has_heads
+            self.query_max_length = model.query_max_length
+            self.document_max_length = model.document_max_length
             self.encode_queries, self.encode_documents = (model.encode_queries,
                                                           model.encode_documents)
 
     remote = Remote()
-    assert isinstance(remote, bgem3._types.Encoder)
+    assert isinstance(remote, bgem3.Encoder)
     cache = OutputCache(remote)
     first = cache.queries(TEXTS[:3])
     assert np.array_equal(cache.queries(TEXTS[:3]).dense, first.dense)  # type: ignore[arg-type]

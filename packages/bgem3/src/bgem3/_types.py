@@ -219,6 +219,8 @@ class Encoder(Protocol):
         colbert_dim: Width of the ColBERT vectors (``None`` without heads).
         vocab_size: Number of token ids (sparse vectors' ids lie below it).
         has_heads: Whether sparse and ColBERT outputs are available.
+        query_max_length: Tokens a query is truncated at when no ``max_length`` is given.
+        document_max_length: The same for documents.
 
     Example:
         >>> import tempfile, bgem3
@@ -245,6 +247,12 @@ class Encoder(Protocol):
 
     @property
     def has_heads(self) -> bool: ...
+
+    @property
+    def query_max_length(self) -> int: ...
+
+    @property
+    def document_max_length(self) -> int: ...
 
     def encode_queries(self, texts: Sequence[str], *, max_length: int | None = None,
                        dense: bool = True, sparse: bool = False, colbert: bool = False,

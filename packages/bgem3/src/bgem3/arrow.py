@@ -166,9 +166,8 @@ def to_arrow(output: EncodeOutput, ids: Sequence[str], *, texts: Sequence[str] |
             raise ValueError(f"ColBERT arrays of different widths: {sorted(widths)}")
         colbert_dim = widths.pop() if widths else int(
             (None if model is None else model.colbert_dim) or 0)
-    if max_length is None and model is not None:  # not part of the Encoder contract
-        default = getattr(model, "document_max_length", None)
-        max_length = None if default is None else int(default)
+    if max_length is None and model is not None:
+        max_length = int(model.document_max_length)
     target = schema(
         dense_dim=dense_dim, colbert_dim=colbert_dim, sparse=output.sparse is not None,
         dense_dtype=dense_dtype, colbert_dtype=colbert_dtype, text=texts is not None,

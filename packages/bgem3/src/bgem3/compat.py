@@ -30,8 +30,8 @@ from numpy.typing import NDArray
 from bgem3._inputs import positive_int
 from bgem3._types import EncodeOutput, SparseVector
 from bgem3.batching import Batch, unique_texts
-from bgem3.encoder import BGEM3, paired_dense_sparse_scores, resolve_device
-from bgem3.scoring import colbert_scores
+from bgem3.encoder import BGEM3, resolve_device
+from bgem3.scoring import colbert_scores, paired_dense_sparse_scores
 
 __all__ = ["BGEM3FlagModel"]
 

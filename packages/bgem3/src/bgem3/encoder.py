@@ -19,7 +19,7 @@ import torch
 from numpy.typing import NDArray
 
 from bgem3._inputs import as_texts, positive_int
-from bgem3._types import EncodeOutput, SparseVector, sparse_to_csr
+from bgem3._types import EncodeOutput, SparseVector
 from bgem3.batching import (
     Batch,
     Tokenized,
@@ -38,13 +38,12 @@ from bgem3.errors import (
     warn_each_call,
 )
 from bgem3.model import BGEM3Module, load_module
-from bgem3.scoring import colbert_scores, fuse_scores
+from bgem3.scoring import colbert_scores, fuse_scores, paired_dense_sparse_scores
 
 __all__ = [
     "BGEM3",
     "EncodeStats",
     "load_model",
-    "paired_dense_sparse_scores",
     "resolve_device",
 ]
 
@@ -156,51 +155,6 @@ def _cpu_lacks_bf16() -> bool:
               for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     found = [probe for probe in probes if callable(probe)]
     return len(found) == len(probes) and not any(probe() for probe in found)
-
-
-def paired_dense_sparse_scores(
-    queries: EncodeOutput,
-    passages: EncodeOutput,
-    query_of: NDArray[np.int64],
-    passage_of: NDArray[np.int64],
-    vocab_size: int,
-) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    """Dense and lexical scores of pairs: query ``query_of[i]`` with passage ``passage_of[i]``.
-
-    One score per pair, not a matrix: for ``compute_score``-style inputs where each text is
-    encoded once and pairs index into the outputs.
-
-    Args:
-        queries: Encoded queries, with ``dense`` and ``sparse``.
-        passages: Encoded passages, with ``dense`` and ``sparse``.
-        query_of: ``int64 [p]`` row of ``queries`` for each pair.
-        passage_of: ``int64 [p]`` row of ``passages`` for each pair.
-        vocab_size: Number of token ids (sparse ids lie below it).
-
-    Returns:
-        ``float32 [p]`` dense scores and ``float32 [p]`` lexical scores.
-
-    Raises:
-        ValueError: An output without ``dense`` or ``sparse``.
-
-    Example:
-        >>> q = EncodeOutput(np.eye(2, dtype=np.float32), [SparseVector.from_dict({1: 0.5}),
-        ...                  SparseVector.from_dict({2: 1.0})])
-        >>> dense, sparse = paired_dense_sparse_scores(q, q, np.array([0, 1]), np.array([1, 1]), 4)
-        >>> dense.tolist(), sparse.tolist()
-        ([0.0, 1.0], [0.0, 1.0])
-    """
-    q_dense, q_sparse = queries.dense, queries.sparse
-    p_dense, p_sparse = passages.dense, passages.sparse
-    if q_dense is None or q_sparse is None or p_dense is None or p_sparse is None:
-        raise ValueError("paired scores need the dense and sparse outputs of queries and "
-                         "passages (encode with dense=True, sparse=True)")
-    dense = np.einsum("ij,ij->i", q_dense[query_of], p_dense[passage_of])
-    sparse = np.asarray(
-        sparse_to_csr(q_sparse, vocab_size)[query_of]
-        .multiply(sparse_to_csr(p_sparse, vocab_size)[passage_of]).sum(axis=1)
-    ).ravel()
-    return dense, sparse
 
 
 class BGEM3:

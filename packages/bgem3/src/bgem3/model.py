@@ -185,7 +185,7 @@ def torch_load_refusal() -> str | None:
     return None
 
 
-_torch_load_refusal = torch_load_refusal  # the name tests/core/test_checkpoint.py imports
+
 
 
 def load_module(

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from bgem3._types import SparseVector, sparse_to_csr
+from bgem3._types import EncodeOutput, SparseVector, sparse_to_csr
 
 __all__ = [
     "colbert_scores",
@@ -22,6 +22,7 @@ __all__ = [
     "lexical_matching_score",
     "maxsim",
     "packed_colbert_scores",
+    "paired_dense_sparse_scores",
     "rrf_fuse",
     "sparse_scores",
     "weighted_fuse",
@@ -321,3 +322,48 @@ def rrf_fuse(scores: Sequence[NDArray[np.floating]], members: Sequence[NDArray[n
         order = rows[np.argsort(-np.asarray(values)[rows], kind="stable")]
         total[order] += 1.0 / (ks[None, :] + np.arange(1, order.size + 1)[:, None])
     return total if grid else total[:, 0]
+
+
+def paired_dense_sparse_scores(
+    queries: EncodeOutput,
+    passages: EncodeOutput,
+    query_of: NDArray[np.int64],
+    passage_of: NDArray[np.int64],
+    vocab_size: int,
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """Dense and lexical scores of pairs: query ``query_of[i]`` with passage ``passage_of[i]``.
+
+    One score per pair, not a matrix: for ``compute_score``-style inputs where each text is
+    encoded once and pairs index into the outputs.
+
+    Args:
+        queries: Encoded queries, with ``dense`` and ``sparse``.
+        passages: Encoded passages, with ``dense`` and ``sparse``.
+        query_of: ``int64 [p]`` row of ``queries`` for each pair.
+        passage_of: ``int64 [p]`` row of ``passages`` for each pair.
+        vocab_size: Number of token ids (sparse ids lie below it).
+
+    Returns:
+        ``float32 [p]`` dense scores and ``float32 [p]`` lexical scores.
+
+    Raises:
+        ValueError: An output without ``dense`` or ``sparse``.
+
+    Example:
+        >>> q = EncodeOutput(np.eye(2, dtype=np.float32), [SparseVector.from_dict({1: 0.5}),
+        ...                  SparseVector.from_dict({2: 1.0})])
+        >>> dense, sparse = paired_dense_sparse_scores(q, q, np.array([0, 1]), np.array([1, 1]), 4)
+        >>> dense.tolist(), sparse.tolist()
+        ([0.0, 1.0], [0.0, 1.0])
+    """
+    q_dense, q_sparse = queries.dense, queries.sparse
+    p_dense, p_sparse = passages.dense, passages.sparse
+    if q_dense is None or q_sparse is None or p_dense is None or p_sparse is None:
+        raise ValueError("paired scores need the dense and sparse outputs of queries and "
+                         "passages (encode with dense=True, sparse=True)")
+    dense = np.einsum("ij,ij->i", q_dense[query_of], p_dense[passage_of])
+    sparse = np.asarray(
+        sparse_to_csr(q_sparse, vocab_size)[query_of]
+        .multiply(sparse_to_csr(p_sparse, vocab_size)[passage_of]).sum(axis=1)
+    ).ravel()
+    return dense, sparse

@@ -206,7 +206,8 @@ class OutputCache:
         texts = as_texts(texts)  # clear errors for a str, None or non-string items
         model = self.model
         if max_length is None:  # the default length and the same length, given, share entries
-            max_length = getattr(model, f"{kind}_max_length", None)
+            max_length = (model.query_max_length if kind == "query"
+                          else model.document_max_length)
         encode = model.encode_queries if kind == "query" else model.encode_documents
         part = f"{kind}:{max_length}"
         if colbert or self.max_items == 0:
