@@ -19,7 +19,7 @@ from bgem3.errors import CheckpointNotFoundError, DatasetError
 from bgem3.model import BGEM3Module, load_module
 from bgem3.testing import build_tiny_checkpoint, random_texts
 from bgem3.train import FinetuneSettings, finetune, mine_negatives
-from bgem3.train.finetune import _resume_blocker
+from bgem3.train.finetuning import _resume_blocker
 from bgem3.train.model import M3ForTraining
 from safetensors.torch import load_file
 
@@ -530,3 +530,17 @@ def test_the_network_keeps_the_tokenizer_spec_for_collation(tiny_path: Path) -> 
     spec = load_tokenizer(tiny_path).spec
     network = M3ForTraining(_network(tiny_path), spec, group_size=2)
     assert network.spec == spec and network.spec.pad_id == 1
+
+
+def test_moved_names_still_import_with_a_deprecation_warning() -> None:
+    import bgem3.ray
+    import bgem3.train
+    import bgem3.train.trainer
+
+    with pytest.warns(DeprecationWarning, match="import FinetuneSettings from bgem3.train"):
+        from bgem3.train.trainer import FinetuneSettings
+    assert FinetuneSettings is bgem3.train.FinetuneSettings
+    with pytest.warns(DeprecationWarning, match="BGEM3Encoder is deprecated"):
+        assert bgem3.ray.BGEM3Encoder is not None
+    with pytest.raises(AttributeError):
+        bgem3.train.trainer.no_such_name  # noqa: B018

@@ -187,3 +187,14 @@ def _columns(dataset: Any) -> list[str] | None:
     except TypeError:  # older signatures
         found = dataset.schema()
     return None if found is None else list(found.names)
+
+
+def __getattr__(name: str) -> object:
+    # the actor class was public by name before it became private (a LangChain class shares it)
+    if name == "BGEM3Encoder":
+        import warnings
+
+        warnings.warn("bgem3.ray.BGEM3Encoder is deprecated and private now; use "
+                      "bgem3.ray.encode_dataset", DeprecationWarning, stacklevel=2)
+        return _EncodeActor
+    raise AttributeError(f"module 'bgem3.ray' has no attribute {name!r}")

@@ -21,7 +21,11 @@ import argparse
 from collections.abc import Sequence
 
 from bgem3.cli import _encode, _eval, _index, _train
-from bgem3.cli._shared import run_command
+from bgem3.cli._shared import DEFAULT_MODEL, CLIError, run_command
+from bgem3.documents import TEXT_SUFFIXES
+
+# Kept importable from here for code written against the single-module CLI.
+_MOVED = (CLIError, DEFAULT_MODEL, TEXT_SUFFIXES)
 
 __all__ = ["build_parser", "main"]
 

@@ -28,7 +28,7 @@ from bgem3.index._ann import DenseHNSW, faiss_available, import_faiss
 from bgem3.index._store import BlockArray, GrowingArray
 from bgem3.index.base import SearchIndex, check_encoder
 from bgem3.index.filters import Postings, check_filter
-from bgem3.index.options import DEFAULT_SEARCH, Mode, SearchOptions
+from bgem3.index.options import DEFAULT_SEARCH, Fusion, Mode, SearchOptions
 from bgem3.index.pool import CandidatePool
 from bgem3.index.state import (
     FP16_MAX,
@@ -56,6 +56,7 @@ COMPACT_MIN_DEAD = 1024
 """Dead rows (deleted or replaced documents) before an index compacts itself."""
 HNSW_MIN_DOCUMENTS = 200_000
 """Size at which ``dense_search="auto"`` switches from the exact scan to the HNSW graph."""
+_KEPT = (Fusion,)  # importable from here for code written before bgem3.index.options
 _QUERY_BLOCK = 64
 """Most queries whose dense candidates are found in one scan of the matrix."""
 
