@@ -394,3 +394,10 @@ def test_lax_inputs_are_refused(model: BGEM3) -> None:
         model.encode(["x"], dense="yes")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="order is not the order"):
         model.encode({"a text": 1})  # type: ignore[arg-type]
+
+
+def test_unknown_encode_options_name_the_method_and_the_options(model: BGEM3) -> None:
+    for method in (model.encode, model.encode_queries, model.encode_documents):
+        with pytest.raises(TypeError, match=rf"BGEM3\.{method.__name__}\(\) got unexpected "
+                                            r"keyword arguments \['colbrt'\]; it takes"):
+            method(["a text"], colbrt=True)  # type: ignore[call-arg]

@@ -424,7 +424,8 @@ print(model.compute_lexical_matching_score(output_1['lexical_weights'][0], outpu
 # 0.0
 """  # noqa: E501
 
-MODEL_CARD_COLBERT = """
+# The start of the ColBERT and compute_score examples (the same in both)
+MODEL_CARD_START = """
 from FlagEmbedding import BGEM3FlagModel
 
 model = BGEM3FlagModel('BAAI/bge-m3',  use_fp16=True)
@@ -432,7 +433,9 @@ model = BGEM3FlagModel('BAAI/bge-m3',  use_fp16=True)
 sentences_1 = ["What is BGE M3?", "Defination of BM25"]
 sentences_2 = ["BGE M3 is an embedding model supporting dense retrieval, lexical matching and multi-vector interaction.",
                "BM25 is a bag-of-words retrieval function that ranks a set of documents based on the query terms appearing in each document"]
+"""  # noqa: E501
 
+MODEL_CARD_COLBERT = MODEL_CARD_START + """
 output_1 = model.encode(sentences_1, return_dense=True, return_sparse=True, return_colbert_vecs=True)
 output_2 = model.encode(sentences_2, return_dense=True, return_sparse=True, return_colbert_vecs=True)
 
@@ -442,15 +445,7 @@ print(model.colbert_score(output_1['colbert_vecs'][0], output_2['colbert_vecs'][
 # 0.4620
 """  # noqa: E501
 
-MODEL_CARD_COMPUTE_SCORE = """
-from FlagEmbedding import BGEM3FlagModel
-
-model = BGEM3FlagModel('BAAI/bge-m3',  use_fp16=True)
-
-sentences_1 = ["What is BGE M3?", "Defination of BM25"]
-sentences_2 = ["BGE M3 is an embedding model supporting dense retrieval, lexical matching and multi-vector interaction.",
-               "BM25 is a bag-of-words retrieval function that ranks a set of documents based on the query terms appearing in each document"]
-
+MODEL_CARD_COMPUTE_SCORE = MODEL_CARD_START + """
 sentence_pairs = [[i,j] for i in sentences_1 for j in sentences_2]
 
 print(model.compute_score(sentence_pairs,

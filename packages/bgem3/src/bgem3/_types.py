@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
 
 if TYPE_CHECKING:
     from scipy.sparse import csr_matrix
+    from typing_extensions import Unpack  # typing.Unpack from Python 3.11
 
-__all__ = ["EncodeOutput", "Encoder", "Hit", "SparseVector", "sparse_to_csr", "trusted_sparse"]
+__all__ = ["EncodeKeywords", "EncodeOutput", "Encoder", "Hit", "SparseVector", "sparse_to_csr",
+           "trusted_sparse"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -204,6 +206,31 @@ def sparse_to_csr(vectors: Sequence[SparseVector], vocab_size: int) -> csr_matri
     return csr_matrix((data, indices, indptr), shape=(len(vectors), vocab_size))
 
 
+class EncodeKeywords(TypedDict, total=False):
+    """The keyword arguments of every encode method (a type for ``**options``).
+
+    Attributes:
+        max_length: Tokens per text, ``<s>`` and ``</s>`` included; longer texts are
+            truncated, with one :class:`~bgem3.TruncationWarning` per call. ``None`` (the
+            default) takes the model's ``query_max_length`` for queries and its
+            ``document_max_length`` otherwise.
+        dense: Compute ``dense``, ``float32 [n, dense_dim]`` (default ``True``).
+        sparse: Compute ``sparse``, one :class:`SparseVector` per text (default ``False``).
+        colbert: Compute ``colbert``, one ``float32 [n_tokens - 1, colbert_dim]`` per text
+            (default ``False``).
+        batch_size: Most texts in one forward batch; the token budget also applies
+            (default 256).
+        show_progress: Show a tqdm bar; ``None`` (the default) shows it for large inputs only.
+    """
+
+    max_length: int | None
+    dense: bool
+    sparse: bool
+    colbert: bool
+    batch_size: int
+    show_progress: bool | None
+
+
 @runtime_checkable
 class Encoder(Protocol):
     """What the index, evaluation, mining and the Arrow/Ray layers need from a model.
@@ -254,16 +281,12 @@ class Encoder(Protocol):
     @property
     def document_max_length(self) -> int: ...
 
-    def encode_queries(self, texts: Sequence[str], *, max_length: int | None = None,
-                       dense: bool = True, sparse: bool = False, colbert: bool = False,
-                       batch_size: int = 256, show_progress: bool | None = None
+    def encode_queries(self, texts: Sequence[str], **options: Unpack[EncodeKeywords]
                        ) -> EncodeOutput:
         """Encode queries (truncated at the model's query length)."""
         ...
 
-    def encode_documents(self, texts: Sequence[str], *, max_length: int | None = None,
-                         dense: bool = True, sparse: bool = False, colbert: bool = False,
-                         batch_size: int = 256, show_progress: bool | None = None
+    def encode_documents(self, texts: Sequence[str], **options: Unpack[EncodeKeywords]
                          ) -> EncodeOutput:
         """Encode documents (truncated at the model's document length)."""
         ...

@@ -212,18 +212,23 @@ class BGEM3FlagModel:
         **kwargs: Any,
     ) -> None:
         _reject_unknown("BGEM3FlagModel()", kwargs)
+        # FlagEmbedding keeps each argument as an attribute of the same name, and its encode
+        # methods read their defaults from these (assigning one changes the later calls)
         if not normalize_embeddings:
             raise NotImplementedError(
                 "normalize_embeddings=False is not supported: bgem3 returns BGE-M3's "
                 "normalised dense and ColBERT vectors only"
             )
+        self.normalize_embeddings = normalize_embeddings
         if pooling_method != "cls":
             raise NotImplementedError(
                 f"pooling_method={pooling_method!r} is not supported: BGE-M3 pools with "
                 "'cls', the only method bgem3 implements"
             )
+        self.pooling_method = pooling_method
         if truncate_dim is not None:
             positive_int(truncate_dim, "truncate_dim")
+        self.truncate_dim = truncate_dim
         targets = _target_devices(devices)
         if targets is not None and len(targets) > 1:
             warnings.warn(
@@ -231,8 +236,12 @@ class BGEM3FlagModel:
                 "(for one worker per device, use bgem3.EncodePool)", UserWarning, stacklevel=2,
             )
         device = resolve_device(None if targets is None else targets[0])
+        self.target_devices = [targets[0] if targets else str(device)]
+        self.use_fp16 = use_fp16
+        self.use_bf16 = use_bf16
         low = torch.bfloat16 if use_bf16 else torch.float16 if use_fp16 else None
         on_cpu = device.type == "cpu"
+        self.model_name_or_path = model_name_or_path
         self.native: BGEM3 = _FlagOrderBGEM3(
             model_name_or_path, device=device,
             dtype=torch.float32 if on_cpu or low is None else low, cache_dir=cache_dir,
@@ -245,25 +254,18 @@ class BGEM3FlagModel:
                 f"which is {self.native.colbert_dim} wide (pass -1 to take the head's width)"
             )
         self._out_dtype = np.float16 if not on_cpu and low == torch.float16 else np.float32
-        self.model_name_or_path = model_name_or_path
-        self.normalize_embeddings = normalize_embeddings
-        self.use_fp16 = use_fp16
-        self.use_bf16 = use_bf16
+        self.tokenizer: Any = self.native.tokenizer
         self.query_instruction_for_retrieval = query_instruction_for_retrieval
         self.query_instruction_format = query_instruction_format
         self.passage_instruction_for_retrieval = passage_instruction_for_retrieval
         self.passage_instruction_format = passage_instruction_format
-        self.target_devices = [targets[0] if targets else str(device)]
-        self.pooling_method = pooling_method
         self.batch_size = batch_size
         self.query_max_length = query_max_length
         self.passage_max_length = passage_max_length
         self.return_dense = return_dense
         self.return_sparse = return_sparse
         self.return_colbert_vecs = return_colbert_vecs
-        self.truncate_dim = truncate_dim
         self.convert_to_numpy = convert_to_numpy
-        self.tokenizer: Any = self.native.tokenizer
 
     def __repr__(self) -> str:
         return f"BGEM3FlagModel({self.model_name_or_path!r}, native={self.native!r})"
@@ -281,20 +283,11 @@ class BGEM3FlagModel:
             instruction_format = instruction_format.replace("\\n", "\n")
         return instruction_format.format(instruction, sentence)
 
-    def encode(
-        self,
-        sentences: list[str] | str,
-        batch_size: int | None = None,
-        max_length: int | None = None,
-        return_dense: bool | None = None,
-        return_sparse: bool | None = None,
-        return_colbert_vecs: bool | None = None,
-        *,
-        convert_to_numpy: bool | None = None,
-        instruction: str | None = None,
-        instruction_format: str | None = None,
-        **kwargs: Any,
-    ) -> dict[str, Any]:
+    def encode(self, sentences: list[str] | str, batch_size: int | None = None,
+               max_length: int | None = None, return_dense: bool | None = None,
+               return_sparse: bool | None = None, return_colbert_vecs: bool | None = None,
+               *, convert_to_numpy: bool | None = None, instruction: str | None = None,
+               instruction_format: str | None = None, **kwargs: Any) -> dict[str, Any]:
         """Encode texts, FlagEmbedding style.
 
         Args:
@@ -321,81 +314,61 @@ class BGEM3FlagModel:
             TypeError: ``sentences`` is not a text or a list of texts; unknown arguments.
             ValueError: An empty list, no output requested, ``max_length`` out of range.
         """
-        _reject_unknown("encode()", kwargs)
-        if instruction is not None:
-            if instruction_format is None:
-                raise TypeError("encode(): instruction needs instruction_format (e.g. '{}{}')")
-            sentences = self._instruct(sentences, instruction, instruction_format)
-        return self._encode(sentences, batch_size, max_length, self.passage_max_length,
-                            return_dense, return_sparse, return_colbert_vecs)
+        return self._encode("encode()", sentences, batch_size, max_length, return_dense,
+                            return_sparse, return_colbert_vecs, kwargs, self.passage_max_length,
+                            instruction, instruction_format)
 
-    def encode_queries(
-        self,
-        queries: list[str] | str,
-        batch_size: int | None = None,
-        max_length: int | None = None,
-        return_dense: bool | None = None,
-        return_sparse: bool | None = None,
-        return_colbert_vecs: bool | None = None,
-        *,
-        convert_to_numpy: bool | None = None,
-        **kwargs: Any,
-    ) -> dict[str, Any]:
+    def encode_queries(self, queries: list[str] | str, batch_size: int | None = None,
+                       max_length: int | None = None, return_dense: bool | None = None,
+                       return_sparse: bool | None = None, return_colbert_vecs: bool | None = None,
+                       *, convert_to_numpy: bool | None = None, **kwargs: Any) -> dict[str, Any]:
         """Like :meth:`encode`, ``max_length`` defaulting to ``query_max_length`` (512).
 
-        ``query_instruction_for_retrieval``, when set, prefixes every query.
+        ``query_instruction_for_retrieval``, when set, prefixes every query through
+        ``query_instruction_format``; ``instruction`` is not an argument here.
         """
-        _reject_unknown("encode_queries()", kwargs)
-        return self._encode(
-            self._instruct(queries, self.query_instruction_for_retrieval,
-                           self.query_instruction_format),
-            batch_size, max_length, self.query_max_length,
-            return_dense, return_sparse, return_colbert_vecs)
+        return self._encode("encode_queries()", queries, batch_size, max_length, return_dense,
+                            return_sparse, return_colbert_vecs, kwargs, self.query_max_length,
+                            self.query_instruction_for_retrieval, self.query_instruction_format)
 
-    def encode_corpus(
-        self,
-        corpus: list[str] | str,
-        batch_size: int | None = None,
-        max_length: int | None = None,
-        return_dense: bool | None = None,
-        return_sparse: bool | None = None,
-        return_colbert_vecs: bool | None = None,
-        *,
-        convert_to_numpy: bool | None = None,
-        **kwargs: Any,
-    ) -> dict[str, Any]:
-        """Like :meth:`encode`, ``max_length`` defaulting to ``passage_max_length`` (512).
-
-        ``passage_instruction_for_retrieval``, when set, prefixes every passage.
-        """
-        _reject_unknown("encode_corpus()", kwargs)
-        return self._encode(
-            self._instruct(corpus, self.passage_instruction_for_retrieval,
-                           self.passage_instruction_format),
-            batch_size, max_length, self.passage_max_length,
-            return_dense, return_sparse, return_colbert_vecs)
-
-    def _instruct(self, texts: list[str] | str, instruction: str | None, fmt: str
-                  ) -> list[str] | str:
-        """``texts`` with ``instruction`` put in front through ``fmt`` (as they are if None)."""
-        if instruction is None:
-            return texts
-        if isinstance(texts, str):
-            return self.get_detailed_instruct(fmt, instruction, texts)
-        return [self.get_detailed_instruct(fmt, instruction, text) for text in texts]
+    def encode_corpus(self, corpus: list[str] | str, batch_size: int | None = None,
+                      max_length: int | None = None, return_dense: bool | None = None,
+                      return_sparse: bool | None = None, return_colbert_vecs: bool | None = None,
+                      *, convert_to_numpy: bool | None = None, **kwargs: Any) -> dict[str, Any]:
+        """Like :meth:`encode` with ``passage_instruction_for_retrieval``, when set, as prefix."""
+        return self._encode("encode_corpus()", corpus, batch_size, max_length, return_dense,
+                            return_sparse, return_colbert_vecs, kwargs, self.passage_max_length,
+                            self.passage_instruction_for_retrieval,
+                            self.passage_instruction_format)
 
     def _encode(
         self,
+        where: str,
         sentences: list[str] | str,
         batch_size: int | None,
         max_length: int | None,
-        default_length: int,
         return_dense: bool | None,
         return_sparse: bool | None,
         return_colbert_vecs: bool | None,
+        kwargs: Mapping[str, Any],
+        default_length: int,
+        instruction: str | None,
+        instruction_format: str | None,
     ) -> dict[str, Any]:
+        """The three encode methods once their arguments are bound.
+
+        ``where`` names the method in errors; ``default_length`` stands for a ``max_length``
+        of ``None``; ``instruction`` (when not ``None``) prefixes every text through
+        ``instruction_format``.
+        """
+        _reject_unknown(where, kwargs)
         single = isinstance(sentences, str)
         texts = [sentences] if isinstance(sentences, str) else sentences
+        if instruction is not None:
+            if instruction_format is None:
+                raise TypeError(f"{where}: instruction needs instruction_format (e.g. '{{}}{{}}')")
+            texts = [self.get_detailed_instruct(instruction_format, instruction, text)
+                     for text in texts]
         if isinstance(texts, Sequence) and len(texts) == 0:
             raise ValueError("sentences is empty: pass at least one text")
         dense = bool(self.return_dense if return_dense is None else return_dense)

@@ -11,15 +11,16 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 
 from bgem3._inputs import as_texts, positive_int
-from bgem3._types import EncodeOutput, SparseVector
+from bgem3._types import EncodeKeywords, EncodeOutput, Encoder, SparseVector
 from bgem3.batching import (
     Batch,
     Tokenized,
@@ -39,6 +40,9 @@ from bgem3.errors import (
 )
 from bgem3.model import BGEM3Module, load_module
 from bgem3.scoring import colbert_scores, fuse_scores, paired_dense_sparse_scores
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack from Python 3.11
 
 __all__ = [
     "BGEM3",
@@ -155,6 +159,18 @@ def _cpu_lacks_bf16() -> bool:
               for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     found = [probe for probe in probes if callable(probe)]
     return len(found) == len(probes) and not any(probe() for probe in found)
+
+
+_ENCODE_OPTIONS = frozenset(EncodeKeywords.__annotations__)
+
+
+def _known_options(options: Mapping[str, object], method: str) -> None:
+    """Refuse a keyword no encode method takes, naming the method and the ones it takes."""
+    unknown = sorted(set(options) - _ENCODE_OPTIONS)
+    if unknown:
+        raise TypeError(f"BGEM3.{method}() got unexpected keyword arguments {unknown}; it "
+                        f"takes {sorted(_ENCODE_OPTIONS)}"
+                        + ("" if method == "encode_queries" else " and mcls"))
 
 
 class BGEM3:
@@ -389,71 +405,53 @@ class BGEM3:
         )
 
     # ----------------------------------------------------------------- encoding
-    def encode(
-        self,
-        texts: Sequence[str],
-        *,
-        max_length: int | None = None,
-        dense: bool = True,
-        sparse: bool = False,
-        colbert: bool = False,
-        batch_size: int = 256,
-        show_progress: bool | None = None,
-        mcls: bool = False,
-    ) -> EncodeOutput:
+    def encode(self, texts: Sequence[str], *, mcls: bool = False,
+               **options: Unpack[EncodeKeywords]) -> EncodeOutput:
         """Encode texts into the requested outputs; only the requested heads run.
 
         Args:
             texts: The texts (a list; a bare ``str`` is a ``TypeError``).
-            max_length: Tokens per text, ``<s>`` and ``</s>`` included; longer texts are
-                truncated with one :class:`TruncationWarning` per call. Defaults to
-                ``document_max_length``.
-            dense: Compute ``dense`` ``float32 [n, dense_dim]``.
-            sparse: Compute ``sparse``, one :class:`SparseVector` per text.
-            colbert: Compute ``colbert``, one ``float32 [n_tokens - 1, colbert_dim]`` per text.
-            batch_size: Most texts in one forward batch (the token budget also applies).
-            show_progress: Show a tqdm bar; ``None`` shows it for large inputs only.
             mcls: Multi-CLS dense vectors for long texts (BGE-M3 report): a ``<s>``
                 before every 256 tokens, the dense vector is the mean of their states.
                 Only the dense output changes; sparse and ColBERT then take a second,
                 ordinary pass.
+            **options: The :class:`~bgem3._types.EncodeKeywords`, each with its default:
+                ``max_length=None`` (tokens per text, ``<s>`` and ``</s>`` included;
+                ``None`` takes ``document_max_length``; longer texts are truncated with one
+                :class:`TruncationWarning` per call), ``dense=True`` (``float32 [n,
+                dense_dim]``), ``sparse=False`` (one :class:`SparseVector` per text),
+                ``colbert=False`` (one ``float32 [n_tokens - 1, colbert_dim]`` per text),
+                ``batch_size=256`` (most texts in one forward batch; the token budget also
+                applies) and ``show_progress=None`` (a tqdm bar; ``None`` shows it for
+                large inputs only).
 
         Returns:
             An :class:`EncodeOutput` in input order.
 
         Raises:
-            TypeError: ``texts`` is not a list of strings.
+            TypeError: ``texts`` is not a list of strings, or an unknown keyword.
             ValueError: No output requested, or ``max_length`` out of range.
             HeadNotLoadedError: Sparse or ColBERT requested from a dense-only model.
         """
-        output, n_truncated, used = self._encode(
-            texts, max_length, dense, sparse, colbert, batch_size, show_progress, mcls
-        )
-        self._warn_truncated(n_truncated, len(output), used)
-        return output
+        _known_options(options, "encode")
+        return self._encode_warned("texts", None, texts, mcls=mcls, **options)
 
-    def encode_queries(
-        self,
-        texts: Sequence[str],
-        *,
-        max_length: int | None = None,
-        dense: bool = True,
-        sparse: bool = False,
-        colbert: bool = False,
-        batch_size: int = 256,
-        show_progress: bool | None = None,
-    ) -> EncodeOutput:
+    def encode_queries(self, texts: Sequence[str], **options: Unpack[EncodeKeywords]
+                       ) -> EncodeOutput:
         """Encode queries: like :meth:`encode` with ``max_length`` defaulting to 512."""
-        output, n_truncated, used = self._encode(
-            texts, self.query_max_length if max_length is None else max_length,
-            dense, sparse, colbert,
-            batch_size, show_progress, False, what="queries",
-        )
-        self._warn_truncated(n_truncated, len(output), used)
-        return output
+        _known_options(options, "encode_queries")
+        return self._encode_warned("queries", self.query_max_length, texts, **options)
 
-    def encode_documents(
+    def encode_documents(self, texts: Sequence[str], *, mcls: bool = False,
+                         **options: Unpack[EncodeKeywords]) -> EncodeOutput:
+        """Encode documents: like :meth:`encode`, ``max_length`` defaulting to 8192."""
+        _known_options(options, "encode_documents")
+        return self._encode_warned("documents", None, texts, mcls=mcls, **options)
+
+    def _encode_warned(
         self,
+        what: str,
+        default_length: int | None,
         texts: Sequence[str],
         *,
         max_length: int | None = None,
@@ -464,20 +462,20 @@ class BGEM3:
         show_progress: bool | None = None,
         mcls: bool = False,
     ) -> EncodeOutput:
-        """Encode documents: like :meth:`encode`, ``max_length`` defaulting to 8192."""
-        output, n_truncated, used = self._encode(
-            texts, max_length, dense, sparse, colbert, batch_size, show_progress, mcls,
-            what="documents",
-        )
-        self._warn_truncated(n_truncated, len(output), used)
-        return output
+        """The public encode methods: the defaults of their options, then one warning.
 
-    @staticmethod
-    def _warn_truncated(n_truncated: int, total: int, max_length: int) -> None:
-        if n_truncated:
-            warn_each_call(f"{n_truncated} of {total} texts were longer than "
-                           f"max_length={max_length} tokens and were truncated",
+        ``what`` names the texts in error messages; ``default_length`` stands for a
+        ``max_length`` of ``None`` (``None``: ``document_max_length``).
+        """
+        output, n_truncated, used = self._encode(
+            texts, default_length if max_length is None else max_length,
+            dense, sparse, colbert, batch_size, show_progress, mcls, what=what,
+        )
+        if n_truncated:  # attributed to the caller of the public method
+            warn_each_call(f"{n_truncated} of {len(output)} texts were longer than "
+                           f"max_length={used} tokens and were truncated",
                            TruncationWarning, stacklevel=3)
+        return output
 
     def _encode(
         self,
@@ -748,3 +746,7 @@ def load_model(model: str | os.PathLike[str] | BGEM3, *, device: str | None = No
         return model
     has_heads = resolve_checkpoint(model, require_heads=False).has_heads
     return BGEM3(model, device=device, dtype=dtype, dense_only=not has_heads)
+
+
+if TYPE_CHECKING:  # mypy checks that a model stands wherever an Encoder is expected
+    _MODEL_IS_AN_ENCODER: type[Encoder] = BGEM3

@@ -18,10 +18,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bgem3._inputs import as_texts, positive_int
-from bgem3._types import EncodeOutput, SparseVector
+from bgem3._types import EncodeKeywords, EncodeOutput, Encoder, SparseVector
 from bgem3.errors import TruncationWarning
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack from Python 3.11
+
     from bgem3.encoder import BGEM3
 
 __all__ = ["EncodePool"]
@@ -57,28 +59,15 @@ def _worker(
         task = tasks.get()
         if task == _STOP:
             return
-        chunk_id, args = task
+        chunk_id, (method, texts, options) = task
         try:
             with warnings.catch_warnings():  # the parent warns once for the whole call
                 warnings.simplefilter("ignore", TruncationWarning)
-                output = _encode_chunk(encoder, *args)
+                output = getattr(encoder, method)(texts, show_progress=False, **options)
             flags = output.truncated
             results.put(("done", chunk_id, (output, 0 if flags is None else int(flags.sum()))))
         except Exception as exc:  # any failure is handed to the parent, which re-raises it
             results.put(("failed", chunk_id, exc))
-
-
-def _encode_chunk(encoder: BGEM3, texts: list[str], max_length: int | None, dense: bool,
-                  sparse: bool, colbert: bool, batch_size: int, mcls: bool,
-                  what: str) -> EncodeOutput:
-    """One chunk through the encode method the pool's caller named."""
-    if what == "queries":
-        return encoder.encode_queries(texts, max_length=max_length, dense=dense,
-                                      sparse=sparse, colbert=colbert, batch_size=batch_size,
-                                      show_progress=False)
-    method = encoder.encode_documents if what == "documents" else encoder.encode
-    return method(texts, max_length=max_length, dense=dense, sparse=sparse, colbert=colbert,
-                  batch_size=batch_size, show_progress=False, mcls=mcls)
 
 
 class EncodePool:
@@ -226,60 +215,31 @@ class EncodePool:
                     ) from None
 
     # ------------------------------------------------------------------ encoding
-    def encode(
-        self,
-        texts: Sequence[str],
-        *,
-        max_length: int | None = None,
-        dense: bool = True,
-        sparse: bool = False,
-        colbert: bool = False,
-        batch_size: int = 256,
-        show_progress: bool | None = None,
-        mcls: bool = False,
-    ) -> EncodeOutput:
+    def encode(self, texts: Sequence[str], *, mcls: bool = False,
+               **options: Unpack[EncodeKeywords]) -> EncodeOutput:
         """Like :meth:`bgem3.BGEM3.encode`, spread over the workers.
 
         ``show_progress`` shows a bar that advances as chunks come back; ``None`` shows it
         when the texts fill more than one chunk.
         """
-        return self._map(texts, max_length, dense, sparse, colbert, batch_size, show_progress,
-                         mcls, "texts")
+        return self._map("encode", "texts", texts, {"mcls": mcls, **options})
 
-    def encode_queries(
-        self,
-        texts: Sequence[str],
-        *,
-        max_length: int | None = None,
-        dense: bool = True,
-        sparse: bool = False,
-        colbert: bool = False,
-        batch_size: int = 256,
-        show_progress: bool | None = None,
-    ) -> EncodeOutput:
+    def encode_queries(self, texts: Sequence[str], **options: Unpack[EncodeKeywords]
+                       ) -> EncodeOutput:
         """Like :meth:`bgem3.BGEM3.encode_queries`, spread over the workers."""
-        return self._map(texts, max_length, dense, sparse, colbert, batch_size, show_progress,
-                         False, "queries")
+        return self._map("encode_queries", "queries", texts, {**options})
 
-    def encode_documents(
-        self,
-        texts: Sequence[str],
-        *,
-        max_length: int | None = None,
-        dense: bool = True,
-        sparse: bool = False,
-        colbert: bool = False,
-        batch_size: int = 256,
-        show_progress: bool | None = None,
-        mcls: bool = False,
-    ) -> EncodeOutput:
+    def encode_documents(self, texts: Sequence[str], *, mcls: bool = False,
+                         **options: Unpack[EncodeKeywords]) -> EncodeOutput:
         """Like :meth:`bgem3.BGEM3.encode_documents`, spread over the workers."""
-        return self._map(texts, max_length, dense, sparse, colbert, batch_size, show_progress,
-                         mcls, "documents")
+        return self._map("encode_documents", "documents", texts, {"mcls": mcls, **options})
 
-    def _map(self, texts: Sequence[str], max_length: int | None, dense: bool,
-             sparse: bool, colbert: bool, batch_size: int, show_progress: bool | None,
-             mcls: bool, what: str) -> EncodeOutput:
+    def _map(self, method: str, what: str, texts: Sequence[str],
+             options: dict[str, Any]) -> EncodeOutput:
+        """``method`` of the workers' models on ``texts``, chunk by chunk; ``what`` names them.
+
+        ``options`` are that method's keywords; ``show_progress`` is the pool's own bar.
+        """
         from tqdm.auto import tqdm
 
         if not self._workers:
@@ -289,10 +249,9 @@ class EncodePool:
         order = np.argsort([-len(t) for t in items], kind="stable").astype(np.int64)
         chunks = [order[i : i + self._chunk_size]
                   for i in range(0, len(items), self._chunk_size)] or [order]
+        show_progress = options.pop("show_progress", None)
         for chunk_id, chunk in enumerate(chunks):
-            args = ([items[i] for i in chunk], max_length, dense, sparse, colbert,
-                    batch_size, mcls, what)
-            self._tasks.put((chunk_id, args))
+            self._tasks.put((chunk_id, (method, [items[i] for i in chunk], options)))
         parts: dict[int, EncodeOutput] = {}
         n_truncated, failure = 0, None
         shown = len(chunks) > 1 if show_progress is None else show_progress
@@ -339,3 +298,7 @@ def _reassemble(chunks: list[NDArray[np.int64]], parts: list[EncodeOutput],
                                     if p.truncated is not None])[inverse]
     return EncodeOutput(dense=dense, sparse=sparse, colbert=colbert, tokens=tokens,
                         truncated=truncated)
+
+
+if TYPE_CHECKING:  # mypy checks that a pool stands wherever an Encoder is expected
+    _POOL_IS_AN_ENCODER: type[Encoder] = EncodePool

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -90,11 +91,11 @@ class M3ForTraining(nn.Module):
         self.m3 = module
         self.spec = spec
         self.heads = [h for h in HEADS if h in heads]
-        self.group_size = group_size
-        self.temperature = temperature
+        # m3_loss with the settings it takes as they are (self-distillation waits for
+        # distill_active, which the trainer's callback switches on)
+        self._m3_loss = partial(m3_loss, group_size=group_size, temperature=temperature,
+                                kd_loss=kd_loss, in_batch_negatives=in_batch_negatives)
         self.self_distill = self_distill
-        self.kd_loss = kd_loss
-        self.in_batch_negatives = in_batch_negatives
         self.distill_active = True
         self.register_buffer("_unused_ids", torch.tensor(spec.unused_ids), persistent=False)
         module.train()
@@ -208,11 +209,8 @@ class M3ForTraining(nn.Module):
         With the masks it also reports ``sparse_active``, the share of real passage tokens
         with a non-zero lexical weight (a collapsing sparse head shows there first).
         """
-        out = m3_loss(queries, passages, group_size=self.group_size,
-                      temperature=self.temperature, heads=self.heads,
-                      self_distill=self.self_distill and self.distill_active,
-                      teacher_scores=teacher_scores, kd_loss=self.kd_loss,
-                      in_batch_negatives=self.in_batch_negatives)
+        out = self._m3_loss(queries, passages, heads=self.heads, teacher_scores=teacher_scores,
+                            self_distill=self.self_distill and self.distill_active)
         if "sparse" in self.heads and p_raw is not None and passage_mask is not None:
             weights = p_raw[1].detach()
             real = passage_mask.bool()
