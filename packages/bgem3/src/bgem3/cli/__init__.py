@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from bgem3.cli import _encode, _eval, _index, _train
+from bgem3.cli import _encode, _eval, _index, _serve, _train
 from bgem3.cli._shared import DEFAULT_MODEL, CLIError, run_command
 from bgem3.documents import TEXT_SUFFIXES
 
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bgem3", description="BGE-M3 dense, sparse and ColBERT retrieval from the shell.")
     commands = parser.add_subparsers(dest="command", required=True)
-    for group in (_index, _encode, _eval, _train):
+    for group in (_index, _encode, _eval, _train, _serve):
         group.add_commands(commands)
     return parser
 

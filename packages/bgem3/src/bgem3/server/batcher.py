@@ -1,0 +1,268 @@
+"""Batching across requests: one model, one worker thread, many concurrent callers.
+
+Requests wait in two queues: *short* ones (every text about ``short_tokens`` tokens or
+less: queries) and *long* ones. The worker takes every waiting short request at once, or
+else the next slice of the long ones (about ``slice_tokens`` tokens), groups what it took
+by what it asks for (kind, ``max_length``, outputs), and encodes each group in one call of
+the model, whose token-budget batches then do the rest. Nothing waits for a timer: a lone
+request is encoded at once, and requests that arrive while the model is busy are encoded
+together next. Long documents go in slices, so a short query waits at most one slice.
+
+Each caller gets exactly its own outputs, in its order. A caller that goes away (a client
+that disconnects) has its work dropped from the queue; a full queue refuses new requests
+(:class:`OverloadedError`) instead of growing without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import threading
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from bgem3._types import EncodeOutput, Encoder
+from bgem3.errors import TruncationWarning
+from bgem3.server.settings import ServerSettings
+
+__all__ = ["Batcher", "OverloadedError", "estimate_tokens"]
+
+Kind = Literal["query", "document"]
+
+
+class OverloadedError(RuntimeError):
+    """The queue is full: the request was not accepted (answer ``429``)."""
+
+
+def estimate_tokens(text: str) -> int:
+    """A cheap upper estimate of a text's tokens (XLM-R averages 3-4 characters a token).
+
+    Example:
+        >>> estimate_tokens("what is bge-m3?")
+        7
+    """
+    return len(text) // 3 + 2
+
+
+@dataclass(eq=False)
+class _Job:
+    kind: Kind
+    texts: list[str]
+    max_length: int | None
+    outputs: tuple[bool, bool, bool]
+    future: asyncio.Future[EncodeOutput]
+    loop: asyncio.AbstractEventLoop
+    sizes: list[int]
+    done: int = 0
+    parts: list[EncodeOutput] = field(default_factory=list)
+    cancelled: bool = False
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        return (self.kind, self.max_length, *self.outputs)
+
+
+@dataclass(frozen=True)
+class _Slice:
+    job: _Job
+    start: int
+    stop: int
+
+
+class Batcher:
+    """Encode for many concurrent async callers with one model in one worker thread.
+
+    Args:
+        model: The encoder (a loaded :class:`~bgem3.BGEM3`).
+        settings: Queue limits and slice sizes.
+        on_batch: Called after each model call with ``(rows, tokens, seconds)``.
+
+    Example (tested in ``tests/server/``)::
+
+        batcher = Batcher(model, ServerSettings())
+        batcher.start()
+        out = await batcher.encode("query", ["what is bge-m3?"], dense=True)
+        batcher.stop()
+    """
+
+    def __init__(self, model: Encoder, settings: ServerSettings,
+                 on_batch: Callable[[int, int, float], None] | None = None) -> None:
+        self.model = model
+        self.settings = settings
+        self.on_batch = on_batch
+        self._short: collections.deque[_Job] = collections.deque()
+        self._long: collections.deque[_Job] = collections.deque()
+        self._ready = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Start the worker thread (once)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="bgem3-batcher",
+                                            daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish what is queued, then stop the worker thread."""
+        with self._ready:
+            self._stopping = True
+            self._ready.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    @property
+    def depth(self) -> int:
+        """Requests waiting or being encoded."""
+        with self._ready:
+            return len(self._short) + len(self._long)
+
+    # ------------------------------------------------------------------ callers
+    async def encode(self, kind: Kind, texts: Sequence[str], *, max_length: int | None = None,
+                     dense: bool = True, sparse: bool = False, colbert: bool = False
+                     ) -> EncodeOutput:
+        """Queue ``texts`` and wait for their outputs (in order).
+
+        Raises:
+            OverloadedError: ``max_queued_requests`` requests are waiting already.
+            asyncio.CancelledError: The caller was cancelled; its work is dropped.
+        """
+        loop = asyncio.get_running_loop()
+        sizes = [estimate_tokens(t) for t in texts]
+        job = _Job(kind, list(texts), max_length, (dense, sparse, colbert),
+                   loop.create_future(), loop, sizes)
+        short = max(sizes, default=0) <= self.settings.short_tokens \
+            and sum(sizes) <= self.settings.slice_tokens
+        with self._ready:
+            if self._stopping:
+                raise OverloadedError("the server is shutting down")
+            if len(self._short) + len(self._long) >= self.settings.max_queued_requests:
+                raise OverloadedError(f"{self.settings.max_queued_requests} requests are waiting "
+                                 "already")
+            (self._short if short else self._long).append(job)
+            self._ready.notify()
+        try:
+            return await job.future
+        except asyncio.CancelledError:
+            job.cancelled = True  # the worker drops it (or ignores its result)
+            raise
+
+    # ------------------------------------------------------------------ the worker
+    def _work(self) -> None:
+        while True:
+            with self._ready:
+                while not self._short and not self._long and not self._stopping:
+                    self._ready.wait()
+                if self._stopping and not self._short and not self._long:
+                    return
+                slices = self._take()
+            groups: dict[tuple[Any, ...], list[_Slice]] = {}
+            for part in slices:
+                groups.setdefault(part.job.key, []).append(part)
+            for group in groups.values():
+                self._encode(group)
+
+    def _take(self) -> list[_Slice]:
+        """What the next step encodes: every short request, or a slice of the long ones."""
+        for queue in (self._short, self._long):
+            while queue and queue[0].cancelled:
+                queue.popleft()
+        if self._short:
+            taken = [_Slice(job, 0, len(job.texts)) for job in self._short if not job.cancelled]
+            self._short.clear()
+            return taken
+        taken, budget = [], self.settings.slice_tokens
+        while self._long and budget > 0:
+            job = self._long[0]
+            start = stop = job.done
+            while stop < len(job.texts) and (stop == start or budget >= job.sizes[stop]):
+                budget -= job.sizes[stop]
+                stop += 1
+            taken.append(_Slice(job, start, stop))
+            job.done = stop
+            if stop < len(job.texts):
+                break  # the rest of this job comes in the next step
+            self._long.popleft()
+        return taken
+
+    def _encode(self, group: list[_Slice]) -> None:
+        """One model call for slices that ask for the same outputs; results to their jobs."""
+        live = [part for part in group if not part.job.cancelled]
+        if not live:
+            return
+        first = live[0].job
+        texts = [t for part in live for t in part.job.texts[part.start : part.stop]]
+        dense, sparse, colbert = first.outputs
+        encode = (self.model.encode_queries if first.kind == "query"
+                  else self.model.encode_documents)
+        started = time.perf_counter()
+        try:
+            with warnings.catch_warnings():  # truncation is reported per request instead
+                warnings.simplefilter("ignore", TruncationWarning)
+                output = encode(texts, max_length=first.max_length, dense=dense, sparse=sparse,
+                                colbert=colbert, show_progress=False)
+        except Exception as exc:  # handed to each waiting caller, who answers with an error
+            for part in live:
+                _resolve(part.job, exc)
+            return
+        if self.on_batch is not None:
+            tokens = int(output.tokens.sum()) if output.tokens is not None else 0
+            self.on_batch(len(texts), tokens, time.perf_counter() - started)
+        offset = 0
+        for part in live:
+            size = part.stop - part.start
+            part.job.parts.append(take(output, offset, offset + size))
+            offset += size
+            if part.stop == len(part.job.texts):
+                _resolve(part.job, concat(part.job.parts))
+
+
+def _resolve(job: _Job, result: EncodeOutput | BaseException) -> None:
+    def settle() -> None:
+        if job.future.done():  # cancelled meanwhile
+            return
+        if isinstance(result, BaseException):
+            job.future.set_exception(result)
+        else:
+            job.future.set_result(result)
+
+    with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+        job.loop.call_soon_threadsafe(settle)
+
+
+def take(output: EncodeOutput, start: int, stop: int) -> EncodeOutput:
+    """Rows ``start:stop`` of an encode output (every field that is present)."""
+    return EncodeOutput(
+        dense=None if output.dense is None else output.dense[start:stop],
+        sparse=None if output.sparse is None else output.sparse[start:stop],
+        colbert=None if output.colbert is None else output.colbert[start:stop],
+        tokens=None if output.tokens is None else output.tokens[start:stop],
+        truncated=None if output.truncated is None else output.truncated[start:stop],
+    )
+
+
+def concat(parts: Sequence[EncodeOutput]) -> EncodeOutput:
+    """Encode outputs one after the other, as one output."""
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+
+    def arrays(name: str) -> Any:
+        values = [getattr(p, name) for p in parts]
+        return None if values[0] is None else np.concatenate(values)
+
+    def lists(name: str) -> Any:
+        values = [getattr(p, name) for p in parts]
+        return None if values[0] is None else [item for value in values for item in value]
+
+    return EncodeOutput(dense=arrays("dense") if first.dense is not None else None,
+                        sparse=lists("sparse"), colbert=lists("colbert"),
+                        tokens=arrays("tokens"), truncated=arrays("truncated"))
