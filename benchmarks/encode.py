@@ -45,6 +45,7 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,10 @@ class Workload:
     max_length: int
     per_call: bool = False
     repeats: int | None = None
+
+    def calls(self) -> list[list[str]]:
+        """The texts of each encode call: one call per text, or one for all."""
+        return [[t] for t in self.texts] if self.per_call else [self.texts]
 
 
 def _texts_of_lengths(lengths: np.ndarray, rng: np.random.Generator) -> list[str]:
@@ -156,9 +161,8 @@ class Ours:
     def run(self, w: Workload) -> tuple[Any, Split, int, int]:
         dense, sparse, colbert = w.outputs
         split, real, computed = Split(), 0, 0
-        calls = [[t] for t in w.texts] if w.per_call else [w.texts]
         outputs = []
-        for texts in calls:
+        for texts in w.calls():
             out = self.model.encode(texts, max_length=w.max_length, dense=dense, sparse=sparse,
                                     colbert=colbert, show_progress=False)
             s = self.model.last_stats
@@ -190,15 +194,11 @@ class Compat:
         self.batch_size = batch_size
 
     def run(self, w: Workload) -> tuple[Any, Split, int, int]:
-        dense, sparse, colbert = w.outputs
         split, real, computed = Split(), 0, 0
-        calls = [[t] for t in w.texts] if w.per_call else [w.texts]
         outputs = []
         t0 = time.perf_counter()
-        for texts in calls:
-            outputs.append(self.model.encode(
-                texts, batch_size=self.batch_size, max_length=w.max_length, return_dense=dense,
-                return_sparse=sparse, return_colbert_vecs=colbert))
+        for out in Flag.encode_calls(self.model, w, self.batch_size):
+            outputs.append(out)
             s = self.model.native.last_stats
             split.tokenize += s.tokenize_s
             split.forward += s.forward_s
@@ -252,19 +252,22 @@ class Flag:
         return other
 
     def run(self, w: Workload) -> tuple[Any, Split, int, int]:
-        dense, sparse, colbert = w.outputs
         self._counts.update(forward=0.0, tokenize=0.0, computed=0)
-        calls = [[t] for t in w.texts] if w.per_call else [w.texts]
-        outputs = []
         t0 = time.perf_counter()
-        for texts in calls:
-            outputs.append(self.model.encode(
-                texts, batch_size=self.batch_size, max_length=w.max_length, return_dense=dense,
-                return_sparse=sparse, return_colbert_vecs=colbert))
+        outputs = list(self.encode_calls(self.model, w, self.batch_size))
         total = time.perf_counter() - t0
         forward, tokenize = self._counts["forward"], self._counts["tokenize"]
         split = Split(tokenize, forward, total - tokenize - forward)
         return self.flag_outputs(outputs, w), split, 0, int(self._counts["computed"])
+
+    @staticmethod
+    def encode_calls(model: Any, w: Workload, batch_size: int) -> Iterator[dict[str, Any]]:
+        """FlagEmbedding's ``encode`` (or the compat one) on each of the workload's calls."""
+        dense, sparse, colbert = w.outputs
+        for texts in w.calls():
+            yield model.encode(texts, batch_size=batch_size, max_length=w.max_length,
+                               return_dense=dense, return_sparse=sparse,
+                               return_colbert_vecs=colbert)
 
     @staticmethod
     def flag_outputs(outputs: list[dict[str, Any]], w: Workload) -> dict[str, Any]:

@@ -2,23 +2,111 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, ClassVar
 
 import bgem3
 import numpy as np
 import pytest
 from bgem3 import BGEM3
 from bgem3.shared import (
+    LiveIndexMixin,
     OutputCache,
+    SharedModelMixin,
     model_reference,
+    output_cache,
     rerank_scores,
     resolve_model,
     shared_model,
     with_scores,
 )
 from bgem3.testing import random_texts
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr  # qdrant-client's dependency
 
 TEXTS = random_texts(12, max_words=20, seed=61)
+
+
+class Settings(SharedModelMixin, BaseModel):
+    """The smallest adapter base: the model fields as an adapter declares them, one setting."""
+
+    model_config = ConfigDict(extra="forbid")
+    model_name: str = "BAAI/bge-m3"
+    model: Any = Field(default=None, exclude=True, repr=False)
+    device: str | None = None
+    dtype: str | None = None
+    top_n: int = 3
+    _bgem3: Any = PrivateAttr(default=None)
+
+
+class Retriever(LiveIndexMixin):
+    rebuild_with: ClassVar[str] = "Retriever(index={})"
+
+    def __init__(self, index: object) -> None:
+        self.index = index
+
+
+def check_pickles_by_reference(cls: Any, model: BGEM3, tiny_path: Path,
+                               same_results: Callable[[Any, Any], bool],
+                               **settings: Any) -> None:
+    """What every class built on ``SharedModelMixin`` guarantees, checked on ``cls``.
+
+    Pickles carry the settings and the model by reference: built from ``model=`` or from
+    a name, an object unpickles (twice: onto one model) onto the shared model of its
+    reference and gives the same results; a deep copy shares the model. The framework
+    tests call it on each of their classes.
+    """
+    by_name = cls(model_name=str(tiny_path), device="cpu", dtype="float32", **settings)
+    with_model = cls(model=model, **settings)
+    for obj in (with_model, by_name):
+        data = pickle.dumps(obj)
+        assert len(data) < 4096  # the tiny checkpoint alone is 2.6 MB
+        first, second = pickle.loads(data), pickle.loads(data)
+        name, device, dtype = model_reference(obj.bgem3)
+        assert first.bgem3 is second.bgem3 is shared_model(name, device=device, dtype=dtype)
+        assert (first.model_name, first.device, first.dtype) == (name, device, dtype)
+        assert {k: getattr(first, k) for k in settings} == settings
+        assert same_results(first, obj)
+    assert pickle.loads(pickle.dumps(by_name)).bgem3 is by_name.bgem3
+    clone = copy.deepcopy(with_model)
+    assert clone.bgem3 is model and clone is not with_model and same_results(clone, with_model)
+
+
+def _same_queries(a: Settings, b: Settings) -> bool:
+    return bool(np.array_equal(a.outputs.queries(TEXTS[:3]).dense,  # type: ignore[arg-type]
+                               b.outputs.queries(TEXTS[:3]).dense))  # type: ignore[arg-type]
+
+
+def test_shared_model_classes_pickle_and_deep_copy_by_reference(model: BGEM3,
+                                                                  tiny_path: Path) -> None:
+    check_pickles_by_reference(Settings, model, tiny_path, _same_queries, top_n=2)
+
+
+def test_shared_model_classes_load_at_construction(model: BGEM3, tiny_path: Path) -> None:
+    with_model = Settings(model=model)
+    assert with_model.bgem3 is model and with_model.model_name == model.name
+    assert with_model.outputs is output_cache(model)
+    by_name = Settings(model_name=str(tiny_path), device="cpu", dtype="float32")
+    assert by_name.bgem3 is shared_model(str(tiny_path), device="cpu", dtype="float32")
+    assert by_name.model_name == str(tiny_path)
+    with pytest.raises(TypeError, match=r"bgem3\.BGEM3"):
+        Settings(model="BAAI/bge-m3")
+
+
+def test_a_live_index_refuses_pickle_and_deep_copy_and_says_what_to_do() -> None:
+    retriever = Retriever(object())
+    for copy_it in (pickle.dumps, copy.deepcopy):
+        with pytest.raises(TypeError) as error:
+            copy_it(retriever)
+        assert str(error.value) == (
+            "a Retriever cannot be pickled or deep-copied: it holds a live index. Share the "
+            "retriever (searches may run in several threads), or save the index with "
+            "retriever.index.save(path) and build a new retriever with "
+            "Retriever(index=HybridIndex.load(path, model)); over Qdrant, the data stays in "
+            "the collection: Retriever(index=QdrantHybridIndex(model, client, collection))")
+    assert copy.copy(retriever).index is retriever.index  # a shallow copy shares it
 
 
 def test_cached_outputs_equal_fresh_ones_and_the_cache_is_bounded(model: BGEM3) -> None:

@@ -21,7 +21,13 @@ from langchain_core.load import dumpd, load
 from lc_data import QUERIES, TEXTS
 from qdrant_client import QdrantClient
 
-CLASSES = [BGEM3Embeddings, BGEM3SparseEmbeddings, BGEM3ColbertReranker]
+from tests.core.test_shared import check_pickles_by_reference
+
+SETTINGS = [  # each class, with settings other than its defaults
+    (BGEM3Embeddings, {"batch_size": 8, "query_max_length": 64}),
+    (BGEM3SparseEmbeddings, {"batch_size": 8, "query_max_length": 64}),
+    (BGEM3ColbertReranker, {"top_n": 2, "weights": (0.5, 0.2, 0.3)}),
+]
 
 
 def _same_results(a, b) -> bool:  # type: ignore[no-untyped-def]
@@ -31,34 +37,16 @@ def _same_results(a, b) -> bool:  # type: ignore[no-untyped-def]
     return bool(a.embed_query(QUERIES[0]) == b.embed_query(QUERIES[0]))
 
 
-@pytest.mark.parametrize("cls", CLASSES)
-def test_pickled_by_reference_and_unpickled_objects_share_one_model(
-        cls, model: BGEM3, tiny_path: Path) -> None:  # type: ignore[no-untyped-def]
-    by_name = cls(model_name=str(tiny_path), device="cpu", dtype="float32")
-    for obj in (cls(model=model), by_name):
-        data = pickle.dumps(obj)
-        assert len(data) < 4096  # the tiny checkpoint alone is 2.6 MB
-        first, second = pickle.loads(data), pickle.loads(data)
-        name, device, dtype = model_reference(obj.bgem3)
-        assert first.bgem3 is second.bgem3 is shared_model(name, device=device, dtype=dtype)
-        assert (first.model_name, first.device, first.dtype) == (name, device, dtype)
-        assert _same_results(first, obj)
-    assert pickle.loads(pickle.dumps(by_name)).bgem3 is by_name.bgem3
-
-
-@pytest.mark.parametrize("cls", CLASSES)
-def test_a_deep_copy_shares_the_model(cls, model: BGEM3) -> None:  # type: ignore[no-untyped-def]
-    obj = cls(model=model)
-    clone = copy.deepcopy(obj)
-    assert clone.bgem3 is model and clone is not obj and _same_results(clone, obj)
+@pytest.mark.parametrize(("cls", "settings"), SETTINGS)
+def test_pickles_and_deep_copies_by_reference_through_bgem3_shared(
+        cls, settings, model: BGEM3, tiny_path: Path) -> None:  # type: ignore[no-untyped-def]
+    check_pickles_by_reference(cls, model, tiny_path, _same_results, **settings)
 
 
 @pytest.mark.filterwarnings("ignore::langchain_core._api.beta_decorator.LangChainBetaWarning")
-@pytest.mark.parametrize("cls", CLASSES)
+@pytest.mark.parametrize(("cls", "options"), SETTINGS)
 def test_dumpd_and_load_rebuild_the_settings_on_the_shared_model(
-        cls, model: BGEM3) -> None:  # type: ignore[no-untyped-def]
-    options = {"top_n": 2, "weights": (0.5, 0.2, 0.3)} if cls is BGEM3ColbertReranker \
-        else {"batch_size": 8, "query_max_length": 64}
+        cls, options, model: BGEM3) -> None:  # type: ignore[no-untyped-def]
     obj = cls(model=model, **options)
     data = json.loads(json.dumps(dumpd(obj)))  # plain JSON
     assert data["type"] == "constructor"

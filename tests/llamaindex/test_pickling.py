@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from bgem3 import BGEM3, HybridIndex
-from bgem3.shared import model_reference, shared_model
 from li_data import QUERIES, make_nodes
 from llama_index.core.schema import NodeWithScore
 from llama_index.embeddings.bgem3 import BGEM3Embedding
@@ -16,6 +15,8 @@ from llama_index.postprocessor.bgem3 import BGEM3ColbertRerank
 from llama_index.retrievers.bgem3 import BGEM3HybridRetriever
 from llama_index.sparse_embeddings.bgem3 import BGEM3SparseEmbedding
 from qdrant_client import QdrantClient
+
+from tests.core.test_shared import check_pickles_by_reference
 
 CLASSES = [BGEM3Embedding, BGEM3SparseEmbedding, BGEM3ColbertRerank]
 
@@ -30,25 +31,11 @@ def _same_results(a, b) -> bool:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("cls", CLASSES)
-def test_pickled_by_reference_and_unpickled_objects_share_one_model(
+def test_pickles_and_deep_copies_by_reference_through_bgem3_shared(
         cls, model: BGEM3, tiny_path: Path) -> None:  # type: ignore[no-untyped-def]
-    by_name = cls(model_name=str(tiny_path), device="cpu", dtype="float32")
-    for obj in (cls(model=model), by_name):
-        data = pickle.dumps(obj)
-        assert len(data) < 4096  # the tiny checkpoint alone is 2.6 MB
-        first, second = pickle.loads(data), pickle.loads(data)
-        name, device, dtype = model_reference(obj.bgem3)
-        assert first.bgem3 is second.bgem3 is shared_model(name, device=device, dtype=dtype)
-        assert (first.model_name, first.device, first.dtype) == (name, device, dtype)
-        assert _same_results(first, obj)
-    assert pickle.loads(pickle.dumps(by_name)).bgem3 is by_name.bgem3
-
-
-@pytest.mark.parametrize("cls", CLASSES)
-def test_a_deep_copy_shares_the_model(cls, model: BGEM3) -> None:  # type: ignore[no-untyped-def]
-    obj = cls(model=model, top_n=2) if cls is BGEM3ColbertRerank else cls(model=model)
-    clone = copy.deepcopy(obj)
-    assert clone.bgem3 is model and clone is not obj and _same_results(clone, obj)
+    settings = {"top_n": 2, "weights": (0.5, 0.2, 0.3)} if cls is BGEM3ColbertRerank \
+        else {"embed_batch_size": 8, "query_max_length": 64}
+    check_pickles_by_reference(cls, model, tiny_path, _same_results, **settings)
 
 
 def test_a_retriever_refuses_pickle_and_deep_copy_and_says_what_to_do(

@@ -26,11 +26,6 @@ from llama_index.vector_stores.qdrant import QdrantVectorStore
 from qdrant_client import QdrantClient
 
 
-@pytest.fixture(scope="module")
-def retriever(model: BGEM3) -> BGEM3HybridRetriever:
-    return BGEM3HybridRetriever.from_nodes(make_nodes(), model=model, similarity_top_k=4)
-
-
 def test_vector_store_index_with_our_embedding(model: BGEM3, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr(Settings, "_embed_model", BGEM3Embedding(model=model))
     nodes = make_nodes()
@@ -54,6 +49,11 @@ def test_qdrant_hybrid_with_our_sparse_functions(model: BGEM3) -> None:
     for i in (4, 21):
         query = nodes[i].get_content(metadata_mode=MetadataMode.EMBED)
         assert hybrid.retrieve(query)[0].node.node_id == nodes[i].node_id
+
+
+@pytest.fixture(scope="module")
+def retriever(model: BGEM3) -> BGEM3HybridRetriever:
+    return BGEM3HybridRetriever.from_nodes(make_nodes(), model=model, similarity_top_k=4)
 
 
 def test_retriever_equals_the_core_index(model: BGEM3, retriever: BGEM3HybridRetriever) -> None:

@@ -26,7 +26,7 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NoReturn, SupportsIndex, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -40,7 +40,10 @@ if TYPE_CHECKING:
     from bgem3.index.qdrant import QdrantHybridIndex
 
 __all__ = [
+    "LiveIndexMixin",
     "OutputCache",
+    "SharedModelMixin",
+    "SharedModelPickling",
     "check_query",
     "model_reference",
     "new_index",
@@ -50,6 +53,8 @@ __all__ = [
     "shared_model",
     "with_scores",
 ]
+
+_T = TypeVar("_T")
 
 _models: weakref.WeakValueDictionary[tuple[str, str | None, str | None], BGEM3] = (
     weakref.WeakValueDictionary())
@@ -144,6 +149,76 @@ class SharedModelPickling:
         memo = {} if memo is None else memo
         memo[id(self._bgem3)] = self._bgem3
         return super().__deepcopy__(memo)  # type: ignore[misc]
+
+
+class SharedModelMixin(SharedModelPickling):
+    """Mixin for the adapters' pydantic model bases: the model, loaded once, and its cache.
+
+    The adapter declares the fields ``model``, ``model_name``, ``device`` and ``dtype`` and
+    the private attribute ``_bgem3`` in its framework's way; this mixin resolves them when
+    the object is built (a bad name fails at construction), gives the model and its
+    shared :class:`OutputCache`, and pickles and deep-copies as
+    :class:`SharedModelPickling`. Put it before the pydantic base class.
+    """
+
+    model: Any
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Load (or reuse) the model now, so that a bad name fails at construction."""
+        self._bgem3 = resolve_model(self.model, self.model_name, device=self.device,
+                                    dtype=self.dtype)
+        if self.model is not None:
+            self.model_name = self._bgem3.name
+
+    @property
+    def bgem3(self) -> BGEM3:
+        """The :class:`~bgem3.BGEM3` this object runs."""
+        model: BGEM3 = self._bgem3
+        return model
+
+    @property
+    def outputs(self) -> OutputCache:
+        """The shared cache of this model's recent dense and sparse outputs."""
+        return output_cache(self._bgem3)
+
+
+class LiveIndexMixin:
+    """Mixin for the adapters' retrievers, which hold a live index (in memory, or a client).
+
+    Pickling or deep-copying such a retriever raises a ``TypeError`` that says what to do
+    instead: share the object, or save the index and build a new retriever over the
+    loaded one. A shallow copy shares the index. Put it before the framework's base class.
+
+    Attributes:
+        rebuild_with: How the adapter's retriever is built over an index, ``{}`` standing
+            for the index: ``"BGEM3HybridRetriever(index={})"``.
+    """
+
+    rebuild_with: ClassVar[str]
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
+        raise TypeError(self._no_copy_message())
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> NoReturn:
+        raise TypeError(self._no_copy_message())
+
+    def __copy__(self: _T) -> _T:
+        parent = getattr(super(), "__copy__", None)
+        if parent is not None:  # the framework's own shallow copy (pydantic's)
+            clone: _T = parent()
+            return clone
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        return clone
+
+    def _no_copy_message(self) -> str:
+        rebuild = self.rebuild_with
+        return (f"a {rebuild.partition('(')[0]} cannot be pickled or deep-copied: it holds a "
+                "live index. Share the retriever (searches may run in several threads), or "
+                "save the index with retriever.index.save(path) and build a new retriever "
+                f"with {rebuild.format('HybridIndex.load(path, model)')}; over Qdrant, the "
+                "data stays in the collection: "
+                f"{rebuild.format('QdrantHybridIndex(model, client, collection)')}")
 
 
 def output_cache(model: Encoder) -> OutputCache:

@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from bgem3.shared import (
-    OutputCache,
-    SharedModelPickling,
-    model_reference,
-    output_cache,
-    resolve_model,
-)
+from bgem3.shared import SharedModelMixin, model_reference
 from langchain_core.load.serializable import Serializable
 from pydantic import ConfigDict, Field, PrivateAttr
-
-if TYPE_CHECKING:
-    from bgem3.encoder import BGEM3
 
 __all__ = ["DEFAULT_MODEL", "BGEM3EmbeddingBase", "BGEM3Model", "check_texts"]
 
 DEFAULT_MODEL = "BAAI/bge-m3"
 
 
-class BGEM3Model(SharedModelPickling, Serializable):
+class BGEM3Model(SharedModelMixin, Serializable):
     """``model=`` (a loaded ``bgem3.BGEM3``) or ``model_name`` / ``device`` / ``dtype``.
 
     Classes built from the same name, device and dtype share one loaded model, and with
@@ -32,22 +23,17 @@ class BGEM3Model(SharedModelPickling, Serializable):
     """
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True,
-                              protected_namespaces=())
+                              protected_namespaces=(), use_attribute_docstrings=True)
 
-    model_name: str = Field(default=DEFAULT_MODEL,
-                            description="Hugging Face hub id or local checkpoint directory.")
-    model: Any = Field(default=None, exclude=True, repr=False,
-                       description="An already loaded bgem3.BGEM3 (overrides model_name).")
-    device: str | None = Field(default=None, description="cpu, cuda, cuda:1, mps; None: best.")
-    dtype: str | None = Field(default=None, description="float32, float16 or bfloat16.")
+    model_name: str = DEFAULT_MODEL
+    """Hugging Face hub id or local checkpoint directory."""
+    model: Any = Field(default=None, exclude=True, repr=False)
+    """An already loaded bgem3.BGEM3 (overrides model_name)."""
+    device: str | None = None
+    """cpu, cuda, cuda:1, mps; None: best."""
+    dtype: str | None = None
+    """float32, float16 or bfloat16."""
     _bgem3: Any = PrivateAttr(default=None)
-
-    def model_post_init(self, context: Any, /) -> None:
-        """Load (or reuse) the model now, so that a bad name fails at construction."""
-        self._bgem3 = resolve_model(self.model, self.model_name, device=self.device,
-                                    dtype=self.dtype)
-        if self.model is not None:
-            self.model_name = self._bgem3.name
 
     @classmethod
     def is_lc_serializable(cls) -> bool:
@@ -60,29 +46,18 @@ class BGEM3Model(SharedModelPickling, Serializable):
         name, device, dtype = model_reference(self._bgem3)
         return {"model_name": name, "device": device, "dtype": dtype}
 
-    @property
-    def bgem3(self) -> BGEM3:
-        """The ``bgem3.BGEM3`` this object runs."""
-        model: BGEM3 = self._bgem3
-        return model
-
-    @property
-    def outputs(self) -> OutputCache:
-        """The shared cache of this model's recent dense and sparse outputs."""
-        return output_cache(self._bgem3)
-
 
 class BGEM3EmbeddingBase(BGEM3Model):
     """:class:`BGEM3Model` plus the encoding options: the base of the two embedding classes."""
 
-    batch_size: int = Field(
-        strict=True, default=256, gt=0, description="Texts per forward batch at most.")
-    show_progress: bool | None = Field(strict=True,
-        default=None, description="Progress bar; None: only for long inputs.")
-    query_max_length: int | None = Field(strict=True,
-        default=None, gt=0, description="Query truncation length (None: the model's, 512).")
-    document_max_length: int | None = Field(strict=True,
-        default=None, gt=0, description="Document truncation length (None: the model's, 8192).")
+    batch_size: int = Field(default=256, strict=True, gt=0)
+    """Texts per forward batch at most."""
+    show_progress: bool | None = Field(default=None, strict=True)
+    """Progress bar; None: only for long inputs."""
+    query_max_length: int | None = Field(default=None, strict=True, gt=0)
+    """Query truncation length (None: the model's, 512)."""
+    document_max_length: int | None = Field(default=None, strict=True, gt=0)
+    """Document truncation length (None: the model's, 8192)."""
 
 
 def check_texts(texts: Any, what: str = "texts") -> list[str]:

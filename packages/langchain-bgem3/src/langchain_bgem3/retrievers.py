@@ -5,14 +5,10 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn, SupportsIndex
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from bgem3.index.options import DEFAULT_SEARCH, SearchOptions
-from bgem3.shared import check_query, new_index, resolve_model, with_scores
-from langchain_core.callbacks import (
-    AsyncCallbackManagerForRetrieverRun,
-    CallbackManagerForRetrieverRun,
-)
+from bgem3.shared import LiveIndexMixin, check_query, new_index, resolve_model, with_scores
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field, model_validator
@@ -22,21 +18,17 @@ from langchain_bgem3._common import DEFAULT_MODEL, check_texts
 if TYPE_CHECKING:
     from bgem3.encoder import BGEM3
     from bgem3.index import SearchIndex
+    from langchain_core.callbacks import (
+        AsyncCallbackManagerForRetrieverRun,
+        CallbackManagerForRetrieverRun,
+    )
 
 __all__ = ["BGEM3HybridRetriever"]
 
 DEFAULT_K = 4
 """Documents a retriever returns by default: LangChain's convention (the core's is 10)."""
 
-_NO_COPY = ("a BGEM3HybridRetriever cannot be pickled or deep-copied: it holds a live index. "
-            "Share the retriever (searches may run in several threads), or save the index with "
-            "retriever.index.save(path) and build a new retriever with "
-            "BGEM3HybridRetriever(index=HybridIndex.load(path, model)); over Qdrant, the data "
-            "stays in the collection: BGEM3HybridRetriever(index=QdrantHybridIndex(model, "
-            "client, collection))")
-
-
-class BGEM3HybridRetriever(BaseRetriever):
+class BGEM3HybridRetriever(LiveIndexMixin, BaseRetriever):
     """Hybrid BGE-M3 retrieval over ``bgem3.HybridIndex`` (embedded) or its Qdrant backend.
 
     Dense and sparse top candidates, their union scored by ColBERT MaxSim, then fused
@@ -66,6 +58,7 @@ class BGEM3HybridRetriever(BaseRetriever):
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+    rebuild_with: ClassVar[str] = "BGEM3HybridRetriever(index={})"
 
     index: Any = Field(exclude=True, description="A bgem3 HybridIndex or QdrantHybridIndex.")
     k: int = Field(strict=True, default=DEFAULT_K, description="Documents to return.")
@@ -91,21 +84,12 @@ class BGEM3HybridRetriever(BaseRetriever):
         return self
 
     @classmethod
-    def from_texts(
-        cls,
-        texts: Iterable[str],
-        model_name: str = DEFAULT_MODEL,
-        k: int = DEFAULT_K,
-        metadatas: Sequence[Mapping[str, Any]] | None = None,
-        *,
-        ids: Sequence[str] | None = None,
-        model: BGEM3 | None = None,
-        device: str | None = None,
-        dtype: str | None = None,
-        qdrant_client: Any = None,
-        collection_name: str = "bgem3",
-        **kwargs: Any,
-    ) -> BGEM3HybridRetriever:
+    def from_texts(cls, texts: Iterable[str], model_name: str = DEFAULT_MODEL,
+                   k: int = DEFAULT_K, metadatas: Sequence[Mapping[str, Any]] | None = None,
+                   *, ids: Sequence[str] | None = None, model: BGEM3 | None = None,
+                   device: str | None = None, dtype: str | None = None,
+                   qdrant_client: Any = None, collection_name: str = "bgem3",
+                   **kwargs: Any) -> BGEM3HybridRetriever:
         """Index ``texts`` and return a retriever over them.
 
         Args:
@@ -157,12 +141,6 @@ class BGEM3HybridRetriever(BaseRetriever):
     def delete(self, ids: Sequence[str]) -> None:
         """Delete documents by id (unknown ids: ``KeyError``, nothing deleted)."""
         self.index.delete(ids)
-
-    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
-        raise TypeError(_NO_COPY)
-
-    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> NoReturn:
-        raise TypeError(_NO_COPY)
 
     def search_options(self, **overrides: Any) -> SearchOptions:
         """The retriever's options with ``overrides`` (the keywords of ``invoke``), checked.

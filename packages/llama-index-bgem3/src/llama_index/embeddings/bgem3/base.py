@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.embeddings.bgem3.fields import BGEM3EncodeFields
 
@@ -42,12 +40,3 @@ class BGEM3Embedding(BGEM3EncodeFields, BaseEmbedding):
     def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
         out = self.outputs.documents(texts, max_length=self.document_max_length)
         return out.dense.tolist()  # type: ignore[union-attr,no-any-return]
-
-    async def _aget_query_embedding(self, query: str) -> Embedding:
-        return await asyncio.to_thread(self._get_query_embedding, query)
-
-    async def _aget_text_embedding(self, text: str) -> Embedding:
-        return await asyncio.to_thread(self._get_text_embedding, text)
-
-    async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
-        return await asyncio.to_thread(self._get_text_embeddings, texts)

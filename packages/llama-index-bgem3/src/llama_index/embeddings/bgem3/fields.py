@@ -6,14 +6,12 @@ The embedding, sparse embedding and reranker components subclass these pydantic 
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from bgem3.shared import OutputCache, SharedModelPickling, output_cache, resolve_model
-
-if TYPE_CHECKING:
-    from bgem3.encoder import BGEM3
+from bgem3.shared import SharedModelMixin
 
 __all__ = ["DEFAULT_MODEL", "BGEM3EncodeFields", "BGEM3Fields"]
 
@@ -21,7 +19,7 @@ DEFAULT_MODEL = "BAAI/bge-m3"
 """The checkpoint a component loads when given neither ``model`` nor ``model_name``."""
 
 
-class BGEM3Fields(SharedModelPickling, BaseModel):
+class BGEM3Fields(SharedModelMixin, BaseModel):
     """``model=`` (a loaded ``bgem3.BGEM3``) or ``model_name`` / ``device`` / ``dtype``.
 
     Components built from the same name, device and dtype share one loaded model, and with
@@ -39,27 +37,13 @@ class BGEM3Fields(SharedModelPickling, BaseModel):
     dtype: str | None = Field(default=None, description="float32, float16 or bfloat16.")
     _bgem3: Any = PrivateAttr(default=None)
 
-    def model_post_init(self, context: Any, /) -> None:
-        """Load (or reuse) the model now, so that a bad name fails at construction."""
-        self._bgem3 = resolve_model(self.model, self.model_name, device=self.device,
-                                    dtype=self.dtype)
-        if self.model is not None:
-            self.model_name = self._bgem3.name
-
-    @property
-    def bgem3(self) -> BGEM3:
-        """The ``bgem3.BGEM3`` this component runs."""
-        model: BGEM3 = self._bgem3
-        return model
-
-    @property
-    def outputs(self) -> OutputCache:
-        """The shared cache of this model's recent dense and sparse outputs."""
-        return output_cache(self._bgem3)
-
 
 class BGEM3EncodeFields(BGEM3Fields):
-    """:class:`BGEM3Fields` plus the encoding options of the embedding components."""
+    """:class:`BGEM3Fields` plus what the embedding components share.
+
+    The encoding options, and the async methods of LlamaIndex's embedding bases run in a
+    worker thread (the bases' defaults would block the event loop).
+    """
 
     embed_batch_size: int = Field(
         strict=True, default=64, gt=0, description="Texts per call to the model.")
@@ -67,3 +51,17 @@ class BGEM3EncodeFields(BGEM3Fields):
         default=None, gt=0, description="Query truncation length (None: the model's, 512).")
     document_max_length: int | None = Field(strict=True,
         default=None, gt=0, description="Document truncation length (None: the model's, 8192).")
+
+    if TYPE_CHECKING:  # the blocking methods, as each embedding component defines them
+        def _get_query_embedding(self, query: str) -> Any: ...
+        def _get_text_embedding(self, text: str) -> Any: ...
+        def _get_text_embeddings(self, texts: list[str]) -> list[Any]: ...
+
+    async def _aget_query_embedding(self, query: str) -> Any:
+        return await asyncio.to_thread(self._get_query_embedding, query)
+
+    async def _aget_text_embedding(self, text: str) -> Any:
+        return await asyncio.to_thread(self._get_text_embedding, text)
+
+    async def _aget_text_embeddings(self, texts: list[str]) -> list[Any]:
+        return await asyncio.to_thread(self._get_text_embeddings, texts)

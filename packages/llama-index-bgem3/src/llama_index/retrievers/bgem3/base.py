@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, NoReturn, SupportsIndex
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle, TextNode
@@ -18,7 +18,7 @@ from llama_index.embeddings.bgem3.fields import DEFAULT_MODEL
 
 from bgem3.index.filters import check_filter
 from bgem3.index.options import DEFAULT_SEARCH, Fusion, Mode, SearchOptions
-from bgem3.shared import check_query, new_index, resolve_model, with_scores
+from bgem3.shared import LiveIndexMixin, check_query, new_index, resolve_model, with_scores
 
 if TYPE_CHECKING:
     from bgem3.encoder import BGEM3
@@ -30,15 +30,7 @@ __all__ = ["BGEM3HybridRetriever"]
 DEFAULT_TOP_K = 4
 """Nodes a retriever returns by default (the core's search returns 10)."""
 
-_NO_COPY = ("a BGEM3HybridRetriever cannot be pickled or deep-copied: it holds a live index. "
-            "Share the retriever (searches may run in several threads), or save the index with "
-            "retriever.index.save(path) and build a new retriever with "
-            "BGEM3HybridRetriever(HybridIndex.load(path, model)); over Qdrant, the data stays "
-            "in the collection: BGEM3HybridRetriever(QdrantHybridIndex(model, client, "
-            "collection))")
-
-
-class BGEM3HybridRetriever(BaseRetriever):
+class BGEM3HybridRetriever(LiveIndexMixin, BaseRetriever):
     """Hybrid BGE-M3 retrieval over ``bgem3.HybridIndex`` (embedded) or its Qdrant backend.
 
     Dense and sparse top candidates, their union scored by ColBERT MaxSim, then fused
@@ -83,6 +75,8 @@ class BGEM3HybridRetriever(BaseRetriever):
                                                         similarity_top_k=4)
             results = retriever.retrieve("How many outputs does BGE-M3 have?")
     """
+
+    rebuild_with: ClassVar[str] = "BGEM3HybridRetriever({})"
 
     def __init__(
         self,
@@ -152,17 +146,6 @@ class BGEM3HybridRetriever(BaseRetriever):
     def delete(self, ids: Sequence[str]) -> None:
         """Delete nodes by id (unknown ids: ``KeyError``, nothing deleted)."""
         self.index.delete(ids)
-
-    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
-        raise TypeError(_NO_COPY)
-
-    def __copy__(self) -> BGEM3HybridRetriever:
-        clone = object.__new__(type(self))
-        clone.__dict__.update(self.__dict__)  # a shallow copy shares the index
-        return clone
-
-    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> NoReturn:
-        raise TypeError(_NO_COPY)
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         query = check_query(query_bundle.query_str)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 from llama_index.core.base.embeddings.base_sparse import BaseSparseEmbedding, SparseEmbedding
@@ -50,15 +49,6 @@ class BGEM3SparseEmbedding(BGEM3EncodeFields, BaseSparseEmbedding):
     def _queries(self, texts: list[str]) -> list[SparseEmbedding]:
         out = self.outputs.queries(texts, max_length=self.query_max_length)
         return [v.to_dict() for v in out.sparse]  # type: ignore[union-attr]
-
-    async def _aget_query_embedding(self, query: str) -> SparseEmbedding:
-        return await asyncio.to_thread(self._get_query_embedding, query)
-
-    async def _aget_text_embedding(self, text: str) -> SparseEmbedding:
-        return await asyncio.to_thread(self._get_text_embedding, text)
-
-    async def _aget_text_embeddings(self, texts: list[str]) -> list[SparseEmbedding]:
-        return await asyncio.to_thread(self._get_text_embeddings, texts)
 
     @property
     def sparse_doc_fn(self) -> Callable[[list[str]], BatchSparse]:
