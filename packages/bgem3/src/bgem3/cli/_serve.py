@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 
 from bgem3.cli._shared import CLIError, Commands, add_model_options, env_model, model_name
@@ -66,6 +67,9 @@ def run_serve(args: argparse.Namespace) -> None:
                       backend=args.backend, **options)
         app = create_app(model, settings)
         config = uvicorn.Config(app, log_level="info", timeout_graceful_shutdown=60)
+        # uvicorn drains on SIGTERM, then raises the signal again for the handler it found:
+        # a handler that does nothing makes a drained shutdown exit 0
+        signal.signal(signal.SIGTERM, lambda number, frame: None)
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()
