@@ -17,8 +17,11 @@ from typing import Any
 
 from bgem3.errors import CheckpointError, CheckpointNotFoundError
 
-__all__ = ["Checkpoint", "cache_dir", "fingerprint", "legacy_fingerprint", "load_head",
-           "resolve_checkpoint"]
+__all__ = ["DEFAULT_MODEL", "Checkpoint", "cache_dir", "fingerprint", "legacy_fingerprint",
+           "load_head", "resolve_checkpoint"]
+
+DEFAULT_MODEL = "BAAI/bge-m3"
+"""The checkpoint every entry point loads when none is named (the CLI and the adapters too)."""
 
 COLBERT_HEAD = "colbert_linear.pt"
 SPARSE_HEAD = "sparse_linear.pt"

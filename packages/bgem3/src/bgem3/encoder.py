@@ -31,7 +31,7 @@ from bgem3.batching import (
     tokenize,
     unique_texts,
 )
-from bgem3.checkpoint import fingerprint, resolve_checkpoint
+from bgem3.checkpoint import DEFAULT_MODEL, fingerprint, resolve_checkpoint
 from bgem3.errors import (
     CompileError,
     HeadNotLoadedError,
@@ -51,7 +51,6 @@ __all__ = [
     "resolve_device",
 ]
 
-DEFAULT_MODEL = "BAAI/bge-m3"
 QUERY_MAX_LENGTH = 512
 DOCUMENT_MAX_LENGTH = 8192
 SCORE_MODES = ("dense", "sparse", "colbert", "sparse+dense", "colbert+sparse+dense")

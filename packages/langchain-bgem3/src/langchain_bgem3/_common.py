@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from bgem3.checkpoint import DEFAULT_MODEL
 from bgem3.shared import SharedModelMixin, model_reference
 from langchain_core.load.serializable import Serializable
 from pydantic import ConfigDict, Field, PrivateAttr
 
 __all__ = ["DEFAULT_MODEL", "BGEM3EmbeddingBase", "BGEM3Model", "check_texts"]
 
-DEFAULT_MODEL = "BAAI/bge-m3"
 
 
 class BGEM3Model(SharedModelMixin, Serializable):

@@ -24,7 +24,7 @@ __all__ = [
     "run_command",
 ]
 
-DEFAULT_MODEL = "BAAI/bge-m3"
+from bgem3.checkpoint import DEFAULT_MODEL
 
 Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 """The ``add_subparsers()`` object each command module adds its commands to."""

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from bgem3.checkpoint import DEFAULT_MODEL
 from bgem3.shared import SharedModelMixin
 
 __all__ = ["DEFAULT_MODEL", "BGEM3EncodeFields", "BGEM3Fields"]
 
-DEFAULT_MODEL = "BAAI/bge-m3"
 """The checkpoint a component loads when given neither ``model`` nor ``model_name``."""
 
 
