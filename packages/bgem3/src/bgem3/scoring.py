@@ -30,6 +30,9 @@ __all__ = [
 
 Weights = tuple[float, float, float]
 
+RRF_K = 60
+"""The constant of reciprocal rank fusion, as in the RRF paper (the search default too)."""
+
 
 def dense_scores(
     queries: NDArray[np.floating], documents: NDArray[np.floating]
@@ -293,7 +296,7 @@ def weighted_fuse(scores: Sequence[NDArray[np.floating]],
 
 
 def rrf_fuse(scores: Sequence[NDArray[np.floating]], members: Sequence[NDArray[np.bool_]],
-             k: float | NDArray[np.floating] = 60) -> NDArray[np.float64]:
+             k: float | NDArray[np.floating] = RRF_K) -> NDArray[np.float64]:
     """Reciprocal rank fusion: ``sum over modes of 1 / (k + rank)``, ranks from 1.
 
     Each mode ranks only its own members (its candidate list) by score, ties by position;

@@ -13,7 +13,7 @@ from typing import Any, Literal, TypedDict
 
 from bgem3._inputs import positive_int
 from bgem3.index.filters import check_filter
-from bgem3.scoring import fuse_scores
+from bgem3.scoring import RRF_K, fuse_scores
 
 __all__ = ["DEFAULT_SEARCH", "FUSIONS", "MODES", "Fusion", "Mode", "SearchKeywords",
            "SearchOptions"]
@@ -70,7 +70,7 @@ class SearchOptions:
     candidates: int = 100
     rerank: bool | None = None
     filter: Mapping[str, Any] | None = field(default=None, hash=False)
-    rrf_k: int = 60
+    rrf_k: int = RRF_K
 
     def __post_init__(self) -> None:
         positive_int(self.k, "k")
