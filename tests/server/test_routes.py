@@ -69,7 +69,8 @@ def test_m3_encode_gives_all_three_outputs(client: TestClient, model: BGEM3, kin
 def test_m3_encode_returns_only_what_is_asked(client: TestClient) -> None:
     item = client.post("/v1/m3/encode", json={"input": "a text", "dense": False,
                                               "sparse": True}).json()["data"][0]
-    assert set(item) == {"index", "sparse"} and set(item["sparse"]) == {"indices", "values"}
+    assert set(item) == {"index", "tokens", "truncated", "sparse"}
+    assert set(item["sparse"]) == {"indices", "values"}
 
 
 def test_rerank_has_compute_scores_semantics(client: TestClient, model: BGEM3) -> None:

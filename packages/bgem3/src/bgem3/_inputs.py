@@ -15,6 +15,7 @@ import numpy as np
 __all__ = [
     "as_ids",
     "as_metadata",
+    "as_pairs",
     "as_texts",
     "positive_int",
 ]
@@ -98,3 +99,27 @@ def as_metadata(metadata: Sequence[Mapping[str, Any]] | None, n: int) -> list[di
             raise TypeError(f"metadata[{i}] must be a dict, got {type(meta).__name__}")
         out.append(dict(meta))
     return out
+
+
+def as_pairs(pairs: Iterable[Sequence[str]]) -> tuple[list[str], list[str]]:
+    """``(query, passage)`` pairs as two lists of texts.
+
+    Raises:
+        TypeError: Not a list of pairs of strings (a single pair must be wrapped in a list).
+
+    Example:
+        >>> as_pairs([("q1", "p1"), ("q2", "p2")])
+        (['q1', 'q2'], ['p1', 'p2'])
+    """
+    if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Iterable):
+        raise TypeError(
+            f"pairs must be a list of (query, passage) pairs, got {type(pairs).__name__}"
+        )
+    items = list(pairs)
+    if len(items) == 2 and all(isinstance(x, str) for x in items):
+        raise TypeError("pairs must be a list of pairs; wrap a single pair: [(query, passage)]")
+    for i, pair in enumerate(items):
+        if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2:
+            raise TypeError(f"pairs[{i}] must be a (query, passage) pair, got {pair!r:.80}")
+    return (as_texts([p[0] for p in items], "queries"),
+            as_texts([p[1] for p in items], "passages"))

@@ -11,7 +11,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from bgem3._inputs import as_texts, positive_int
+from bgem3._inputs import as_pairs, as_texts, positive_int
 from bgem3._types import EncodeKeywords, EncodeOutput, Encoder, SparseVector
 from bgem3.batching import (
     Batch,
@@ -39,7 +39,7 @@ from bgem3.errors import (
     warn_each_call,
 )
 from bgem3.model import BGEM3Module, load_module
-from bgem3.scoring import colbert_scores, fuse_scores, paired_dense_sparse_scores
+from bgem3.scoring import SCORE_MODES, fuse_scores, pair_scores
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack from Python 3.11
@@ -51,9 +51,9 @@ __all__ = [
     "resolve_device",
 ]
 
+_KEPT = (SCORE_MODES,)  # importable from here, where it was declared before bgem3.scoring
 QUERY_MAX_LENGTH = 512
 DOCUMENT_MAX_LENGTH = 8192
-SCORE_MODES = ("dense", "sparse", "colbert", "sparse+dense", "colbert+sparse+dense")
 # The oldest torch on which compile=True was run (with transformers 5.23): older ones fail
 # inside transformers (torch.compiler.is_exporting and is_compiling are missing).
 _COMPILE_TESTED_TORCH = "2.7"
@@ -657,20 +657,11 @@ class BGEM3:
                 ``(0, 0, w)`` are fine: ``sparse+dense`` is then NaN, with a warning).
             HeadNotLoadedError: The model was loaded with ``dense_only=True``.
         """
-        if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Iterable):
-            raise TypeError(
-                f"pairs must be a list of (query, passage) pairs, got {type(pairs).__name__}"
-            )
-        items = list(pairs)
-        if len(items) == 2 and all(isinstance(x, str) for x in items):
-            raise TypeError("pairs must be a list of pairs; wrap a single pair: [(query, passage)]")
-        for i, pair in enumerate(items):
-            if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2:
-                raise TypeError(f"pairs[{i}] must be a (query, passage) pair, got {pair!r:.80}")
+        query_texts, passage_texts = as_pairs(pairs)
         fuse_scores(0.0, 0.0, 0.0, weights)  # validate weights before any compute
         w = tuple(float(x) for x in weights)
-        queries, q_of = unique_texts(as_texts([p[0] for p in items], "queries"))
-        passages, p_of = unique_texts(as_texts([p[1] for p in items], "passages"))
+        queries, q_of = unique_texts(query_texts)
+        passages, p_of = unique_texts(passage_texts)
         q_length = self.query_max_length if max_query_length is None else max_query_length
         p_length = self.document_max_length if max_passage_length is None else max_passage_length
         q, q_trunc, _ = self._encode(queries, q_length, True, True, True, batch_size,
@@ -681,27 +672,11 @@ class BGEM3:
             warn_each_call(f"{q_trunc} queries (max_query_length={q_length}) and {p_trunc} "
                            f"passages (max_passage_length={p_length}) were truncated",
                            TruncationWarning, stacklevel=2)
-        q_colbert, p_colbert = q.colbert, p.colbert
-        if q_colbert is None or p_colbert is None:
-            raise RuntimeError("internal error: the ColBERT outputs requested are missing")
-        dense, sparse = paired_dense_sparse_scores(q, p, q_of, p_of, self.vocab_size)
-        colbert = np.zeros(len(items), dtype=np.float32)
-        for query_index in np.unique(q_of):  # one MaxSim call per distinct query
-            where = np.flatnonzero(q_of == query_index)
-            colbert[where] = colbert_scores(q_colbert[query_index],
-                                            [p_colbert[j] for j in p_of[where]])
-        scores = {
-            "dense": dense,
-            "sparse": sparse,
-            "colbert": colbert,
-            "sparse+dense": (fuse_scores(dense, sparse, weights=w) if w[0] + w[1] > 0
-                             else np.full(len(items), np.nan)),
-            "colbert+sparse+dense": fuse_scores(dense, sparse, colbert, weights=weights),
-        }
+        scores = pair_scores(q, p, q_of, p_of, w, self.vocab_size)
         if w[0] + w[1] == 0:
             warnings.warn("the sparse+dense mode is undefined when the dense and sparse "
                           "weights are both 0: its scores are NaN", UserWarning, stacklevel=2)
-        return {mode: np.asarray(scores[mode], dtype=np.float64).tolist() for mode in SCORE_MODES}
+        return scores
 
     # ----------------------------------------------------------------- helpers
     def decode_sparse(self, vectors: Sequence[SparseVector]) -> list[dict[str, float]]:

@@ -22,6 +22,7 @@ __all__ = [
     "lexical_matching_score",
     "maxsim",
     "packed_colbert_scores",
+    "pair_scores",
     "paired_dense_sparse_scores",
     "rrf_fuse",
     "sparse_scores",
@@ -30,6 +31,8 @@ __all__ = [
 
 Weights = tuple[float, float, float]
 
+SCORE_MODES = ("dense", "sparse", "colbert", "sparse+dense", "colbert+sparse+dense")
+"""FlagEmbedding's ``compute_score`` modes."""
 RRF_K = 60
 """The constant of reciprocal rank fusion, as in the RRF paper (the search default too)."""
 
@@ -370,3 +373,50 @@ def paired_dense_sparse_scores(
         .multiply(sparse_to_csr(p_sparse, vocab_size)[passage_of]).sum(axis=1)
     ).ravel()
     return dense, sparse
+
+
+def pair_scores(
+    queries: EncodeOutput,
+    passages: EncodeOutput,
+    query_of: NDArray[np.int64],
+    passage_of: NDArray[np.int64],
+    weights: Sequence[float],
+    vocab_size: int,
+) -> dict[str, list[float]]:
+    """``compute_score``'s five scores of pairs, from the pairs' encoded texts.
+
+    Args:
+        queries: Encoded distinct queries with ``dense``, ``sparse`` and ``colbert``.
+        passages: Encoded distinct passages with the same outputs.
+        query_of: ``int64 [p]`` row of ``queries`` for each pair.
+        passage_of: ``int64 [p]`` row of ``passages`` for each pair.
+        weights: ``(w_dense, w_sparse, w_colbert)`` of the fused modes.
+        vocab_size: Number of token ids.
+
+    Returns:
+        Each mode of :data:`SCORE_MODES` to one float per pair; ``sparse+dense`` is NaN
+        when its two weights are 0.
+
+    Raises:
+        ValueError: An output is missing, or invalid weights.
+    """
+    w = tuple(float(x) for x in weights)
+    fuse_scores(0.0, 0.0, 0.0, w)  # validates the weights
+    if queries.colbert is None or passages.colbert is None:
+        raise ValueError("pair scores need the ColBERT outputs of queries and passages")
+    dense, sparse = paired_dense_sparse_scores(queries, passages, query_of, passage_of,
+                                               vocab_size)
+    colbert = np.zeros(len(query_of), dtype=np.float32)
+    for query_index in np.unique(query_of):  # one MaxSim call per distinct query
+        where = np.flatnonzero(query_of == query_index)
+        colbert[where] = colbert_scores(queries.colbert[query_index],
+                                        [passages.colbert[j] for j in passage_of[where]])
+    scores = {
+        "dense": dense,
+        "sparse": sparse,
+        "colbert": colbert,
+        "sparse+dense": (fuse_scores(dense, sparse, weights=w) if w[0] + w[1] > 0
+                         else np.full(len(query_of), np.nan)),
+        "colbert+sparse+dense": fuse_scores(dense, sparse, colbert, weights=w),
+    }
+    return {mode: np.asarray(scores[mode], dtype=np.float64).tolist() for mode in SCORE_MODES}

@@ -173,6 +173,10 @@ async def m3_encode(body: M3EncodeRequest, request: Request) -> dict[str, Any]:
     output = await server.encode(request, body.kind, texts, max_length=body.max_length,
                                  dense=body.dense, sparse=body.sparse, colbert=body.colbert)
     data: list[dict[str, Any]] = [{"index": i} for i in range(len(texts))]
+    if output.tokens is not None and output.truncated is not None:  # beside usage: per text
+        for item, n, cut in zip(data, output.tokens.tolist(), output.truncated.tolist(),
+                                strict=True):
+            item["tokens"], item["truncated"] = n, cut
     if output.dense is not None:
         for item, vector in zip(data, output.dense.tolist(), strict=True):
             item["dense"] = vector
