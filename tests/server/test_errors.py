@@ -146,3 +146,15 @@ def test_an_internal_failure_is_a_500_without_a_trace(model: BGEM3) -> None:
         assert _error(response) == "internal server error"
         assert "secret" not in response.text
         assert client.get("/health").status_code == 200
+
+
+def test_logs_hold_request_texts_only_when_asked(model: BGEM3,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    secret = "a confidential sentence about Paris"
+    for log_texts in (False, True):
+        caplog.clear()
+        with caplog.at_level("DEBUG"), \
+                TestClient(create_app(model, ServerSettings(log_texts=log_texts))) as client:
+            assert client.post("/embed", json={"inputs": [secret]}).status_code == 200
+        assert (secret in caplog.text) is log_texts
+        assert "1 texts" in caplog.text or log_texts

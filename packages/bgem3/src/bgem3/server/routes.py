@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["ClientGoneError", "Server", "router"]
 
 router = APIRouter()
+logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
@@ -52,6 +54,11 @@ class Server:
                      max_length: int | None = None, dense: bool = True, sparse: bool = False,
                      colbert: bool = False, truncate: bool = True) -> EncodeOutput:
         """Encode through the batcher; the client's disconnect drops the work."""
+        if self.settings.log_texts:
+            logger.info("%s %s: %r", request.url.path, kind, texts)
+        else:  # sizes only: request texts stay out of the logs unless asked for
+            logger.info("%s %s: %d texts, %d characters", request.url.path, kind, len(texts),
+                        sum(len(t) for t in texts))
         work = asyncio.ensure_future(self.batcher.encode(
             kind, texts, max_length=max_length, dense=dense, sparse=sparse, colbert=colbert))
         gone = asyncio.ensure_future(_disconnect(request))
