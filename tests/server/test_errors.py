@@ -158,3 +158,18 @@ def test_logs_hold_request_texts_only_when_asked(model: BGEM3,
             assert client.post("/embed", json={"inputs": [secret]}).status_code == 200
         assert (secret in caplog.text) is log_texts
         assert "1 texts" in caplog.text or log_texts
+
+
+def test_a_prefix_mounted_by_a_proxy_changes_nothing(model: BGEM3) -> None:
+    # Ray Serve (and other proxies) pass the full path with the prefix as root_path
+    app = create_app(model, ServerSettings(api_key="k"))
+    with TestClient(app, root_path="/bgem3") as client:
+        assert client.get("/bgem3/health").status_code == 200  # public under a prefix too
+        refused = client.post("/bgem3/v1/embeddings", json={"input": "x"})
+        assert refused.status_code == 401
+        assert refused.json()["error"]["type"] == "Unauthorized"  # OpenAI's shape there
+        ok = client.post("/bgem3/embed", json={"inputs": "x"},
+                         headers={"Authorization": "Bearer k"})
+        assert ok.status_code == 200
+        metrics = client.get("/bgem3/metrics", headers={"Authorization": "Bearer k"}).text
+        assert 'route="/embed"' in metrics

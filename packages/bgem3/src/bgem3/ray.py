@@ -15,16 +15,39 @@ Install with ``pip install "bgem3[ray]"``. Example (tested in ``tests/core/test_
                                        dense=True, sparse=True, colbert=False)
     vectors.write_parquet("vectors/")
     bgem3.HybridIndex(bgem3.BGEM3("BAAI/bge-m3")).add_parquet("vectors/")
+
+``serve_app`` is the ``bgem3 serve`` app as a Ray Serve application: each replica loads the
+model and builds :func:`bgem3.server.create_app` around it, so the routes, errors, limits,
+API key and cross-request batching are those of ``bgem3 serve``. Install with
+``pip install "bgem3[server]" "ray[serve]>=2.51"``. Example (tested in
+``tests/server/test_ray_serve.py``)::
+
+    from ray import serve
+    import bgem3.ray
+    from bgem3.server import ServerSettings
+    serve.start(http_options={"host": "0.0.0.0", "port": 8000})  # Ray's default: 127.0.0.1
+    serve.run(bgem3.ray.serve_app("BAAI/bge-m3", num_replicas=2,
+                                  ray_actor_options={"num_gpus": 1},
+                                  settings=ServerSettings(api_key="...")),
+              name="bgem3", route_prefix="/")
 """
 
 from __future__ import annotations
 
+import inspect
 import os
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
 from bgem3._inputs import positive_int
+from bgem3.checkpoint import DEFAULT_MODEL
 
-__all__ = ["encode_dataset"]
+if TYPE_CHECKING:
+    from ray.serve import Application
+
+    from bgem3.server.settings import ServerSettings
+
+__all__ = ["encode_dataset", "serve_app"]
 
 
 def _ray() -> Any:
@@ -187,6 +210,124 @@ def _columns(dataset: Any) -> list[str] | None:
     except TypeError:  # older signatures
         found = dataset.schema()
     return None if found is None else list(found.names)
+
+
+_SERVE_INSTALL = 'pip install "bgem3[ray-serve]"'
+# set by serve_app's own arguments, so not accepted in deployment_options
+_OWN_OPTIONS = frozenset({"num_replicas", "ray_actor_options", "max_ongoing_requests"})
+
+
+def _serve() -> Any:
+    try:
+        from ray import serve
+    except ImportError as exc:
+        raise ImportError(f"bgem3.ray.serve_app needs Ray Serve: {_SERVE_INSTALL}") from exc
+    try:
+        import bgem3.server.app  # noqa: F401  (FastAPI and prometheus-client, here and in replicas)
+    except ImportError as exc:
+        raise ImportError(f"bgem3.ray.serve_app needs the server extra: {_SERVE_INSTALL}"
+                          ) from exc
+    return serve
+
+
+def _app_builder(model: str, settings: ServerSettings | None,
+                 model_options: dict[str, Any]) -> Callable[[], Any]:
+    """The function each replica calls once, at start, for its ASGI app.
+
+    Ray Serve calls an ingress builder without arguments and runs the app's lifespan
+    afterwards (that starts the batching thread); a closure carries the arguments.
+    """
+
+    def build_bgem3_app() -> Any:
+        from bgem3.encoder import BGEM3
+        from bgem3.server.app import create_app
+
+        return create_app(BGEM3(model, **model_options), settings)
+
+    return build_bgem3_app
+
+
+def serve_app(
+    model: str | os.PathLike[str] = DEFAULT_MODEL,
+    *,
+    num_replicas: int | Literal["auto"] = 1,
+    ray_actor_options: Mapping[str, Any] | None = None,
+    settings: ServerSettings | None = None,
+    max_ongoing_requests: int | None = None,
+    deployment_options: Mapping[str, Any] | None = None,
+    **model_options: Any,
+) -> Application:
+    """The ``bgem3 serve`` app as a Ray Serve application (FastAPI ingress), one model a replica.
+
+    Each replica loads ``BGEM3(model, **model_options)`` once and serves
+    ``create_app(model, settings)``: the same routes, errors, API key, limits and batching
+    across requests as ``bgem3 serve``; its batching thread starts and stops with the
+    app's lifespan, which Ray Serve runs in the replica. Ray's proxy spreads requests over
+    the replicas; run it with ``serve.run(app, name=..., route_prefix="/")``.
+
+    Args:
+        model: Hub id or checkpoint directory. A directory that exists here is checked
+            here and passed on as an absolute path; anything else is resolved in the
+            replicas (a hub id, or a path that exists on the worker nodes only).
+        num_replicas: Replicas (each loads the model), or ``"auto"`` to autoscale (with
+            ``deployment_options={"autoscaling_config": ...}``).
+        ray_actor_options: Resources per replica, e.g. ``{"num_gpus": 1}`` or
+            ``{"num_cpus": 4}`` (Ray's default: one CPU; torch in a replica runs as many
+            threads as its ``num_cpus``); also ``runtime_env``.
+        settings: The server's limits, API key, CORS and logging (default:
+            :class:`~bgem3.server.ServerSettings`); carried to the replicas.
+        max_ongoing_requests: Requests Ray lets into one replica at once, where they are
+            batched together (default: ``settings.max_queued_requests``; Ray's own default,
+            5, would cap each batch at 5 requests). More wait in Ray's proxy, unbounded
+            unless ``deployment_options`` sets ``max_queued_requests``.
+        deployment_options: Other options of ``ray.serve.deployment`` (``name``,
+            ``autoscaling_config``, ``max_queued_requests``, ``health_check_period_s``...).
+        **model_options: Passed to :class:`~bgem3.BGEM3` in each replica (``device``,
+            ``dtype``, ``dense_only``, ``batch_tokens``, ``backend``, ``revision``...).
+
+    Returns:
+        A ``ray.serve.Application`` for ``serve.run``.
+
+    Raises:
+        ImportError: Ray Serve, FastAPI or prometheus-client is missing (with the install
+            command).
+        CheckpointNotFoundError: ``model`` is a local directory that is not a checkpoint.
+        TypeError: An option :class:`~bgem3.BGEM3` does not take.
+        ValueError: Bad ``num_replicas`` or ``max_ongoing_requests``, or an option in
+            ``deployment_options`` that has its own argument here.
+    """
+    serve = _serve()
+    from bgem3.checkpoint import resolve_checkpoint
+    from bgem3.encoder import BGEM3
+    from bgem3.server.settings import ServerSettings
+
+    if num_replicas != "auto":
+        positive_int(num_replicas, "num_replicas")
+    settings = settings if settings is not None else ServerSettings()
+    if not isinstance(settings, ServerSettings):
+        raise TypeError(f"settings must be a ServerSettings, got {type(settings).__name__}")
+    ongoing = positive_int(settings.max_queued_requests if max_ongoing_requests is None
+                           else max_ongoing_requests, "max_ongoing_requests")
+    extra = dict(deployment_options or {})
+    clash = sorted(_OWN_OPTIONS.intersection(extra))
+    if clash:
+        raise ValueError(f"pass {', '.join(clash)} as serve_app's own argument, not in "
+                         "deployment_options")
+    accepted = set(inspect.signature(BGEM3).parameters) - {"model"}
+    unknown = sorted(set(model_options) - accepted)
+    if unknown:  # here, not in every replica
+        raise TypeError(f"BGEM3 takes no option {', '.join(unknown)}; its options are "
+                        f"{', '.join(sorted(accepted))}")
+    name = os.fspath(model)
+    if os.path.isdir(os.path.expanduser(name)):
+        name = os.path.abspath(os.path.expanduser(name))  # replicas run elsewhere
+        resolve_checkpoint(name, require_heads=not model_options.get("dense_only", False))
+    options: dict[str, Any] = {"name": "BGEM3", **extra, "num_replicas": num_replicas,
+                               "max_ongoing_requests": ongoing}
+    if ray_actor_options is not None:
+        options["ray_actor_options"] = dict(ray_actor_options)
+    ingress = serve.ingress(_app_builder(name, settings, dict(model_options)))()
+    return serve.deployment(ingress, **options).bind()  # type: ignore[no-any-return]
 
 
 def __getattr__(name: str) -> object:

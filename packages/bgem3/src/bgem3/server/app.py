@@ -117,8 +117,15 @@ class _Lenient:
         await self.app(scope, receive, send)
 
 
+def route_of(request: Request) -> str:
+    """The route asked for, without the prefix a proxy mounts the app under (Ray Serve's)."""
+    prefix = str(request.scope.get("root_path", "")).rstrip("/")
+    path = request.url.path
+    return (path[len(prefix):] or "/") if prefix and path.startswith(prefix) else path
+
+
 def _json_error(request: Request, error: ApiError) -> JSONResponse:
-    return JSONResponse(error_body(request.url.path, error), status_code=error.status,
+    return JSONResponse(error_body(route_of(request), error), status_code=error.status,
                         headers=error.headers)
 
 
@@ -144,9 +151,9 @@ def _install_errors(app: FastAPI) -> None:
         headers = exc.headers if isinstance(exc, StarletteHTTPException) else None
         message = str(detail) if detail else "error"
         if status == 404:
-            message = f"no route {request.method} {request.url.path}"
+            message = f"no route {request.method} {route_of(request)}"
         elif status == 405:
-            message = f"{request.method} is not allowed on {request.url.path}"
+            message = f"{request.method} is not allowed on {route_of(request)}"
         error = ApiError(status, message, _STATUS_KIND.get(status, "Error"), dict(headers or {}))
         return _json_error(request, error)
 
@@ -163,7 +170,7 @@ def _observe(server: Server) -> Callable[[Request, Handler], Awaitable[Response]
 
     async def observe(request: Request, call_next: Handler) -> Response:
         started = time.perf_counter()
-        route = request.url.path
+        route = route_of(request)
         try:
             response = await call_next(request)
         except ClientGoneError:
@@ -181,7 +188,7 @@ def _require_key(key: str) -> Callable[[Request, Handler], Awaitable[Response]]:
     expected = f"Bearer {key}".encode()
 
     async def require_key(request: Request, call_next: Handler) -> Response:
-        if request.url.path in _PUBLIC:
+        if route_of(request) in _PUBLIC:
             return await call_next(request)
         given = request.headers.get("authorization", "").encode("utf-8", "replace")
         if not hmac.compare_digest(given, expected):
