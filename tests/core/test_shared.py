@@ -14,12 +14,14 @@ import pytest
 from bgem3 import BGEM3
 from bgem3.shared import (
     LiveIndexMixin,
+    ModelReference,
     OutputCache,
     SharedModelMixin,
     model_reference,
     output_cache,
     rerank_scores,
     resolve_model,
+    resolve_reference,
     shared_model,
     with_scores,
 )
@@ -37,6 +39,8 @@ class Settings(SharedModelMixin, BaseModel):
     model: Any = Field(default=None, exclude=True, repr=False)
     device: str | None = None
     dtype: str | None = None
+    base_url: str | None = None
+    api_key: Any = None
     top_n: int = 3
     _bgem3: Any = PrivateAttr(default=None)
 
@@ -48,7 +52,7 @@ class Retriever(LiveIndexMixin):
         self.index = index
 
 
-def check_pickles_by_reference(cls: Any, model: BGEM3, tiny_path: Path,
+def check_pickles_by_reference(cls: Any, model: Any, name: Path | dict[str, Any],
                                same_results: Callable[[Any, Any], bool],
                                **settings: Any) -> None:
     """What every class built on ``SharedModelMixin`` guarantees, checked on ``cls``.
@@ -56,17 +60,22 @@ def check_pickles_by_reference(cls: Any, model: BGEM3, tiny_path: Path,
     Pickles carry the settings and the model by reference: built from ``model=`` or from
     a name, an object unpickles (twice: onto one model) onto the shared model of its
     reference and gives the same results; a deep copy shares the model. The framework
-    tests call it on each of their classes.
+    tests call it on each of their classes with the tiny checkpoint's path as ``name``;
+    ``tests/server/test_adapters_remote.py`` with a server's client as ``model`` and
+    ``{"base_url": ..., "api_key": ...}`` as ``name``.
     """
-    by_name = cls(model_name=str(tiny_path), device="cpu", dtype="float32", **settings)
+    by_name = (cls(model_name=str(name), device="cpu", dtype="float32", **settings)
+               if isinstance(name, Path) else cls(**name, **settings))
     with_model = cls(model=model, **settings)
     for obj in (with_model, by_name):
         data = pickle.dumps(obj)
         assert len(data) < 4096  # the tiny checkpoint alone is 2.6 MB
+        assert b"secret" not in data  # a server's key never travels
         first, second = pickle.loads(data), pickle.loads(data)
-        name, device, dtype = model_reference(obj.bgem3)
-        assert first.bgem3 is second.bgem3 is shared_model(name, device=device, dtype=dtype)
-        assert (first.model_name, first.device, first.dtype) == (name, device, dtype)
+        reference = model_reference(obj.bgem3)
+        assert first.bgem3 is second.bgem3 is resolve_reference(reference)
+        assert (first.model_name, first.device, first.dtype, first.base_url) == reference
+        assert first.api_key is None
         assert {k: getattr(first, k) for k in settings} == settings
         assert same_results(first, obj)
     assert pickle.loads(pickle.dumps(by_name)).bgem3 is by_name.bgem3
@@ -91,7 +100,8 @@ def test_shared_model_classes_load_at_construction(model: BGEM3, tiny_path: Path
     by_name = Settings(model_name=str(tiny_path), device="cpu", dtype="float32")
     assert by_name.bgem3 is shared_model(str(tiny_path), device="cpu", dtype="float32")
     assert by_name.model_name == str(tiny_path)
-    with pytest.raises(TypeError, match=r"bgem3\.BGEM3"):
+    with pytest.raises(TypeError, match=r"bgem3\.BGEM3, a bgem3\.remote\.RemoteBGEM3 or "
+                       r"another bgem3\.Encoder, got str"):
         Settings(model="BAAI/bge-m3")
 
 
@@ -148,14 +158,26 @@ def test_one_model_per_checkpoint(tiny_path: Path, model: BGEM3) -> None:
     assert shared_model(str(tiny_path), device="cpu", dtype="float32") is a
     assert resolve_model(None, str(tiny_path), device="cpu", dtype="float32") is a
     assert resolve_model(model) is model
-    assert model_reference(a) == (str(tiny_path), "cpu", "float32")
+    assert model_reference(a) == ModelReference(str(tiny_path), "cpu", "float32")
+    assert resolve_reference(model_reference(a)) is a
     by_default = shared_model(str(tiny_path))
-    assert model_reference(by_default) == (str(tiny_path), None, None)  # its registry key
-    assert model_reference(model) == (str(tiny_path), "cpu", "float32")  # not in the registry
+    assert model_reference(by_default) == (str(tiny_path), None, None, None)  # its registry key
+    assert model_reference(model) == (str(tiny_path), "cpu", "float32", None)  # not registered
     with pytest.raises(ValueError, match="model_name"):
         resolve_model(None, None)
     with pytest.raises(TypeError, match="BGEM3"):
-        resolve_model("BAAI/bge-m3")
+        resolve_model("BAAI/bge-m3")  # type: ignore[arg-type]
+
+
+def test_what_goes_with_a_server_is_checked_before_connecting(model: BGEM3) -> None:
+    for kwargs, message in [
+        ({"model": model, "base_url": "http://127.0.0.1:1"}, "not both"),
+        ({"base_url": "http://127.0.0.1:1", "device": "cpu"}, "are the server's"),
+        ({"model_name": "BAAI/bge-m3", "api_key": "k"}, "with base_url="),
+        ({"base_url": " "}, "base_url must be a server's URL"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            resolve_model(**kwargs)
 
 
 def test_rerank_scores_equal_the_scoring_functions(model: BGEM3) -> None:
@@ -203,3 +225,9 @@ def test_the_cache_runs_any_encoder(model: BGEM3) -> None:
     fused, _ = rerank_scores(remote, TEXTS[0], TEXTS[:4], weights=(0.4, 0.2, 0.4))  # type: ignore[arg-type]
     np.testing.assert_allclose(fused, rerank_scores(model, TEXTS[0], TEXTS[:4],
                                                     weights=(0.4, 0.2, 0.4))[0], atol=1e-6)
+    settings = Settings(model=remote)  # any encoder runs a component...
+    assert settings.bgem3 is remote and settings.model_name == model.name
+    assert copy.deepcopy(settings).bgem3 is remote
+    with pytest.raises(TypeError, match=r"a Remote cannot be pickled or serialised by "
+                       r"reference: only a bgem3\.BGEM3"):
+        pickle.dumps(settings)  # ...but only a model or a server has a reference

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from bgem3 import BGEM3, HybridIndex
-from bgem3.shared import model_reference, shared_model
+from bgem3.shared import model_reference, resolve_reference
 from langchain_bgem3 import (
     BGEM3ColbertReranker,
     BGEM3Embeddings,
@@ -52,8 +52,7 @@ def test_dumpd_and_load_rebuild_the_settings_on_the_shared_model(
     assert data["type"] == "constructor"
     assert data["id"] == [*cls.__module__.split("."), cls.__name__]
     back = load(data, allowed_objects=[cls], valid_namespaces=["langchain_bgem3"])
-    name, device, dtype = model_reference(model)
-    assert back.bgem3 is shared_model(name, device=device, dtype=dtype)
+    assert back.bgem3 is resolve_reference(model_reference(model))
     assert {k: getattr(back, k) for k in options} == options
     assert _same_results(back, obj)
 

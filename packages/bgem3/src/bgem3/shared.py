@@ -1,9 +1,13 @@
-"""What framework integrations share: one loaded model per checkpoint, and recent outputs.
+"""What framework integrations share: one model per checkpoint or server, and recent outputs.
 
-LangChain's and LlamaIndex's vector stores ask for dense and sparse embeddings of the same
-texts in two separate calls. BGE-M3 computes both in one forward pass, so
-:class:`OutputCache` keeps the dense and sparse outputs of recent texts: the second call
-finds them and the model runs once.
+The adapters' components run a local :class:`~bgem3.BGEM3` (``model_name=``), a
+``bgem3 serve`` server through :class:`~bgem3.remote.RemoteBGEM3` (``base_url=``: no torch
+in the process), or any :class:`~bgem3.Encoder` given as ``model=``; :func:`resolve_model`
+chooses, and components built alike share one model (:func:`shared_model`,
+:func:`shared_remote`). LangChain's and LlamaIndex's vector stores ask for dense and sparse
+embeddings of the same texts in two separate calls. BGE-M3 computes both in one forward
+pass, so :class:`OutputCache` keeps the dense and sparse outputs of recent texts: the
+second call finds them and the model runs once.
 
 Example:
     >>> import tempfile
@@ -22,11 +26,22 @@ Example:
 from __future__ import annotations
 
 import itertools
+import os
+import sys
 import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, NoReturn, SupportsIndex, TypeVar
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Literal,
+    NamedTuple,
+    NoReturn,
+    SupportsIndex,
+    TypeVar,
+)
 
 import numpy as np
 from numpy.typing import NDArray
@@ -38,9 +53,12 @@ if TYPE_CHECKING:
     from bgem3.encoder import BGEM3
     from bgem3.index.embedded import HybridIndex
     from bgem3.index.qdrant import QdrantHybridIndex
+    from bgem3.remote import RemoteBGEM3
 
 __all__ = [
+    "API_KEY_ENV",
     "LiveIndexMixin",
+    "ModelReference",
     "OutputCache",
     "SharedModelMixin",
     "SharedModelPickling",
@@ -50,13 +68,20 @@ __all__ = [
     "output_cache",
     "rerank_scores",
     "resolve_model",
+    "resolve_reference",
     "shared_model",
+    "shared_remote",
     "with_scores",
 ]
+
+API_KEY_ENV = "BGEM3_API_KEY"
+"""The environment variable a server client falls back on for its key (as ``bgem3 serve``)."""
 
 _T = TypeVar("_T")
 
 _models: weakref.WeakValueDictionary[tuple[str, str | None, str | None], BGEM3] = (
+    weakref.WeakValueDictionary())
+_remotes: weakref.WeakValueDictionary[tuple[str, str | None], RemoteBGEM3] = (
     weakref.WeakValueDictionary())
 _caches: weakref.WeakKeyDictionary[Encoder, OutputCache] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
@@ -80,69 +105,196 @@ def shared_model(model_name: str, *, device: str | None = None, dtype: str | Non
         return model
 
 
-def model_reference(model: BGEM3) -> tuple[str, str | None, str | None]:
-    """``(model_name, device, dtype)`` for which :func:`shared_model` gives this model back.
+def shared_remote(base_url: str, api_key: str | None = None) -> RemoteBGEM3:
+    """The :class:`~bgem3.remote.RemoteBGEM3` for ``(base_url, api_key)``, connected once.
 
-    What framework objects pickle instead of the model: its key in the registry when it
-    was loaded by :func:`shared_model`, else its name, device and dtype (then unpickling
-    loads it once into the registry). Other load options (``batch_tokens``...) are not
-    part of the reference.
+    Every caller with the same server and key gets the same client (and so one
+    :class:`OutputCache`) while any of them holds it. Nothing here imports torch.
+
+    Args:
+        base_url: The ``bgem3 serve`` server, e.g. ``"http://127.0.0.1:8000"``.
+        api_key: Its key; ``None``: the ``BGEM3_API_KEY`` environment variable, if set.
+
+    Raises:
+        ValueError: ``base_url`` is empty.
+        RemoteError: The server cannot be reached.
+        PermissionError: It refuses the key.
     """
+    from bgem3.remote import RemoteBGEM3
+
+    if not isinstance(base_url, str) or not base_url.strip():
+        raise ValueError(f"base_url must be a server's URL such as 'http://127.0.0.1:8000', "
+                         f"got {base_url!r}")
+    key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
+    registry_key = (base_url.rstrip("/"), key)
+    with _lock:
+        remote = _remotes.get(registry_key)
+        if remote is None:
+            remote = RemoteBGEM3(base_url, api_key=key)
+            _remotes[registry_key] = remote
+        return remote
+
+
+class ModelReference(NamedTuple):
+    """What a framework object pickles instead of its model: the fields that find it again.
+
+    A local model is named by ``model_name``, ``device`` and ``dtype``; a server by
+    ``base_url`` (``model_name`` is then the server's model, for the record). The key of
+    a server is never part of a reference.
+    """
+
+    model_name: str
+    device: str | None = None
+    dtype: str | None = None
+    base_url: str | None = None
+
+
+def _local_class() -> type[BGEM3] | None:
+    """:class:`~bgem3.BGEM3` if its module is imported (else no object can be one): no torch."""
+    encoder = sys.modules.get("bgem3.encoder")
+    return None if encoder is None else encoder.BGEM3
+
+
+def _remote_class() -> type[RemoteBGEM3]:
+    from bgem3.remote import RemoteBGEM3
+
+    return RemoteBGEM3
+
+
+def model_reference(model: Encoder) -> ModelReference:
+    """The :class:`ModelReference` from which :func:`resolve_reference` gives ``model`` back.
+
+    A local :class:`~bgem3.BGEM3`: its key in the registry when it was loaded by
+    :func:`shared_model`, else its name, device and dtype (then resolving loads it once
+    into the registry); other load options (``batch_tokens``...) are not part of the
+    reference. A :class:`~bgem3.remote.RemoteBGEM3`: its ``base_url``.
+
+    Raises:
+        TypeError: ``model`` is another kind of encoder, which has no reference.
+    """
+    if isinstance(model, _remote_class()):
+        return ModelReference(model.name, base_url=model.base_url)
+    local = _local_class()
+    if local is None or not isinstance(model, local):
+        raise TypeError(
+            f"a {type(model).__name__} cannot be pickled or serialised by reference: only a "
+            "bgem3.BGEM3 (by name, device and dtype) or a bgem3.remote.RemoteBGEM3 (by "
+            "base_url) can. Build the object with model_name= or base_url=, or pass the "
+            "model again instead of pickling")
     with _lock:
         for key, shared in _models.items():
             if shared is model:
-                return key
-    return (str(model.name), str(model.device), str(model.dtype).removeprefix("torch."))
+                return ModelReference(*key)
+    return ModelReference(str(model.name), str(model.device),
+                          str(model.dtype).removeprefix("torch."))
 
 
-def resolve_model(model: BGEM3 | None = None, model_name: str | None = None, *,
-                  device: str | None = None, dtype: str | None = None) -> BGEM3:
-    """``model`` if given (a loaded :class:`~bgem3.BGEM3`), else the shared one for the name.
+def resolve_reference(reference: ModelReference) -> Encoder:
+    """The model a :class:`ModelReference` names: what unpickling runs on.
+
+    A local model: :func:`shared_model`. A server: :func:`shared_remote` with the key of
+    the ``BGEM3_API_KEY`` environment variable, as references carry no key.
 
     Raises:
-        TypeError: ``model`` is not a ``BGEM3``.
-        ValueError: Neither ``model`` nor ``model_name`` is given.
+        PermissionError: The server refuses the environment's key (or wants one).
     """
-    from bgem3.encoder import BGEM3
+    if reference.base_url is None:
+        return shared_model(reference.model_name, device=reference.device,
+                            dtype=reference.dtype)
+    try:
+        return shared_remote(reference.base_url)
+    except PermissionError as exc:
+        raise PermissionError(
+            f"{exc}. A pickled or serialised object names its server ({reference.base_url}) "
+            f"but never its key: set {API_KEY_ENV} where it is loaded") from exc
 
+
+def _secret(value: object) -> str | None:
+    """The text of a key given as a ``str`` or a pydantic ``SecretStr`` (``None`` stays)."""
+    if value is None:
+        return None
+    reveal = getattr(value, "get_secret_value", None)
+    return str(reveal() if callable(reveal) else value)
+
+
+def resolve_model(model: Encoder | None = None, model_name: str | None = None, *,
+                  device: str | None = None, dtype: str | None = None,
+                  base_url: str | None = None, api_key: object = None) -> Encoder:
+    """``model`` if given, else the shared client of ``base_url``, else the shared local model.
+
+    Loading a local model imports torch; the other two paths do not.
+
+    Args:
+        model: A loaded :class:`~bgem3.BGEM3`, a :class:`~bgem3.remote.RemoteBGEM3` or any
+            other :class:`~bgem3.Encoder`.
+        model_name: Hub id or checkpoint directory of a local model (ignored when
+            ``model`` or ``base_url`` is given).
+        device: Device of a local model loaded here.
+        dtype: Dtype of a local model loaded here.
+        base_url: A ``bgem3 serve`` server: :func:`shared_remote`.
+        api_key: The server's key, a ``str`` or a pydantic ``SecretStr`` (``None``: the
+            ``BGEM3_API_KEY`` environment variable, if set).
+
+    Raises:
+        TypeError: ``model`` is not an encoder.
+        ValueError: Neither ``model``, ``base_url`` nor ``model_name`` is given; ``model``
+            and ``base_url`` both; ``device`` or ``dtype`` with ``base_url`` (the server's
+            own); ``api_key`` without ``base_url``.
+        RemoteError: The server cannot be reached.
+        PermissionError: The server refuses the key.
+    """
+    if api_key is not None and base_url is None:
+        raise ValueError("api_key= is the key of a server: pass it with base_url=")
     if model is not None:
-        if not isinstance(model, BGEM3):
-            raise TypeError(f"model must be a bgem3.BGEM3, got {type(model).__name__}")
+        if not isinstance(model, Encoder):
+            raise TypeError("model must be a bgem3.BGEM3, a bgem3.remote.RemoteBGEM3 or "
+                            f"another bgem3.Encoder, got {type(model).__name__}")
+        if base_url is not None:
+            raise ValueError("pass model= or base_url=, not both")
         return model
+    if base_url is not None:
+        if device is not None or dtype is not None:
+            raise ValueError(f"device={device!r} and dtype={dtype!r} are the server's "
+                             "(bgem3 serve --device/--dtype): leave them out with base_url=")
+        return shared_remote(base_url, _secret(api_key))
     if not model_name:
-        raise ValueError("pass model=<bgem3.BGEM3> or model_name='BAAI/bge-m3' (or a path)")
+        raise ValueError("pass model=<bgem3.BGEM3>, model_name='BAAI/bge-m3' (or a path) or "
+                         "base_url='http://host:8000' (a bgem3 serve server)")
     return shared_model(model_name, device=device, dtype=dtype)
 
 
 class SharedModelPickling:
-    """Mixin for the adapters' pydantic classes that hold a loaded model in ``_bgem3``.
+    """Mixin for the adapters' pydantic classes that hold a model in ``_bgem3``.
 
-    Pickles by reference (the model's name, device and dtype, never its weights): unpickling
-    resolves them through :func:`shared_model`, so objects unpickled in one process share
-    one loaded model. A deep copy copies the settings and shares the model. Put it before
-    the pydantic base class.
+    Pickles by reference (:func:`model_reference`: a local model's name, device and dtype,
+    never its weights; a server's ``base_url``, never its key): unpickling resolves it
+    through :func:`resolve_reference` (a server's key from ``BGEM3_API_KEY``), so objects
+    unpickled in one process share one model. A deep copy copies the settings and shares
+    the model. Put it before the pydantic base class.
     """
 
     _bgem3: Any
     model_name: str
     device: str | None
     dtype: str | None
+    base_url: str | None
+    api_key: Any
 
     def __getstate__(self) -> dict[Any, Any]:
-        """The pydantic state with the model replaced by its reference."""
-        name, device, dtype = model_reference(self._bgem3)
+        """The pydantic state with the model replaced by its reference, without the key."""
+        reference = model_reference(self._bgem3)
         clone = self.model_copy(  # type: ignore[attr-defined]
-            update={"model": None, "model_name": name, "device": device, "dtype": dtype})
+            update={"model": None, "api_key": None, **reference._asdict()})
         clone._bgem3 = None
         state: dict[Any, Any] = super(SharedModelPickling, clone).__getstate__()  # type: ignore[misc]
         return state
 
     def __setstate__(self, state: dict[Any, Any]) -> None:
-        """Restore onto the shared model of the pickled name, device and dtype."""
+        """Restore onto the shared model of the pickled reference."""
         super().__setstate__(state)  # type: ignore[misc]
         if self._bgem3 is None:
-            self._bgem3 = resolve_model(None, self.model_name, device=self.device,
-                                        dtype=self.dtype)
+            self._bgem3 = resolve_reference(ModelReference(
+                self.model_name, self.device, self.dtype, self.base_url))
 
     def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Any:
         """A deep copy of the settings that shares the loaded model."""
@@ -154,26 +306,30 @@ class SharedModelPickling:
 class SharedModelMixin(SharedModelPickling):
     """Mixin for the adapters' pydantic model bases: the model, loaded once, and its cache.
 
-    The adapter declares the fields ``model``, ``model_name``, ``device`` and ``dtype`` and
-    the private attribute ``_bgem3`` in its framework's way; this mixin resolves them when
-    the object is built (a bad name fails at construction), gives the model and its
-    shared :class:`OutputCache`, and pickles and deep-copies as
+    The adapter declares the fields ``model``, ``model_name``, ``device``, ``dtype``,
+    ``base_url`` and ``api_key`` and the private attribute ``_bgem3`` in its framework's
+    way; this mixin resolves them when the object is built (:func:`resolve_model`: a bad
+    name, an unreachable server or a refused key fails at construction), gives the model
+    and its shared :class:`OutputCache`, and pickles and deep-copies as
     :class:`SharedModelPickling`. Put it before the pydantic base class.
     """
 
     model: Any
 
     def model_post_init(self, context: Any, /) -> None:
-        """Load (or reuse) the model now, so that a bad name fails at construction."""
+        """Load (or reuse) the model now, so that a bad name or server fails at construction."""
         self._bgem3 = resolve_model(self.model, self.model_name, device=self.device,
-                                    dtype=self.dtype)
-        if self.model is not None:
-            self.model_name = self._bgem3.name
+                                    dtype=self.dtype, base_url=self.base_url,
+                                    api_key=self.api_key)
+        if self.model is not None or self.base_url is not None:
+            self.model_name = self._bgem3.name  # what runs, whatever the default said
+        if self.model is not None and isinstance(self.model, _remote_class()):
+            self.base_url = self.model.base_url  # a config dump names the server
 
     @property
-    def bgem3(self) -> BGEM3:
-        """The :class:`~bgem3.BGEM3` this object runs."""
-        model: BGEM3 = self._bgem3
+    def bgem3(self) -> Encoder:
+        """The model this object runs: a :class:`~bgem3.BGEM3`, a server's client..."""
+        model: Encoder = self._bgem3
         return model
 
     @property

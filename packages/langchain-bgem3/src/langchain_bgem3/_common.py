@@ -5,21 +5,23 @@ from __future__ import annotations
 from typing import Any
 
 from bgem3.checkpoint import DEFAULT_MODEL
-from bgem3.shared import SharedModelMixin, model_reference
+from bgem3.shared import API_KEY_ENV, SharedModelMixin, model_reference
 from langchain_core.load.serializable import Serializable
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict, Field, PrivateAttr, SecretStr
 
 __all__ = ["DEFAULT_MODEL", "BGEM3EmbeddingBase", "BGEM3Model", "check_texts"]
 
 
-
 class BGEM3Model(SharedModelMixin, Serializable):
-    """``model=`` (a loaded ``bgem3.BGEM3``) or ``model_name`` / ``device`` / ``dtype``.
+    """``model=``, or ``model_name`` / ``device`` / ``dtype``, or ``base_url`` / ``api_key``.
 
-    Classes built from the same name, device and dtype share one loaded model, and with
-    it one cache of recent dense and sparse outputs. Their state is plain settings, so
-    they serialise the LangChain way (``dumpd`` / ``load``, the model by reference) and
-    pickle by reference.
+    ``model`` is a loaded ``bgem3.BGEM3``, a ``bgem3.remote.RemoteBGEM3`` or any
+    ``bgem3.Encoder``; ``base_url`` runs a ``bgem3 serve`` server (no torch in this
+    process). Classes built from the same name, device and dtype (or server and key)
+    share one model, and with it one cache of recent dense and sparse outputs. Their
+    state is plain settings, so they serialise the LangChain way (``dumpd`` / ``load``,
+    the model by reference, the key as the secret ``BGEM3_API_KEY``) and pickle by
+    reference (never with the key).
     """
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True,
@@ -28,11 +30,15 @@ class BGEM3Model(SharedModelMixin, Serializable):
     model_name: str = DEFAULT_MODEL
     """Hugging Face hub id or local checkpoint directory."""
     model: Any = Field(default=None, exclude=True, repr=False)
-    """An already loaded bgem3.BGEM3 (overrides model_name)."""
+    """A loaded bgem3.BGEM3, RemoteBGEM3 or other Encoder (overrides model_name)."""
     device: str | None = None
     """cpu, cuda, cuda:1, mps; None: best."""
     dtype: str | None = None
     """float32, float16 or bfloat16."""
+    base_url: str | None = None
+    """A bgem3 serve server, http://host:8000 (overrides model_name; no torch here)."""
+    api_key: SecretStr | None = None
+    """The server's key; None: the BGEM3_API_KEY environment variable, if set."""
     _bgem3: Any = PrivateAttr(default=None)
 
     @classmethod
@@ -41,10 +47,14 @@ class BGEM3Model(SharedModelMixin, Serializable):
         return True
 
     @property
+    def lc_secrets(self) -> dict[str, str]:
+        """``api_key`` is written as a reference to ``BGEM3_API_KEY``, never in clear."""
+        return {"api_key": API_KEY_ENV}
+
+    @property
     def lc_attributes(self) -> dict[str, Any]:
         """The model by reference, as in a pickle (``bgem3.shared.model_reference``)."""
-        name, device, dtype = model_reference(self._bgem3)
-        return {"model_name": name, "device": device, "dtype": dtype}
+        return model_reference(self._bgem3)._asdict()
 
 
 class BGEM3EmbeddingBase(BGEM3Model):

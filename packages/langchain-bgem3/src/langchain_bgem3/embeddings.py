@@ -26,6 +26,9 @@ class BGEM3Embeddings(BGEM3EmbeddingBase, Embeddings):
             emb = BGEM3Embeddings(model_name="BAAI/bge-m3", device="cpu")
             vectors = emb.embed_documents(["BGE-M3 has three outputs."])
             query = emb.embed_query("How many outputs?")
+
+            # the same through a `bgem3 serve` server, without torch in this process
+            emb = BGEM3Embeddings(base_url="http://127.0.0.1:8000", api_key="...")
     """
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:

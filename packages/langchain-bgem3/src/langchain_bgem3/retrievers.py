@@ -11,12 +11,12 @@ from bgem3.index.options import DEFAULT_SEARCH, SearchOptions
 from bgem3.shared import LiveIndexMixin, check_query, new_index, resolve_model, with_scores
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, SecretStr, model_validator
 
 from langchain_bgem3._common import DEFAULT_MODEL, check_texts
 
 if TYPE_CHECKING:
-    from bgem3.encoder import BGEM3
+    from bgem3 import Encoder
     from bgem3.index import SearchIndex
     from langchain_core.callbacks import (
         AsyncCallbackManagerForRetrieverRun,
@@ -86,27 +86,32 @@ class BGEM3HybridRetriever(LiveIndexMixin, BaseRetriever):
     @classmethod
     def from_texts(cls, texts: Iterable[str], model_name: str = DEFAULT_MODEL,
                    k: int = DEFAULT_K, metadatas: Sequence[Mapping[str, Any]] | None = None,
-                   *, ids: Sequence[str] | None = None, model: BGEM3 | None = None,
+                   *, ids: Sequence[str] | None = None, model: Encoder | None = None,
                    device: str | None = None, dtype: str | None = None,
+                   base_url: str | None = None, api_key: str | SecretStr | None = None,
                    qdrant_client: Any = None, collection_name: str = "bgem3",
                    **kwargs: Any) -> BGEM3HybridRetriever:
         """Index ``texts`` and return a retriever over them.
 
         Args:
             texts: Document texts.
-            model_name: Hub id or path (ignored when ``model`` is given).
+            model_name: Hub id or path (ignored when ``model`` or ``base_url`` is given).
             k: Documents to return.
             metadatas: One metadata dict per text.
             ids: One id per text (``None``: generated).
-            model: An already loaded ``bgem3.BGEM3`` to use.
+            model: A loaded ``bgem3.BGEM3``, ``bgem3.remote.RemoteBGEM3`` or other
+                ``bgem3.Encoder`` to use.
             device: Device for a model loaded here.
             dtype: Dtype for a model loaded here.
+            base_url: A ``bgem3 serve`` server to encode with (no torch in this process).
+            api_key: The server's key (``None``: ``BGEM3_API_KEY``, if set).
             qdrant_client: A ``QdrantClient``: index into Qdrant instead of in memory.
             collection_name: The Qdrant collection.
             **kwargs: Other fields of the retriever (``mode``, ``fusion``, ``weights``...).
         """
-        bgem3_model = resolve_model(model, model_name, device=device, dtype=dtype)
-        index = new_index(bgem3_model, qdrant_client, collection_name)
+        encoder = resolve_model(model, model_name, device=device, dtype=dtype,
+                                base_url=base_url, api_key=api_key)
+        index = new_index(encoder, qdrant_client, collection_name)
         retriever = cls(index=index, k=k, **kwargs)
         retriever.add_texts(texts, metadatas, ids=ids)
         return retriever

@@ -23,6 +23,8 @@ class BGEM3Embedding(BGEM3EncodeFields, BaseEmbedding):
             from llama_index.embeddings.bgem3 import BGEM3Embedding
 
             Settings.embed_model = BGEM3Embedding(model_name="BAAI/bge-m3")
+            # or through a `bgem3 serve` server, without torch in this process
+            Settings.embed_model = BGEM3Embedding(base_url="http://127.0.0.1:8000")
     """
 
     @classmethod

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
 
 from bgem3.checkpoint import DEFAULT_MODEL
 from bgem3.shared import SharedModelMixin
@@ -20,21 +20,29 @@ __all__ = ["DEFAULT_MODEL", "BGEM3EncodeFields", "BGEM3Fields"]
 
 
 class BGEM3Fields(SharedModelMixin, BaseModel):
-    """``model=`` (a loaded ``bgem3.BGEM3``) or ``model_name`` / ``device`` / ``dtype``.
+    """``model=``, or ``model_name`` / ``device`` / ``dtype``, or ``base_url`` / ``api_key``.
 
-    Components built from the same name, device and dtype share one loaded model, and with
-    it one cache of recent dense and sparse outputs. Unknown keyword arguments are an
-    error (a misspelt ``devcie=`` or LangChain's ``top_k=`` would otherwise be ignored).
+    ``model`` is a loaded ``bgem3.BGEM3``, a ``bgem3.remote.RemoteBGEM3`` or any
+    ``bgem3.Encoder``; ``base_url`` runs a ``bgem3 serve`` server (no torch in this
+    process). Components built from the same name, device and dtype (or server and key)
+    share one model, and with it one cache of recent dense and sparse outputs. The key is
+    never serialised nor pickled: elsewhere it comes from ``BGEM3_API_KEY``. Unknown
+    keyword arguments are an error (a misspelt ``devcie=`` or LangChain's ``top_k=`` would
+    otherwise be ignored).
     """
 
     model_config = ConfigDict(extra="forbid")
 
     model_name: str = Field(default=DEFAULT_MODEL,
                             description="Hugging Face hub id or local checkpoint directory.")
-    model: Any = Field(default=None, exclude=True, repr=False,
-                       description="An already loaded bgem3.BGEM3 (overrides model_name).")
+    model: Any = Field(default=None, exclude=True, repr=False, description=(
+        "A loaded bgem3.BGEM3, RemoteBGEM3 or other Encoder (overrides model_name)."))
     device: str | None = Field(default=None, description="cpu, cuda, cuda:1, mps; None: best.")
     dtype: str | None = Field(default=None, description="float32, float16 or bfloat16.")
+    base_url: str | None = Field(default=None, description=(
+        "A bgem3 serve server, http://host:8000 (overrides model_name; no torch here)."))
+    api_key: SecretStr | None = Field(default=None, exclude=True, repr=False, description=(
+        "The server's key; None: the BGEM3_API_KEY environment variable, if set."))
     _bgem3: Any = PrivateAttr(default=None)
 
 

@@ -21,7 +21,9 @@ from bgem3.index.options import DEFAULT_SEARCH, Fusion, Mode, SearchOptions
 from bgem3.shared import LiveIndexMixin, check_query, new_index, resolve_model, with_scores
 
 if TYPE_CHECKING:
-    from bgem3.encoder import BGEM3
+    from pydantic import SecretStr
+
+    from bgem3 import Encoder
     from bgem3.index.embedded import HybridIndex
     from bgem3.index.qdrant import QdrantHybridIndex
 
@@ -116,16 +118,34 @@ class BGEM3HybridRetriever(LiveIndexMixin, BaseRetriever):
         model_name: str = DEFAULT_MODEL,
         similarity_top_k: int = DEFAULT_TOP_K,
         *,
-        model: BGEM3 | None = None,
+        model: Encoder | None = None,
         device: str | None = None,
         dtype: str | None = None,
+        base_url: str | None = None,
+        api_key: str | SecretStr | None = None,
         qdrant_client: Any = None,
         collection_name: str = "bgem3",
         **kwargs: Any,
     ) -> BGEM3HybridRetriever:
-        """Index ``nodes`` (their ids, text and metadata) and return a retriever over them."""
-        bgem3_model = resolve_model(model, model_name, device=device, dtype=dtype)
-        index = new_index(bgem3_model, qdrant_client, collection_name)
+        """Index ``nodes`` (their ids, text and metadata) and return a retriever over them.
+
+        Args:
+            nodes: The nodes.
+            model_name: Hub id or path (ignored when ``model`` or ``base_url`` is given).
+            similarity_top_k: Nodes to return.
+            model: A loaded ``bgem3.BGEM3``, ``bgem3.remote.RemoteBGEM3`` or other
+                ``bgem3.Encoder`` to use.
+            device: Device for a model loaded here.
+            dtype: Dtype for a model loaded here.
+            base_url: A ``bgem3 serve`` server to encode with (no torch in this process).
+            api_key: The server's key (``None``: ``BGEM3_API_KEY``, if set).
+            qdrant_client: A ``QdrantClient``: index into Qdrant instead of in memory.
+            collection_name: The Qdrant collection.
+            **kwargs: The retriever's other arguments (``mode``, ``fusion``...).
+        """
+        encoder = resolve_model(model, model_name, device=device, dtype=dtype,
+                                base_url=base_url, api_key=api_key)
+        index = new_index(encoder, qdrant_client, collection_name)
         retriever = cls(index, similarity_top_k, **kwargs)
         retriever.add_nodes(nodes)
         return retriever
