@@ -10,6 +10,16 @@ from bgem3.scoring import colbert_scores
 RNG = np.random.default_rng(3)
 
 
+@pytest.fixture(autouse=True, params=["torch", "numpy"])
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every kernel test runs on both paths: torch (a local model runs) and numpy (none)."""
+    if request.param == "numpy":
+        import bgem3._kernels
+
+        monkeypatch.setattr(bgem3._kernels, "_torch", lambda: None)
+    return str(request.param)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 def test_dense_top_equals_a_full_sort_with_masks_and_blocks(dtype: type) -> None:
     docs = RNG.normal(size=(300, 8)).astype(dtype)

@@ -367,8 +367,6 @@ def test_remote_mode_never_imports_torch_or_transformers(
     assert out["retrieved"] == _local_hits(model)
 
 
-@pytest.mark.xfail(strict=True, reason="the embedded index's search kernels "
-                   "(bgem3._kernels: dense top-k, MaxSim) import torch")
 def test_a_retriever_over_the_embedded_index_never_imports_torch(
         server: dict[str, Any], model: BGEM3) -> None:
     out = _run_remote(_EMBEDDED_SEARCH, server)

@@ -84,6 +84,15 @@ def test_remote_async_methods(remote: RemoteBGEM3, model: BGEM3) -> None:
                                atol=1e-6)
 
 
+def test_the_key_comes_from_the_environment_when_not_given(
+        served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BGEM3_API_KEY", KEY)
+    assert RemoteBGEM3(served.url).encode_queries(["x"]).dense.shape[0] == 1  # type: ignore[union-attr]
+    monkeypatch.delenv("BGEM3_API_KEY")
+    with pytest.raises(PermissionError, match="401"):
+        RemoteBGEM3(served.url)
+
+
 def test_remote_errors_are_clear(remote: RemoteBGEM3, served: Served) -> None:
     with pytest.raises(PermissionError, match="401"):
         RemoteBGEM3(served.url, api_key="wrong")

@@ -1,13 +1,16 @@
 """The exhaustive-search kernels: dense top-k, packed MaxSim and top-k selection.
 
 The embedded index, evaluation and negative mining all run these, so a speed or masking
-fix lands once. Matrix products run in torch: alternating between numpy's BLAS threads and
-torch's makes both wait for each other (a hybrid query took 1.7x longer), and torch widens
-fp16 and selects top-k several times faster than numpy here.
+fix lands once. In a process that runs a local model, matrix products run in torch:
+alternating between numpy's BLAS threads and torch's makes both wait for each other (a
+hybrid query took 1.7x longer), and torch widens fp16 and selects top-k several times faster
+than numpy here. In a process that has not imported torch (a client of a remote model), the
+same kernels run in numpy, so that searching never imports torch.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
@@ -89,6 +92,11 @@ class Rows:
 
 
 
+def _torch() -> Any:
+    """The torch module if this process runs it already (a local model), else ``None``."""
+    return sys.modules.get("torch")
+
+
 def query_block(n_documents: int, most: int = 256) -> int:
     """Queries scored together against ``n_documents`` within :data:`SCORE_BLOCK_VALUES`.
 
@@ -118,9 +126,18 @@ def dense_scores(dense: Rows | NDArray[Any], queries: NDArray[np.floating],
         >>> dense_scores(np.eye(3, dtype=np.float32), np.array([[0, 2, 1]], np.float32))
         array([[0., 2., 1.]], dtype=float32)
     """
-    import torch
-
+    torch = _torch()
     rows = as_rows(dense)
+    if torch is None:
+        out = np.empty((len(queries), len(rows)), dtype=np.float32)
+        q32 = np.ascontiguousarray(queries, dtype=np.float32)
+        start = 0
+        for block in rows.blocks:
+            for i in range(0, len(block), chunk):  # numpy has no fp16 BLAS: widen a chunk
+                part = block[i : i + chunk].astype(np.float32, copy=False)
+                np.matmul(q32, part.T, out=out[:, start : start + part.shape[0]])
+                start += part.shape[0]
+        return out
     q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
     if rows.dtype == np.float16:
         q = q.half()
@@ -153,8 +170,7 @@ def dense_top(dense: Rows | NDArray[Any], queries: NDArray[np.floating], k: int,
         >>> [r.tolist() for r, _ in dense_top(docs, np.array([[1, 0.5]], np.float32), 2)]
         [[2, 0]]
     """
-    import torch
-
+    torch = _torch()
     rows = as_rows(dense)
     n = len(rows)
     k = min(k, n)
@@ -166,6 +182,13 @@ def dense_top(dense: Rows | NDArray[Any], queries: NDArray[np.floating], k: int,
         scores = dense_scores(rows, queries[start : start + block])
         if mask is not None and not mask.all():
             scores[:, ~mask] = -np.inf
+        if torch is None:
+            for row in scores:
+                best = top(row, k)
+                values = row[best]
+                keep = np.isfinite(values)
+                out.append((best[keep].astype(np.int64), values[keep]))
+            continue
         # torch.topk: 4x faster than numpy's argpartition over a million scores
         values, found = torch.topk(torch.from_numpy(scores), k, dim=1)
         keep = torch.isfinite(values).numpy()
@@ -176,8 +199,10 @@ def dense_top(dense: Rows | NDArray[Any], queries: NDArray[np.floating], k: int,
 
 def pool_dense_scores(vectors: NDArray[Any], query: NDArray[np.float32]) -> NDArray[np.float32]:
     """Exact fp32 dense scores of a few stored vectors (fp16 storage widened first)."""
-    import torch
-
+    torch = _torch()
+    if torch is None:
+        exact: NDArray[np.float32] = vectors.astype(np.float32) @ np.asarray(query, np.float32)
+        return exact
     scores = torch.from_numpy(vectors).float() @ torch.from_numpy(
         np.ascontiguousarray(query, dtype=np.float32))
     result: NDArray[np.float32] = scores.numpy()
@@ -191,8 +216,10 @@ def maxsim_rows(query: NDArray[np.floating], colbert: Rows, vectors: NDArray[np.
     ``vectors`` lists the documents' vector rows back to back, ``lengths`` how many each
     has (each ``>= 1``). The fp16 vectors are widened and multiplied by torch.
     """
-    import torch
-
+    torch = _torch()
+    if torch is None:
+        similarities = np.asarray(query, np.float32) @ colbert.take(vectors).astype(np.float32).T
+        return segment_maxsim(similarities, lengths)
     packed = torch.from_numpy(colbert.take(vectors)).float()
     q = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32))
     return segment_maxsim((q @ packed.T).numpy(), lengths)

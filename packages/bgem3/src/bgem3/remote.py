@@ -10,6 +10,7 @@ imports neither torch nor transformers (``pip install "bgem3[remote]"``: httpx o
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ from bgem3._inputs import as_pairs, as_texts, positive_int
 from bgem3._types import EncodeOutput, SparseVector
 from bgem3.errors import TruncationWarning, warn_each_call
 from bgem3.scoring import pair_scores
+from bgem3.server.settings import API_KEY_ENV
 from bgem3.server.wire import from_b64_colbert
 
 if TYPE_CHECKING:
@@ -55,7 +57,8 @@ class RemoteBGEM3:
 
     Args:
         base_url: The server, e.g. ``"http://127.0.0.1:8000"``.
-        api_key: Sent as ``Authorization: Bearer KEY`` (the server's ``--api-key``).
+        api_key: Sent as ``Authorization: Bearer KEY`` (the server's ``--api-key``);
+            ``None`` reads ``BGEM3_API_KEY`` (no key if it is not set).
         timeout: Seconds to wait for one response.
         batch_size: Texts per request (at most the server's ``max_client_batch_size``).
 
@@ -79,7 +82,8 @@ class RemoteBGEM3:
         http = _import_httpx()
         self.base_url = base_url.rstrip("/")
         self.batch_size = positive_int(batch_size, "batch_size")
-        headers = {} if api_key is None else {"Authorization": f"Bearer {api_key}"}
+        key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
+        headers = {} if key is None else {"Authorization": f"Bearer {key}"}
         self._client: httpx.Client = http.Client(base_url=self.base_url, headers=headers,
                                                  timeout=timeout)
         self._async_options = {"base_url": self.base_url, "headers": headers,

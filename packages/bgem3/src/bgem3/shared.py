@@ -48,6 +48,7 @@ from numpy.typing import NDArray
 
 from bgem3._inputs import as_texts
 from bgem3._types import EncodeOutput, Encoder, SparseVector
+from bgem3.server.settings import API_KEY_ENV
 
 if TYPE_CHECKING:
     from bgem3.encoder import BGEM3
@@ -74,8 +75,6 @@ __all__ = [
     "with_scores",
 ]
 
-API_KEY_ENV = "BGEM3_API_KEY"
-"""The environment variable a server client falls back on for its key (as ``bgem3 serve``)."""
 
 _T = TypeVar("_T")
 

@@ -14,7 +14,7 @@ __all__ = ["add_commands"]
 
 def add_commands(commands: Commands) -> None:
     """Add ``serve``."""
-    from bgem3.server.settings import ServerSettings
+    from bgem3.server.settings import API_KEY_ENV, ServerSettings
 
     defaults = ServerSettings()
     p = commands.add_parser("serve", help="serve the model over HTTP: OpenAI's and "
@@ -33,9 +33,9 @@ def add_commands(commands: Commands) -> None:
     p.add_argument("--max-inputs-per-request", type=int,
                    default=defaults.max_inputs_per_request,
                    help="texts in one request; more is answered 413 (default: %(default)s)")
-    p.add_argument("--api-key", default=os.environ.get("BGEM3_API_KEY") or None,
+    p.add_argument("--api-key", default=os.environ.get(API_KEY_ENV) or None,
                    help="require Authorization: Bearer KEY on every route but /health "
-                        "(default: $BGEM3_API_KEY)")
+                        f"(default: ${API_KEY_ENV})")
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                    help="allow this origin by CORS (repeat for more; default: no CORS)")
     p.add_argument("--log-texts", action="store_true",

@@ -6,7 +6,10 @@ from dataclasses import dataclass, field
 
 from bgem3._inputs import positive_int
 
-__all__ = ["ServerSettings"]
+__all__ = ["API_KEY_ENV", "ServerSettings"]
+
+API_KEY_ENV = "BGEM3_API_KEY"
+"""The environment variable a server's key is read from (``bgem3 serve`` and its clients)."""
 
 
 @dataclass(frozen=True)
