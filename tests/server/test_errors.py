@@ -74,10 +74,13 @@ def test_unknown_routes_and_methods(client: TestClient) -> None:
     assert client.post(*GOOD[:1], json=GOOD[1]).status_code == 200
 
 
-def test_too_many_inputs_is_413(model: BGEM3) -> None:
-    with TestClient(create_app(model, ServerSettings(max_inputs_per_request=3))) as client:
+def test_too_many_inputs_or_bytes_is_413(model: BGEM3) -> None:
+    settings = ServerSettings(max_inputs_per_request=3, max_request_bytes=1000)
+    with TestClient(create_app(model, settings)) as client:
         response = client.post("/embed", json={"inputs": ["a", "b", "c", "d"]})
         assert response.status_code == 413 and "at most 3" in _error(response)
+        response = client.post("/embed", json={"inputs": ["x" * 2000]})
+        assert response.status_code == 413 and "at most 1000" in _error(response)
         assert client.post("/embed", json={"inputs": ["a", "b", "c"]}).status_code == 200
 
 

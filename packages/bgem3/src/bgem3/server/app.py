@@ -88,7 +88,7 @@ def create_app(model: BGEM3, settings: ServerSettings | None = None) -> FastAPI:
 
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                            allow_methods=["GET", "POST"], allow_headers=["*"])
-    app.add_middleware(_Lenient)  # outermost: routing sees the cleaned request
+    app.add_middleware(_Lenient, max_bytes=settings.max_request_bytes)  # outermost
     return app
 
 
@@ -97,14 +97,23 @@ class _Lenient:
 
     ``//embed`` is ``/embed`` (LlamaIndex's TEI client doubles a base URL's slash), and a
     body sent without a JSON content type (``curl -d``) is read as JSON all the same (it is
-    refused if it is not JSON).
+    refused if it is not JSON). A body announced larger than ``max_bytes`` is refused
+    before it is read.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
+        self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            length = dict(scope["headers"]).get(b"content-length", b"0")
+            if length.isdigit() and int(length) > self.max_bytes:
+                error = ApiError(413, f"the request body has {int(length)} bytes; this server "
+                                      f"takes at most {self.max_bytes}", "Validation")
+                response = JSONResponse(error_body(scope["path"], error), status_code=413)
+                await response(scope, receive, send)
+                return
             if "//" in scope["path"]:
                 path = "/" + "/".join(part for part in scope["path"].split("/") if part)
                 scope = {**scope, "path": path, "raw_path": path.encode("ascii", "replace")}

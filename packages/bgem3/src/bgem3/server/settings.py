@@ -30,6 +30,7 @@ class ServerSettings:
         cors_origins: Origins allowed by CORS (none: no CORS headers at all).
         log_texts: Log request texts (off: logs hold sizes and timings only).
         retry_after: Seconds a ``429`` asks the client to wait.
+        max_request_bytes: Largest request body; a larger one is ``413`` unread.
 
     Example:
         >>> ServerSettings(max_queued_requests=64).max_inputs_per_request
@@ -44,10 +45,11 @@ class ServerSettings:
     cors_origins: tuple[str, ...] = ()
     log_texts: bool = False
     retry_after: int = 1
+    max_request_bytes: int = 64 * 2**20
 
     def __post_init__(self) -> None:
         for name in ("max_queued_requests", "max_inputs_per_request", "short_tokens",
-                     "slice_tokens", "retry_after"):
+                     "slice_tokens", "retry_after", "max_request_bytes"):
             positive_int(getattr(self, name), name)
         if self.api_key is not None and not (isinstance(self.api_key, str) and self.api_key):
             raise ValueError("api_key must be a non-empty string (or None for no key)")
