@@ -99,6 +99,14 @@ def _request(i: int) -> tuple[str, dict[str, Any], list[str]]:
 
 def test_64_concurrent_mixed_requests_each_get_their_own_results(served: Served,
                                                                  model: BGEM3) -> None:
+    def model_calls() -> float:
+        metrics = httpx.get(f"{served.url}/metrics", headers=AUTH).text
+        counts = [line for line in metrics.splitlines()
+                  if line.startswith("bgem3_batch_rows_count")]
+        return float(counts[0].split()[-1]) if counts else 0.0
+
+    calls_before = model_calls()
+
     def send(i: int) -> tuple[int, Any]:
         route, body, _ = _request(i)
         response = httpx.post(served.url + route, json=body, headers=AUTH, timeout=120)
@@ -124,19 +132,17 @@ def test_64_concurrent_mixed_requests_each_get_their_own_results(served: Served,
                 np.testing.assert_allclose(from_b64_colbert(item["colbert"],
                                                             item["colbert_shape"]),
                                            colbert, atol=1e-3)
-    metrics = httpx.get(f"{served.url}/metrics", headers=AUTH).text
-    rows = [line for line in metrics.splitlines() if line.startswith("bgem3_batch_rows_count")]
-    assert rows and float(rows[0].split()[-1]) < 64  # requests were encoded together
+    assert model_calls() - calls_before < 64  # some requests were encoded together
 
 
 def test_sigterm_finishes_the_requests_in_flight_and_exits_0(tiny_path: Path) -> None:
     server = Served(tiny_path)
-    texts = random_texts(2000, min_words=100, max_words=200, seed=9)
+    texts = random_texts(500, min_words=100, max_words=200, seed=9)  # seconds of work
     answer: list[httpx.Response] = []
     sender = threading.Thread(target=lambda: answer.append(
         httpx.post(f"{server.url}/embed", json={"inputs": texts}, timeout=300)))
     sender.start()
-    time.sleep(1.0)  # the request is being encoded
+    time.sleep(0.5)  # the request is being encoded
     server.process.send_signal(signal.SIGTERM)
     sender.join(300)
     assert server.process.wait(120) == 0
