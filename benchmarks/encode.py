@@ -384,6 +384,29 @@ def linear_floor(config: dict[str, Any], dtype: str, tokens: int = 17, repeats: 
 
 
 # ----------------------------------------------------------------------------- main
+def bench_checkpoint(size: str) -> tuple[str, str]:
+    """The seeded random checkpoint of ``--size`` (built once under .cache/): path, description.
+
+    ``tiny``: 6 x 384; ``real``: BGE-M3's shape (24 x 1024, 16 heads, FFN 4096, init 0.02).
+    ``benchmarks/serve.py`` uses the same checkpoints.
+    """
+    from bgem3.testing import build_tiny_checkpoint
+
+    if size == "real":
+        cache = ROOT / ".cache" / "bench-24x1024"
+        if not (cache / "config.json").exists():
+            print("building a random 24x1024 checkpoint in .cache/bench-24x1024 ...")
+            build_tiny_checkpoint(cache, hidden_size=1024, num_layers=24, num_heads=16,
+                                  intermediate_size=4096, initializer_range=0.02, seed=0,
+                                  weights=("safetensors",))
+        return str(cache), "random 24x1024, BGE-M3's shape (seed 0, init 0.02)"
+    cache = ROOT / ".cache" / "bench-6x384"
+    if not (cache / "config.json").exists():
+        build_tiny_checkpoint(cache, hidden_size=384, num_layers=6, num_heads=12,
+                              initializer_range=0.1, seed=0)
+    return str(cache), "tiny 6x384 (seed 0)"
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -436,25 +459,7 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.simplefilter("ignore")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
-    from bgem3.testing import build_tiny_checkpoint
-
-    if args.model:
-        path = args.model
-        checkpoint = args.model
-    elif args.size == "real":
-        cache = ROOT / ".cache" / "bench-24x1024"
-        if not (cache / "config.json").exists():
-            print("building a random 24x1024 checkpoint in .cache/bench-24x1024 ...")
-            build_tiny_checkpoint(cache, hidden_size=1024, num_layers=24, num_heads=16,
-                                  intermediate_size=4096, initializer_range=0.02, seed=0,
-                                  weights=("safetensors",))
-        path, checkpoint = str(cache), "random 24x1024, BGE-M3's shape (seed 0, init 0.02)"
-    else:
-        cache = ROOT / ".cache" / "bench-6x384"
-        if not (cache / "config.json").exists():
-            build_tiny_checkpoint(cache, hidden_size=384, num_layers=6, num_heads=12,
-                                  initializer_range=0.1, seed=0)
-        path, checkpoint = str(cache), "tiny 6x384 (seed 0)"
+    path, checkpoint = (args.model, args.model) if args.model else bench_checkpoint(args.size)
     workloads = make_workloads((args.workloads or (
         "R1,R2" if args.size == "real" and not args.model else "W1,W1d,W2,W3")).split(","))
     config = json.loads((Path(path) / "config.json").read_text())
