@@ -40,6 +40,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from bgem3._inputs import positive_int
+from bgem3._optional import require
 from bgem3.checkpoint import DEFAULT_MODEL
 
 if TYPE_CHECKING:
@@ -51,12 +52,8 @@ __all__ = ["encode_dataset", "serve_app"]
 
 
 def _ray() -> Any:
-    try:
-        import ray
-        import ray.data
-    except ImportError as exc:
-        raise ImportError('bgem3.ray needs Ray Data: pip install "bgem3[ray]"') from exc
-    return ray
+    require("ray.data", "ray", "bgem3.ray", "Ray Data")
+    return require("ray", "ray", "bgem3.ray", "Ray Data")
 
 
 class _EncodeActor:

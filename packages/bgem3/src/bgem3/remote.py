@@ -19,6 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from bgem3._inputs import as_pairs, as_texts, positive_int
+from bgem3._optional import require
 from bgem3._types import EncodeOutput, SparseVector
 from bgem3.errors import TruncationWarning, warn_each_call
 from bgem3.scoring import pair_scores
@@ -45,11 +46,7 @@ class RemoteError(RuntimeError):
 
 
 def _import_httpx() -> Any:
-    try:
-        import httpx
-    except ImportError as exc:
-        raise ImportError('RemoteBGEM3 needs httpx: pip install "bgem3[remote]"') from exc
-    return httpx
+    return require("httpx", "remote", "RemoteBGEM3")
 
 
 class RemoteBGEM3:
