@@ -47,6 +47,11 @@ def plot(results: dict[str, Any], out: Path) -> None:
         latency.plot(n, [p["p50_ms"] for p in mine], "o-", color=color, label=f"{wl} p50")
         latency.plot(n, [p["p99_ms"] for p in mine], "s--", color=color, alpha=0.6,
                      label=f"{wl} p99")
+        bad = [p for p in mine if p.get("disturbed")]
+        if bad:  # other processes took the CPU during these points: ringed in red
+            for ax, key in ((speed, "texts_per_s"), (latency, "p50_ms")):
+                ax.plot([p["clients"] for p in bad], [p[key] for p in bad], "o", ms=14,
+                        mfc="none", mec="red", label=f"{wl}: disturbed by other processes")
     group = next((r for k, r in reference.items() if k.startswith("Q") and k.endswith("p")),
                  None)
     if group:
@@ -70,6 +75,8 @@ def plot(results: dict[str, Any], out: Path) -> None:
     if s:
         labels = ["alone", "with a passage stream"]
         x = range(len(labels))
+        if s["alone"].get("disturbed") or s["loaded"].get("disturbed"):
+            labels = [f"{label}\n(disturbed)" for label in labels]
         p50 = [s["alone"]["p50_ms"], s["loaded"]["p50_ms"]]
         p99 = [s["alone"]["p99_ms"], s["loaded"]["p99_ms"]]
         starve.bar([i - 0.2 for i in x], p50, 0.4, label="p50", color="tab:blue")

@@ -272,6 +272,7 @@ class Point:
     server_ms: float = 0.0
     cpu_percent: dict[str, float] = field(default_factory=dict)
     load_average: float = 0.0
+    disturbed: bool = False  # other processes took over --max-other % CPU in every try
     note: str = ""
 
 
@@ -702,7 +703,12 @@ def main(argv: list[str] | None = None) -> int:
                                   args.warmup, duration, g.get("label", g["name"]), cpu,
                                   counters) for g in groups]
 
-            return least_disturbed(run, lambda ps: ps[0].cpu_percent["other"], args, label)
+            kept = least_disturbed(run, lambda ps: ps[0].cpu_percent["other"], args, label)
+            for point in kept:
+                if point.cpu_percent["other"] > args.max_other:
+                    point.disturbed = True
+                    point.note = f"DISTURBED (other processes) {point.note}".strip()
+            return kept
 
         points: list[Point] = []
         plan = []
