@@ -8,9 +8,11 @@ from bgem3.batching import (
     MCLS_STRIDE,
     M3Tokenizer,
     collate,
+    collate_packed,
     lexical_weights,
     load_tokenizer,
     plan_batches,
+    plan_packed,
     tokenize,
     unique_texts,
 )
@@ -143,3 +145,40 @@ def test_a_huge_text_is_tokenized_only_as_far_as_needed(tiny_path: Path) -> None
     spaces = "word " + " " * 100000 + "end " * 600  # long whitespace: the cut is undone
     assert tokenize(backend, [spaces], spec, 512).ids[0][1:-1].tolist() == \
         backend.encode_batch([spaces], add_special_tokens=False)[0].ids[:510]
+
+
+def test_plan_packed_merges_only_small_batches_and_respects_the_budget() -> None:
+    lengths = np.random.default_rng(1).integers(2, 60, size=300)
+    lengths[:5] = 600  # these batches stay as they are
+    batches = plan_batches(lengths, 4096, 256, max_waste=0.0)
+    kept, packed = plan_packed(batches, lengths, 128, 1024)
+    assert sorted(np.concatenate(kept + packed).tolist()) == list(range(300))
+    assert all(len(b) * lengths[b[0]] >= 128 for b in kept)
+    assert any(0 in b for b in kept) and len(packed) > 1
+    for group in packed:
+        assert (np.diff(lengths[group]) <= 0).all()  # longest first
+        rows, fill = 1, 0
+        for length in lengths[group].tolist():
+            rows, fill = (rows + 1, length) if fill + length > 128 else (rows, fill + length)
+        assert rows <= 1024 // 128
+    assert plan_packed(batches[:1], lengths, 128, 1024) == (batches[:1], [])
+
+
+def test_collate_packed_lays_each_sequence_out_alone(tokenizer: M3Tokenizer) -> None:
+    texts = random_texts(40, seed=3, min_words=1, max_words=12)
+    tokenized = tokenize(tokenizer.backend, texts, tokenizer.spec, 64)
+    order = np.argsort(-tokenized.lengths, kind="stable")
+    batch = collate_packed(tokenized, order, tokenizer.spec.pad_id, 64, first_position=2)
+    packed = batch.packed
+    assert packed is not None and packed.input_ids.shape[0] > 1  # several rows
+    assert packed.input_ids.shape[1] <= 64
+    real = batch.attention_mask.astype(bool)
+    # every real position of the padded batch is found again in the packed rows
+    np.testing.assert_array_equal(packed.input_ids.reshape(-1)[packed.gather][real],
+                                  batch.input_ids[real])
+    segments = packed.segments.reshape(-1)[packed.gather]
+    assert (segments == np.arange(len(order))[:, None])[real].all()
+    positions = packed.position_ids.reshape(-1)[packed.gather]
+    expected = np.broadcast_to(np.arange(batch.input_ids.shape[1]) + 2, positions.shape)
+    np.testing.assert_array_equal(positions[real], expected[real])
+    assert int((packed.segments >= 0).sum()) == int(tokenized.lengths.sum())

@@ -74,6 +74,20 @@ def test_batch_result_equals_single_results(model: BGEM3) -> None:
     _assert_same(batch, joined)
 
 
+def test_short_texts_of_many_lengths_are_packed_and_encode_as_alone(model: BGEM3) -> None:
+    texts = random_texts(60, seed=7, min_words=1, max_words=30)
+    assert len({len(t.split()) for t in texts}) > 10  # many lengths: many batches unpacked
+    batch = _encode_all(model, texts)
+    assert model.last_stats.batches <= 2  # packed, rows of 512 tokens (CPU)
+    assert model.last_stats.padding_waste < 0.5
+    singles = [_encode_all(model, [t]) for t in texts]
+    _assert_same(batch, EncodeOutput(
+        dense=np.concatenate([s.dense for s in singles]),  # type: ignore[misc]
+        sparse=[s.sparse[0] for s in singles],  # type: ignore[index]
+        colbert=[s.colbert[0] for s in singles],  # type: ignore[index]
+    ))
+
+
 def test_input_order_is_restored(model: BGEM3) -> None:
     out = _encode_all(model, TEXTS)
     perm = np.random.default_rng(0).permutation(len(TEXTS))
@@ -89,9 +103,10 @@ def test_input_order_is_restored(model: BGEM3) -> None:
 def test_token_budget_and_batch_size_do_not_change_results(tiny_path) -> None:  # type: ignore[no-untyped-def]
     small = BGEM3(tiny_path, device="cpu", batch_tokens=40)
     padded = BGEM3(tiny_path, device="cpu", batch_tokens=100_000, max_padding=1.0)
-    assert small.max_padding == 0.0  # the CPU default: equal lengths only
+    assert small.max_padding == 0.0  # the CPU default: equal lengths, the rest packed
     _assert_same(_encode_all(small, TEXTS), _encode_all(padded, TEXTS, batch_size=1000))
-    assert padded.last_stats.padding_waste > 0.3 and small.last_stats.padding_waste == 0.0
+    assert padded.last_stats.padding_waste > 0.3
+    assert small.last_stats.padding_waste < padded.last_stats.padding_waste / 2
     with pytest.raises(ValueError, match="max_padding"):
         BGEM3(tiny_path, max_padding=1.5)
 

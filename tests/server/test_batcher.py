@@ -1,23 +1,47 @@
 """Batching across requests: each caller gets its own outputs, long work goes in slices
-behind short queries, and a caller that goes away has its work dropped."""
+sized by the model's measured speed, short and long requests take turns, and a caller that
+goes away has its work dropped."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import numpy as np
 import pytest
-from bgem3 import BGEM3
+from bgem3 import BGEM3, EncodeOutput
 from bgem3.server import ServerSettings
-from bgem3.server.batcher import Batcher, OverloadedError
+from bgem3.server.batcher import Batcher, OverloadedError, estimate_tokens
 from bgem3.testing import random_texts
 
 from tests.server.conftest import Gated
 
+# The gate's wait counts as model time; where a test is not about the measured speed, a long
+# slice_seconds leaves the size of a step to slice_tokens alone.
+UNHURRIED = 60.0
+
+
+class Paced(Gated):
+    """The tiny model on a fake clock: a documents call takes its tokens / ``rate`` seconds."""
+
+    def __init__(self, model: BGEM3, rate: float) -> None:
+        super().__init__(model)
+        self.rate = rate
+        self.now = 0.0
+        self.gate.set()
+
+    def clock(self) -> float:
+        return self.now
+
+    def encode_documents(self, texts: list[str], **options: Any) -> EncodeOutput:
+        output = super().encode_documents(texts, **options)
+        self.now += float(output.tokens.sum()) / self.rate  # type: ignore[union-attr]
+        return output
+
 
 def test_concurrent_callers_get_their_own_outputs_in_fewer_calls(model: BGEM3) -> None:
     gated = Gated(model)
-    batcher = Batcher(gated, ServerSettings())  # type: ignore[arg-type]
+    batcher = Batcher(gated, ServerSettings(slice_seconds=UNHURRIED))  # type: ignore[arg-type]
     batches = [random_texts(n, max_words=12, seed=n) for n in (1, 3, 2, 5, 1, 4)]
 
     async def run() -> list[object]:
@@ -115,3 +139,125 @@ def test_a_full_queue_refuses_and_errors_reach_their_callers(model: BGEM3) -> No
         asyncio.run(run())
     finally:
         batcher.stop()
+
+
+def test_a_query_beside_a_long_request_waits_for_one_slice_only(model: BGEM3) -> None:
+    gated = Gated(model)
+    batcher = Batcher(gated, ServerSettings())  # type: ignore[arg-type]
+    long_texts = random_texts(40, min_words=250, max_words=300, seed=6)  # passages
+    finished: list[str] = []
+
+    async def run() -> None:
+        async def tagged(name: str, kind: str, texts: list[str]) -> None:
+            await batcher.encode(kind, texts, dense=True)  # type: ignore[arg-type]
+            finished.append(name)
+
+        documents = asyncio.ensure_future(tagged("documents", "document", long_texts))
+        await asyncio.sleep(0.05)  # the first slice of documents is at the gate
+        query = asyncio.ensure_future(tagged("query", "query", ["a short query"]))
+        await asyncio.sleep(0.05)
+        gated.gate.set()
+        await asyncio.gather(documents, query)
+
+    batcher.start()
+    try:
+        asyncio.run(run())
+    finally:
+        batcher.stop()
+    assert finished == ["query", "documents"]
+    assert len(gated.calls[0]) < len(long_texts)
+    assert gated.calls[1] == ["a short query"]
+
+
+def test_texts_cut_by_max_length_count_at_that_length(model: BGEM3) -> None:
+    gated = Gated(model)
+    batcher = Batcher(gated, ServerSettings())  # type: ignore[arg-type]
+    long_texts = random_texts(40, min_words=250, max_words=300, seed=6)
+    finished: list[str] = []
+
+    async def run() -> None:
+        async def tagged(name: str, texts: list[str], max_length: int | None) -> None:
+            await batcher.encode("document", texts, max_length=max_length, dense=True)
+            finished.append(name)
+
+        documents = asyncio.ensure_future(tagged("documents", long_texts, None))
+        await asyncio.sleep(0.05)  # the first slice of documents is at the gate
+        cut = asyncio.ensure_future(tagged("cut", long_texts[:2], 32))  # short: 32 tokens
+        await asyncio.sleep(0.05)
+        gated.gate.set()
+        await asyncio.gather(documents, cut)
+
+    batcher.start()
+    try:
+        asyncio.run(run())
+    finally:
+        batcher.stop()
+    assert finished == ["cut", "documents"]
+    assert gated.calls[1] == long_texts[:2]
+
+
+def test_short_and_long_requests_take_turns(model: BGEM3) -> None:
+    gated = Gated(model)
+    settings = ServerSettings(short_tokens=16, slice_tokens=40, slice_seconds=UNHURRIED)
+    batcher = Batcher(gated, settings)  # type: ignore[arg-type]
+    documents = [" ".join(["alpha"] * 17)] * 6  # each long, one to a slice
+    queries = [f"query {i:02d}" for i in range(60)]  # ten to a step
+    assert estimate_tokens(documents[0]) == 35 and estimate_tokens(queries[0]) == 4
+    finished: list[str] = []
+
+    async def run() -> list[EncodeOutput]:
+        async def tagged(name: str, kind: str, texts: list[str]) -> EncodeOutput:
+            output = await batcher.encode(kind, texts, dense=True)  # type: ignore[arg-type]
+            finished.append(name)
+            return output
+
+        long = asyncio.ensure_future(tagged("documents", "document", documents))
+        await asyncio.sleep(0.05)  # the first document is at the gate
+        short = asyncio.gather(*(tagged(q, "query", [q]) for q in queries))
+        await asyncio.sleep(0.05)  # every query is queued
+        gated.gate.set()
+        await long
+        return list(await short)
+
+    batcher.start()
+    try:
+        outputs = asyncio.run(run())
+    finally:
+        batcher.stop()
+    kinds = ["document" if call[0] in documents else "query" for call in gated.calls]
+    assert kinds == ["document", "query"] * 6
+    assert [q for call in gated.calls[1::2] for q in call] == queries  # in order
+    assert [len(call) for call in gated.calls] == [1, 10] * 6
+    assert finished.index("documents") < finished.index(queries[-1])
+    expected = model.encode_queries(queries, dense=True).dense
+    np.testing.assert_allclose(np.concatenate([o.dense for o in outputs]),  # type: ignore[misc]
+                               expected, atol=1e-6)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("rate", "per_slice"), [(200.0, 1), (1000.0, 4), (10**6, 9)])
+def test_a_slice_is_what_the_model_encodes_in_slice_seconds(
+        model: BGEM3, rate: float, per_slice: int) -> None:
+    paced = Paced(model, rate)  # tokens a second
+    settings = ServerSettings(short_tokens=256, slice_seconds=0.5, slice_tokens=1000)
+    batcher = Batcher(paced, settings, clock=paced.clock)  # type: ignore[arg-type]
+    texts = [" ".join(["alpha"] * 50)] * 24
+    assert estimate_tokens(texts[0]) == 101  # the first slice, before any call: 256 tokens
+
+    async def run() -> EncodeOutput:
+        return await batcher.encode("document", texts, dense=True)
+
+    batcher.start()
+    try:
+        output = asyncio.run(run())
+    finally:
+        batcher.stop()
+    rest = len(texts) - 2
+    expected = [2] + [per_slice] * (rest // per_slice) + [rest % per_slice] * (rest % per_slice > 0)
+    assert [len(call) for call in paced.calls] == expected
+    assert output.dense is not None and len(output.dense) == len(texts)
+
+
+@pytest.mark.parametrize("seconds", [0, -0.5, float("nan"), float("inf"), "0.5", True])
+def test_slice_seconds_must_be_a_positive_number(seconds: object) -> None:
+    with pytest.raises(ValueError, match="slice_seconds must be a positive number"):
+        ServerSettings(slice_seconds=seconds)  # type: ignore[arg-type]

@@ -21,14 +21,18 @@ from numpy.typing import NDArray
 from bgem3._types import SparseVector, trusted_sparse
 from bgem3.errors import CheckpointError
 
-__all__ = ["Batch", "M3Tokenizer", "Tokenized", "TokenizerSpec", "clean_text", "collate",
-           "lexical_weights", "load_tokenizer", "plan_batches", "tokenize", "unique_texts"]
+__all__ = ["Batch", "M3Tokenizer", "Packed", "Tokenized", "TokenizerSpec", "clean_text",
+           "collate", "collate_packed", "lexical_weights", "load_tokenizer", "plan_batches",
+           "plan_packed", "tokenize", "unique_texts"]
 
 MCLS_STRIDE = 256
 """Content tokens between two ``[CLS]`` tokens in MCLS mode (BGE-M3 report, sec. 3.3)."""
 
 MAX_PADDING_WASTE = 0.1
 """Largest fraction of a batch that may be padding."""
+
+PACK_WIDTH = 512
+"""Tokens in one packed row: short sequences laid end to end, each attending to itself."""
 
 
 @dataclass(frozen=True)
@@ -285,6 +289,29 @@ class Batch:
     attention_mask: NDArray[np.int64]
     lengths: NDArray[np.int64]
     cls_mask: NDArray[np.bool_] | None = None
+    packed: Packed | None = None
+
+
+@dataclass(frozen=True)
+class Packed:
+    """The same rows as a :class:`Batch`, laid end to end in fewer, longer rows.
+
+    Each sequence keeps its own positions and attends to itself alone, so the model
+    computes what it computes for the sequence alone, without padding each to the longest.
+
+    Attributes:
+        input_ids: ``int64 [r, w]`` the sequences end to end, then the pad id.
+        position_ids: ``int64 [r, w]`` each sequence's own positions, as the model
+            numbers a sequence alone.
+        segments: ``int64 [r, w]`` the batch row each position holds, ``-1`` on padding.
+        gather: ``int64 [b, L]`` where each position of the padded batch lies in the
+            flattened ``[r * w]`` rows (past a row's end: its last token).
+    """
+
+    input_ids: NDArray[np.int64]
+    position_ids: NDArray[np.int64]
+    segments: NDArray[np.int64]
+    gather: NDArray[np.int64]
 
 
 def plan_batches(
@@ -332,6 +359,92 @@ def plan_batches(
         batches.append(order[start : start + rows])
         start += rows
     return batches
+
+
+def plan_packed(
+    batches: list[NDArray[np.int64]],
+    lengths: NDArray[np.int64],
+    width: int,
+    max_tokens: int,
+) -> tuple[list[NDArray[np.int64]], list[NDArray[np.int64]]]:
+    """Merge the batches smaller than one packed row into packed batches.
+
+    A forward call has a fixed cost (on a CPU, BGE-M3's costs as much as ~35 tokens), so
+    many small batches (a few short texts of different lengths, as a server gets from
+    concurrent clients) are slow; padding them to one length is slow too. Their rows are
+    laid end to end instead (:class:`Packed`), longest first, in rows of ``width`` tokens,
+    ``max_tokens // width`` rows per packed batch.
+
+    Args:
+        batches: The plan of :func:`plan_batches`.
+        lengths: ``int64 [n]`` sequence lengths.
+        width: Tokens per packed row.
+        max_tokens: Token budget of one batch.
+
+    Returns:
+        The batches kept as they are, and the packed ones (index arrays, longest first;
+        :func:`collate_packed` lays them out).
+
+    Example:
+        >>> kept, packed = plan_packed([np.array([0]), np.array([1]), np.array([2])],
+        ...                            np.array([600, 5, 7]), 512, 4096)
+        >>> [b.tolist() for b in kept], [b.tolist() for b in packed]
+        ([[0]], [[2, 1]])
+    """
+    small = [b for b in batches if b.shape[0] * int(lengths[b[0]]) < width]
+    if len(small) < 2:
+        return batches, []
+    kept = [b for b in batches if b.shape[0] * int(lengths[b[0]]) >= width]
+    merged = np.concatenate(small)
+    merged = merged[np.argsort(-lengths[merged], kind="stable")]
+    max_rows = max(1, max_tokens // width)
+    packed, start, rows, fill = [], 0, 1, 0
+    for i, length in enumerate(lengths[merged].tolist()):
+        if fill + length > width:  # next row, or the next batch when this one is full
+            rows, fill = rows + 1, 0
+            if rows > max_rows:
+                packed.append(merged[start:i])
+                start, rows = i, 1
+        fill += length
+    packed.append(merged[start:])
+    return kept, packed
+
+
+def collate_packed(tokenized: Tokenized, indices: NDArray[np.int64], pad_id: int,
+                   width: int, first_position: int) -> Batch:
+    """:func:`collate`, plus the same sequences packed into rows of ``width`` tokens.
+
+    Sequences go end to end in order (longest first), a new row when the next does not
+    fit. ``first_position`` is the position id of a sequence's first token (XLM-R: its
+    pad id + 1); padding gets ``first_position - 1``.
+    """
+    batch = collate(tokenized, indices, pad_id)
+    lengths = batch.lengths.tolist()
+    rows, offsets, row, fill = [], [], 0, 0
+    for length in lengths:
+        if fill + length > width:
+            row, fill = row + 1, 0
+        rows.append(row)
+        offsets.append(fill)
+        fill += length
+    n_rows = row + 1
+    used = np.zeros(n_rows, dtype=np.int64)
+    np.maximum.at(used, rows, np.add(offsets, lengths))
+    wide = int(used.max())
+    input_ids = np.full((n_rows, wide), pad_id, dtype=np.int64)
+    positions = np.full((n_rows, wide), first_position - 1, dtype=np.int64)
+    segments = np.full((n_rows, wide), -1, dtype=np.int64)
+    for k, (i, r, o, n) in enumerate(zip(indices.tolist(), rows, offsets, lengths,
+                                         strict=True)):
+        input_ids[r, o : o + n] = tokenized.ids[i]
+        positions[r, o : o + n] = np.arange(first_position, first_position + n)
+        segments[r, o : o + n] = k
+    starts = np.asarray(rows, dtype=np.int64) * wide + np.asarray(offsets, dtype=np.int64)
+    steps = np.minimum(np.arange(batch.input_ids.shape[1])[None, :],
+                       batch.lengths[:, None] - 1)
+    packed = Packed(input_ids, positions, segments, starts[:, None] + steps)
+    return Batch(batch.indices, batch.input_ids, batch.attention_mask, batch.lengths,
+                 batch.cls_mask, packed)
 
 
 def collate(tokenized: Tokenized, indices: NDArray[np.int64], pad_id: int) -> Batch:

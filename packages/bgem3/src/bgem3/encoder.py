@@ -22,12 +22,15 @@ from numpy.typing import NDArray
 from bgem3._inputs import as_pairs, as_texts, positive_int
 from bgem3._types import EncodeKeywords, EncodeOutput, Encoder, SparseVector
 from bgem3.batching import (
+    PACK_WIDTH,
     Batch,
     Tokenized,
     collate,
+    collate_packed,
     lexical_weights,
     load_tokenizer,
     plan_batches,
+    plan_packed,
     tokenize,
     unique_texts,
 )
@@ -38,7 +41,7 @@ from bgem3.errors import (
     TruncationWarning,
     warn_each_call,
 )
-from bgem3.model import BGEM3Module, load_module
+from bgem3.model import BGEM3Module, PackedInput, load_module
 from bgem3.scoring import SCORE_MODES, fuse_scores, pair_scores
 
 if TYPE_CHECKING:
@@ -308,6 +311,11 @@ class BGEM3:
 
             self._module.backbone = onnx_backbone(self._module.backbone, self.fingerprint,
                                                   self.name)
+        # on a CPU, batches smaller than a packed row are packed (a forward call's fixed
+        # cost outweighs padding's there); accelerators take wide padded batches instead
+        self._packs = self.device.type == "cpu" and backend == "torch" and self._module.packs
+        self._first_position = int(getattr(config, "pad_token_id", 1) or 0) + 1
+        self._pack_width = min(PACK_WIDTH, batch_tokens)
 
     def _compile(self) -> None:
         """Compile the backbone now: for one text, a batch, and (if allowed) a padded batch.
@@ -549,11 +557,17 @@ class BGEM3:
         if show_progress is None:
             show_progress = int(tokenized.lengths.sum()) >= _PROGRESS_MIN_TOKENS
         batches = plan_batches(tokenized.lengths, self.batch_tokens, batch_size, self.max_padding)
+        packed: list[NDArray[np.int64]] = []
+        if self._packs and tokenized.cls_positions is None:
+            batches, packed = plan_packed(batches, tokenized.lengths, self._pack_width,
+                                          self.batch_tokens)
         with tqdm(total=n, disable=not show_progress, unit="text", desc="bgem3") as bar, \
                 torch.inference_mode():
-            for indices in batches:
+            for k, indices in enumerate(batches + packed):
                 started = time.perf_counter()
-                batch = collate(tokenized, indices, self._spec.pad_id)
+                batch = (collate(tokenized, indices, self._spec.pad_id) if k < len(batches)
+                         else collate_packed(tokenized, indices, self._spec.pad_id,
+                                             self._pack_width, self._first_position))
                 result = self._module(
                     torch.from_numpy(batch.input_ids).to(self.device),
                     torch.from_numpy(batch.attention_mask).to(self.device),
@@ -562,6 +576,10 @@ class BGEM3:
                     colbert=colbert,
                     cls_mask=None if batch.cls_mask is None
                     else torch.from_numpy(batch.cls_mask).to(self.device),
+                    packed=None if batch.packed is None else PackedInput(
+                        *(torch.from_numpy(a).to(self.device) for a in (
+                            batch.packed.input_ids, batch.packed.position_ids,
+                            batch.packed.segments, batch.packed.gather))),
                 )
                 dense_np, sparse_np, colbert_np = (
                     None if t is None else t.float().cpu().numpy()
@@ -582,7 +600,8 @@ class BGEM3:
                 stats.forward_s += computed - started
                 stats.postprocess_s += time.perf_counter() - computed
                 stats.batches += 1
-                stats.computed_tokens += int(batch.input_ids.size)
+                stats.computed_tokens += int(batch.input_ids.size if batch.packed is None
+                                             else batch.packed.input_ids.size)
         stats.texts += n
         stats.tokens += int(tokenized.lengths.sum())
         return EncodeOutput(

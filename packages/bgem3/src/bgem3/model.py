@@ -7,6 +7,7 @@ to the three raw outputs, and only the heads that were asked for run.
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,9 @@ from torch import nn
 from bgem3.checkpoint import COLBERT_HEAD, SPARSE_HEAD, Checkpoint, load_head
 from bgem3.errors import CheckpointError
 
-__all__ = ["BGEM3Module", "ModuleOutput", "load_module", "torch_load_refusal"]
+_TRANSFORMERS_MAJOR = int(importlib.metadata.version("transformers").split(".")[0])
+
+__all__ = ["BGEM3Module", "ModuleOutput", "PackedInput", "load_module", "torch_load_refusal"]
 
 
 class LowPrecisionLinear(nn.Module):
@@ -69,6 +72,16 @@ class ModuleOutput:
     colbert: torch.Tensor | None
 
 
+@dataclass(frozen=True)
+class PackedInput:
+    """:class:`~bgem3.batching.Packed` as tensors on the model's device."""
+
+    input_ids: torch.Tensor
+    position_ids: torch.Tensor
+    segments: torch.Tensor
+    gather: torch.Tensor
+
+
 class BGEM3Module(nn.Module):
     """XLM-R backbone with BGE-M3's two linear heads.
 
@@ -92,6 +105,33 @@ class BGEM3Module(nn.Module):
         self.sparse_linear = sparse_linear
         self.compiled = False
 
+    @property
+    def packs(self) -> bool:
+        """Whether the backbone can run packed rows (:class:`PackedInput`) exactly.
+
+        It must take position ids and a 4-D attention mask as given (transformers 5's
+        XLM-R with SDPA or eager attention does; others are not relied on), and run eager.
+        """
+        config = self.config
+        return (not self.compiled and _TRANSFORMERS_MAJOR >= 5
+                and getattr(config, "model_type", "") == "xlm-roberta"
+                and getattr(config, "_attn_implementation", None) in ("sdpa", "eager")
+                and getattr(config, "position_embedding_type", "absolute") == "absolute")
+
+    def _unpack(self, packed: PackedInput) -> torch.Tensor:
+        """The backbone on packed rows, its states gathered back into ``[B, L, hidden]``."""
+        backbone: Any = self.backbone
+        dtype: torch.dtype = backbone.get_input_embeddings().weight.dtype
+        segments = packed.segments
+        alone = segments[:, None, :, None] != segments[:, None, None, :]
+        mask = torch.zeros(alone.shape, dtype=dtype, device=segments.device)
+        mask.masked_fill_(alone, torch.finfo(dtype).min)
+        states = backbone(input_ids=packed.input_ids, attention_mask=mask,
+                               position_ids=packed.position_ids,
+                               return_dict=True).last_hidden_state
+        flat: torch.Tensor = states.reshape(-1, states.shape[-1])
+        return flat[packed.gather]
+
     def compile_backbone(self) -> None:
         """Compile the backbone with ``torch.compile`` (inductor, dynamic shapes, frozen weights).
 
@@ -113,6 +153,7 @@ class BGEM3Module(nn.Module):
         sparse: bool = False,
         colbert: bool = False,
         cls_mask: torch.Tensor | None = None,
+        packed: PackedInput | None = None,
     ) -> ModuleOutput:
         """Run the backbone once and the requested heads on its last hidden state.
 
@@ -124,14 +165,19 @@ class BGEM3Module(nn.Module):
             colbert: Compute per-token ColBERT vectors.
             cls_mask: ``bool [B, L]`` positions whose states are averaged for the dense
                 vector (MCLS); ``None`` uses position 0 alone.
+            packed: The same sequences laid end to end (see :meth:`packs`); the backbone
+                then runs on these, and its states are put back in the padded layout.
 
         Returns:
             The requested outputs; the others are ``None``.
         """
-        with _freezing() if self.compiled else contextlib.nullcontext():
-            hidden = self.backbone(
-                input_ids=input_ids, attention_mask=attention_mask, return_dict=True
-            ).last_hidden_state
+        if packed is not None:
+            hidden = self._unpack(packed)
+        else:
+            with _freezing() if self.compiled else contextlib.nullcontext():
+                hidden = self.backbone(
+                    input_ids=input_ids, attention_mask=attention_mask, return_dict=True
+                ).last_hidden_state
         dense_out = sparse_out = colbert_out = None
         if dense:
             if cls_mask is None:

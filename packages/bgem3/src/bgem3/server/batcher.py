@@ -1,12 +1,26 @@
 """Batching across requests: one model, one worker thread, many concurrent callers.
 
 Requests wait in two queues: *short* ones (every text about ``short_tokens`` tokens or
-less: queries) and *long* ones. The worker takes every waiting short request at once, or
-else the next slice of the long ones (about ``slice_tokens`` tokens), groups what it took
-by what it asks for (kind, ``max_length``, outputs), and encodes each group in one call of
-the model, whose token-budget batches then do the rest. Nothing waits for a timer: a lone
-request is encoded at once, and requests that arrive while the model is busy are encoded
-together next. Long documents go in slices, so a short query waits at most one slice.
+less, a text counting at most its ``max_length``, and at most ``slice_tokens`` in all:
+queries) and *long* ones. Each step of the worker takes work from one queue, and when both
+hold some it takes turns: short requests, then a slice of the long ones, then short ones
+again. So a query waits about one slice behind long documents, and long documents go on
+however many queries come.
+
+A step takes about ``slice_seconds`` of work: as many estimated tokens as the model
+encodes in that time by its recent calls (tokens encoded over seconds taken, a weighted
+average that forgets older calls; ``short_tokens`` before the first call), at most
+``slice_tokens``, and at least one text (one whole request from the short queue). Short
+requests get at least two packed rows' worth (1,024 tokens): a model call's fixed cost
+makes wide steps of short texts the cheapest per text. As token estimates run high, a
+step tends to take a little less than ``slice_seconds``. Long requests are cut into
+slices; short ones are taken whole, in order, and those that do not fit wait for the next
+turn.
+
+A step groups what it took by what it asks for (kind, ``max_length``, outputs) and
+encodes each group in one call of the model, whose token-budget batches then do the
+rest. Nothing waits for a timer: a lone request is encoded at once, and requests that
+arrive while the model is busy are encoded together next.
 
 Each caller gets exactly its own outputs, in its order. A caller that goes away (a client
 that disconnects) has its work dropped from the queue; a full queue refuses new requests
@@ -28,12 +42,16 @@ from typing import Any, Literal
 import numpy as np
 
 from bgem3._types import EncodeOutput, Encoder
+from bgem3.batching import PACK_WIDTH
 from bgem3.errors import TruncationWarning
 from bgem3.server.settings import ServerSettings
 
 __all__ = ["Batcher", "OverloadedError", "estimate_tokens"]
 
 Kind = Literal["query", "document"]
+
+_DECAY = 0.8
+"""How much a model call's tokens and seconds weigh at the next call (the rate's memory)."""
 
 
 class OverloadedError(RuntimeError):
@@ -82,6 +100,7 @@ class Batcher:
         model: The encoder (a loaded :class:`~bgem3.BGEM3`).
         settings: Queue limits and slice sizes.
         on_batch: Called after each model call with ``(rows, tokens, seconds)``.
+        clock: Seconds, for timing the model's calls (tests pass a fake one).
 
     Example (tested in ``tests/server/``)::
 
@@ -92,15 +111,21 @@ class Batcher:
     """
 
     def __init__(self, model: Encoder, settings: ServerSettings,
-                 on_batch: Callable[[int, int, float], None] | None = None) -> None:
+                 on_batch: Callable[[int, int, float], None] | None = None,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         self.model = model
         self.settings = settings
         self.on_batch = on_batch
+        self.clock = clock
         self._short: collections.deque[_Job] = collections.deque()
         self._long: collections.deque[_Job] = collections.deque()
         self._ready = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
+        # only the worker thread reads or writes these
+        self._took_short = False
+        self._tokens = 0.0  # tokens encoded and seconds taken, older calls weighing less
+        self._seconds = 0.0
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -136,7 +161,9 @@ class Batcher:
             asyncio.CancelledError: The caller was cancelled; its work is dropped.
         """
         loop = asyncio.get_running_loop()
-        sizes = [estimate_tokens(t) for t in texts]
+        limit = max_length or (self.model.query_max_length if kind == "query"
+                               else self.model.document_max_length)
+        sizes = [min(estimate_tokens(t), limit) for t in texts]
         job = _Job(kind, list(texts), max_length, (dense, sparse, colbert),
                    loop.create_future(), loop, sizes)
         short = max(sizes, default=0) <= self.settings.short_tokens \
@@ -170,22 +197,56 @@ class Batcher:
             for group in groups.values():
                 self._encode(group)
 
+    def _budget(self) -> int:
+        """Estimated tokens the model encodes in about ``slice_seconds``."""
+        if self._seconds <= 0:
+            return self.settings.short_tokens  # nothing measured yet
+        rate = self._tokens / self._seconds
+        return max(1, min(int(rate * self.settings.slice_seconds), self.settings.slice_tokens))
+
+    def _learn(self, tokens: int, seconds: float) -> None:
+        self._tokens = _DECAY * self._tokens + tokens
+        self._seconds = _DECAY * self._seconds + seconds
+
     def _take(self) -> list[_Slice]:
-        """What the next step encodes: every short request, or a slice of the long ones."""
+        """What the next step encodes: short requests or a slice of the long ones, in turn."""
         for queue in (self._short, self._long):
             while queue and queue[0].cancelled:
                 queue.popleft()
-        if self._short:
-            taken = [_Slice(job, 0, len(job.texts)) for job in self._short if not job.cancelled]
-            self._short.clear()
-            return taken
-        taken, budget = [], self.settings.slice_tokens
-        while self._long and budget > 0:
+        # short after long and long after short while both wait; else whichever has work
+        self._took_short = bool(self._short) and not (self._long and self._took_short)
+        return self._take_short() if self._took_short else self._take_long()
+
+    def _take_short(self) -> list[_Slice]:
+        """Whole short requests, in order, while they fit the budget (at least one)."""
+        taken: list[_Slice] = []
+        # a model call's fixed cost makes wide steps of short texts the cheapest per text
+        # (a CPU packs them into rows of 512 tokens): two rows' worth unless capped lower
+        budget = max(self._budget(), min(2 * PACK_WIDTH, self.settings.slice_tokens))
+        while self._short and (not taken or sum(self._short[0].sizes) <= budget):
+            job = self._short.popleft()
+            if not job.cancelled:
+                budget -= sum(job.sizes)
+                taken.append(_Slice(job, 0, len(job.texts)))
+        return taken
+
+    def _take_long(self) -> list[_Slice]:
+        """The next texts of the long requests, in order, while they fit (at least one)."""
+        taken: list[_Slice] = []
+        budget = self._budget()
+        while self._long:
             job = self._long[0]
+            if job.cancelled:
+                self._long.popleft()
+                continue
             start = stop = job.done
-            while stop < len(job.texts) and (stop == start or budget >= job.sizes[stop]):
+            first = not taken  # a step takes at least one text, however long
+            while stop < len(job.texts) and (budget >= job.sizes[stop]
+                                             or (first and stop == start)):
                 budget -= job.sizes[stop]
                 stop += 1
+            if stop == start:
+                break  # the budget is spent
             taken.append(_Slice(job, start, stop))
             job.done = stop
             if stop < len(job.texts):
@@ -203,7 +264,7 @@ class Batcher:
         dense, sparse, colbert = first.outputs
         encode = (self.model.encode_queries if first.kind == "query"
                   else self.model.encode_documents)
-        started = time.perf_counter()
+        started = self.clock()
         try:
             with warnings.catch_warnings():  # truncation is reported per request instead
                 warnings.simplefilter("ignore", TruncationWarning)
@@ -213,9 +274,11 @@ class Batcher:
             for part in live:
                 _resolve(part.job, exc)
             return
+        seconds = self.clock() - started
+        tokens = int(output.tokens.sum()) if output.tokens is not None else 0
+        self._learn(tokens or sum(sum(p.job.sizes[p.start : p.stop]) for p in live), seconds)
         if self.on_batch is not None:
-            tokens = int(output.tokens.sum()) if output.tokens is not None else 0
-            self.on_batch(len(texts), tokens, time.perf_counter() - started)
+            self.on_batch(len(texts), tokens, seconds)
         offset = 0
         for part in live:
             size = part.stop - part.start
