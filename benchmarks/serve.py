@@ -21,9 +21,10 @@ completions in the window it does not depend on where a batching server's rounds
 References (``BGEM3`` in this process, ``torch.set_num_threads(--threads)``):
   one at a time  each text in its own ``encode_queries`` / ``encode_documents`` call
   one batch      all the texts in one call (the model's token-budget batches)
-  16 at a time   queries in calls of ``--group``, with the model's padding policy (on CPU,
-                 ``max_padding=0``: only texts of equal length share a forward) and padded
-                 (``max_padding=1``): the batching gain a server can reach at that many clients
+  16 at a time   queries in calls of ``--group``, with the model's own batching (on CPU:
+                 texts of equal length share a forward, the rest are packed end to end in
+                 rows of 512 tokens) and padded (``max_padding=1``): the batching gain a
+                 server can reach at that many clients
 and, for Q and P, an interleaved A/B for the one-client overhead: each text sent to the
 server (one keep-alive connection, from this process) and encoded in-process, alternately.
 
@@ -649,8 +650,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:<4}{'one batch':<26}{len(texts):>6}{batch['texts_per_s']:>9.1f}"
                   f"{'':>9}{'':>9}  {batch['cpu_other']:.0f}")
             if name == "Q" and args.group:
-                # what a server batching --group queries reaches: with the model's padding
-                # policy (max_padding, 0 on CPU: only equal lengths share a forward), and padded
+                # what a server batching --group queries reaches: with the model's own
+                # batching (on CPU: equal lengths share a forward, the rest packed), and padded
                 default_padding = model.max_padding
                 for label, padding in (("", default_padding), (", padded", 1.0)):
                     model.max_padding = padding

@@ -261,3 +261,47 @@ def test_a_slice_is_what_the_model_encodes_in_slice_seconds(
 def test_slice_seconds_must_be_a_positive_number(seconds: object) -> None:
     with pytest.raises(ValueError, match="slice_seconds must be a positive number"):
         ServerSettings(slice_seconds=seconds)  # type: ignore[arg-type]
+
+
+class SlowQueries(Gated):
+    """The tiny model on a fake clock: every queries call takes one second."""
+
+    def __init__(self, model: BGEM3) -> None:
+        super().__init__(model)
+        self.now = 0.0
+
+    def clock(self) -> float:
+        return self.now
+
+    def encode_queries(self, texts: list[str], **options: Any) -> EncodeOutput:
+        output = super().encode_queries(texts, **options)
+        self.now += 1.0
+        return output
+
+
+def test_callers_answered_together_are_batched_together_again(model: BGEM3) -> None:
+    slow = SlowQueries(model)
+    batcher = Batcher(slow, ServerSettings(), clock=slow.clock)  # type: ignore[arg-type]
+
+    async def run() -> None:
+        first = asyncio.ensure_future(batcher.encode("query", ["first"]))
+        await asyncio.sleep(0.05)  # "first" is at the gate: a, b, c queue behind it
+        together = asyncio.gather(*(batcher.encode("query", [t]) for t in "abc"))
+        await asyncio.sleep(0.05)
+        slow.gate.set()
+        await asyncio.gather(first, together)  # answered together (a step of three)
+        # they come back one by one: the worker waits a little for all three
+        d = asyncio.ensure_future(batcher.encode("query", ["d"]))
+        await asyncio.sleep(0.005)
+        await asyncio.gather(d, *(batcher.encode("query", [t]) for t in "ef"))
+        alone = batcher.clock()
+        await batcher.encode("query", ["g"])  # a lone caller now: one step of one
+        await batcher.encode("query", ["h"])
+        assert batcher.clock() == alone + 2
+
+    batcher.start()
+    try:
+        asyncio.run(run())
+    finally:
+        batcher.stop()
+    assert slow.calls == [["first"], ["a", "b", "c"], ["d", "e", "f"], ["g"], ["h"]]

@@ -19,8 +19,10 @@ turn.
 
 A step groups what it took by what it asks for (kind, ``max_length``, outputs) and
 encodes each group in one call of the model, whose token-budget batches then do the
-rest. Nothing waits for a timer: a lone request is encoded at once, and requests that
-arrive while the model is busy are encoded together next.
+rest. A lone request is encoded at once, and requests that arrive while the model is busy
+are encoded together next. The one wait: when the last short step answered several
+callers, the next waits for them to come back (at most a tenth of that step, and 50 ms),
+so that clients answered together stay batched together.
 
 Each caller gets exactly its own outputs, in its order. A caller that goes away (a client
 that disconnects) has its work dropped from the queue; a full queue refuses new requests
@@ -52,6 +54,12 @@ Kind = Literal["query", "document"]
 
 _DECAY = 0.8
 """How much a model call's tokens and seconds weigh at the next call (the rate's memory)."""
+
+_REGATHER_SHARE = 0.1
+"""Longest wait for the last short step's callers to come back, as a share of its time."""
+
+_REGATHER_MAX = 0.05
+"""... and in seconds."""
 
 
 class OverloadedError(RuntimeError):
@@ -126,6 +134,7 @@ class Batcher:
         self._took_short = False
         self._tokens = 0.0  # tokens encoded and seconds taken, older calls weighing less
         self._seconds = 0.0
+        self._short_step = (0, 0.0)  # requests the last short step took, and its seconds
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -190,12 +199,35 @@ class Batcher:
                     self._ready.wait()
                 if self._stopping and not self._short and not self._long:
                     return
+                self._regather()
                 slices = self._take()
+            started = self.clock()
             groups: dict[tuple[Any, ...], list[_Slice]] = {}
             for part in slices:
                 groups.setdefault(part.job.key, []).append(part)
             for group in groups.values():
                 self._encode(group)
+            if self._took_short:
+                self._short_step = (len(slices), self.clock() - started)
+
+    def _regather(self) -> None:
+        """Before a short step, wait briefly for the callers the last one answered.
+
+        Clients that got their answers together send their next requests together, but
+        not at the same instant: taking the first arrival alone would split one wide step
+        into a narrow one and the rest. So while fewer short requests wait than the last
+        short step took, the worker waits for them, at most a tenth of that step's time
+        and 50 ms. A lone client (a step of one) never waits. Called under the lock.
+        """
+        expected, seconds = self._short_step
+        if not self._short or (self._long and self._took_short) or expected <= 1:
+            return
+        deadline = time.monotonic() + min(_REGATHER_SHARE * seconds, _REGATHER_MAX)
+        while len(self._short) < expected and not self._stopping:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._ready.wait(left)
 
     def _budget(self) -> int:
         """Estimated tokens the model encodes in about ``slice_seconds``."""
