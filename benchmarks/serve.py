@@ -26,7 +26,8 @@ References (``BGEM3`` in this process, ``torch.set_num_threads(--threads)``):
                  rows of 512 tokens) and padded (``max_padding=1``): the batching gain a
                  server can reach at that many clients
 and, for Q and P, an interleaved A/B for the one-client overhead: each text sent to the
-server (one keep-alive connection, from this process) and encoded in-process, alternately.
+server (one keep-alive connection, from this process) and encoded in-process, alternately,
+0.1 s apart (so that neither side runs while the other's idle OpenMP threads still spin).
 
 Each load point also reads the server's ``/metrics``: texts per model call (how requests
 were batched together) and the time a request spent in the server.
@@ -427,6 +428,10 @@ def in_groups(encode: Any, texts: list[str], outputs: dict[str, bool], size: int
             "group": size}
 
 
+SETTLE_S = 0.1
+"""Pause before each side of the one-client A/B (idle OpenMP threads stop spinning)."""
+
+
 def ab_overhead(encode: Any, kind: str, url: str, texts: list[str], outputs: dict[str, bool],
                 rounds: int) -> dict[str, float]:
     """Each text to the server and in-process, alternately (which goes first alternates)."""
@@ -439,6 +444,9 @@ def ab_overhead(encode: Any, kind: str, url: str, texts: list[str], outputs: dic
             for i, text in enumerate(texts):
                 payload = body(text, kind, outputs)
                 for side in ((0, 1) if (r + i) % 2 == 0 else (1, 0)):
+                    # both sides' OpenMP threads spin for a while after a forward pass: let
+                    # them go idle, so neither side runs while the other's threads spin
+                    time.sleep(SETTLE_S)
                     t0 = time.perf_counter()
                     if side == 0:
                         response = client.post(ROUTE, content=payload, headers=headers)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 # Tests never touch the network: the hub client must only ever look at its cache.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# fingerprint digests of the test checkpoints stay out of the user's cache
-os.environ.setdefault("BGEM3_CACHE_DIR", tempfile.mkdtemp(prefix="bgem3-cache-"))
+# fingerprint digests of the test checkpoints stay out of the user's cache, and go at exit
+if "BGEM3_CACHE_DIR" not in os.environ:
+    os.environ["BGEM3_CACHE_DIR"] = tempfile.mkdtemp(prefix="bgem3-cache-")
+    atexit.register(shutil.rmtree, os.environ["BGEM3_CACHE_DIR"], ignore_errors=True)
 
-import shutil
 from pathlib import Path
 
 import pytest
