@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from bgem3.batching import (
+    CHARS_PER_TOKEN,
     MCLS_STRIDE,
     M3Tokenizer,
+    TokenizerSpec,
     collate,
     collate_packed,
     lexical_weights,
@@ -18,6 +22,8 @@ from bgem3.batching import (
 )
 from bgem3.errors import CheckpointError, TruncationWarning
 from bgem3.testing import random_texts
+
+from tests.core.tokenizer_data import TIED_RUNS, tied_runs_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -124,27 +130,95 @@ def test_lexical_weights_keep_the_largest_weight_per_id_and_drop_specials() -> N
     assert lexical_weights(weights[:0], ids[:0], (0, 1, 2, 3)) == []
 
 
+class _Recording:
+    """A tokenizer that records the length of every text it is given."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+        self.seen: list[int] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.backend, name)
+
+    def encode_batch(self, texts: list[str], add_special_tokens: bool = False) -> Any:
+        self.seen.extend(len(t) for t in texts)
+        return self.backend.encode_batch(texts, add_special_tokens=add_special_tokens)
+
+
+def _whole(backend: Any, text: str, budget: int) -> list[int]:
+    return list(backend.encode_batch([text], add_special_tokens=False)[0].ids[:budget])
+
+
 def test_a_huge_text_is_tokenized_only_as_far_as_needed(tiny_path: Path) -> None:
     tokenizer = load_tokenizer(tiny_path)
     backend, spec = tokenizer.backend, tokenizer.spec
-    seen: list[int] = []
-
-    class Recording:
-        def __init__(self, backend: object) -> None:
-            self.backend = backend
-
-        def encode_batch(self, texts: list[str], add_special_tokens: bool = False):  # type: ignore[no-untyped-def]
-            seen.extend(len(t) for t in texts)
-            return self.backend.encode_batch(texts, add_special_tokens=add_special_tokens)  # type: ignore[attr-defined]
-
+    recording = _Recording(backend)
     huge = " ".join(random_texts(20000, min_words=20, max_words=40, seed=2))  # ~4 MB
-    bounded = tokenize(Recording(backend), [huge, "short"], spec, 512)
-    assert max(seen) < 20 * 512 * 2
-    full = backend.encode_batch([huge], add_special_tokens=False)[0].ids[:510]
-    assert bounded.ids[0][1:-1].tolist() == full and bounded.n_truncated == 1
+    bounded = tokenize(recording, [huge, "short"], spec, 512)
+    assert max(recording.seen) < 20 * 512 * 2
+    assert bounded.ids[0][1:-1].tolist() == _whole(backend, huge, 510)
+    assert bounded.n_truncated == 1
     spaces = "word " + " " * 100000 + "end " * 600  # long whitespace: the cut is undone
     assert tokenize(backend, [spaces], spec, 512).ids[0][1:-1].tolist() == \
-        backend.encode_batch([spaces], add_special_tokens=False)[0].ids[:510]
+        _whole(backend, spaces, 510)
+    # runs without spaces, verified rather than read whole (this vocabulary has no ties)
+    for run in ("日本東京" * 250000, "QUJDRUZH" * 100000, "word " + "a" * 10**6):
+        recording.seen.clear()
+        bounded = tokenize(recording, [run], spec, 512)
+        assert bounded.ids[0][1:-1].tolist() == _whole(backend, run, 510)
+        assert bounded.n_truncated == 1 and max(recording.seen) < 20 * 512 * 2
+
+
+@pytest.fixture(scope="module")
+def tied(tiny_path: Path, tmp_path_factory: pytest.TempPathFactory) -> M3Tokenizer:
+    return load_tokenizer(tied_runs_checkpoint(tiny_path,
+                                               tmp_path_factory.mktemp("tied") / "tied"))
+
+
+@pytest.mark.parametrize("script", list(TIED_RUNS))
+def test_long_runs_without_spaces_keep_the_whole_texts_tokens(tied: M3Tokenizer,
+                                                              script: str) -> None:
+    text, budget = TIED_RUNS[script], 126
+    whole = _whole(tied.backend, text, budget)
+    # the premise: cut at the length limit, the run starts with other tokens
+    assert _whole(tied.backend, text[: CHARS_PER_TOKEN * (budget + 1)], budget) != whole
+    out = tokenize(tied.backend, [text, "paris"], tied.spec, budget + 2)
+    assert out.ids[0][1:-1].tolist() == whole and out.n_truncated == 1
+    assert tied.hf(text, truncation=True, max_length=budget + 2)["input_ids"] == \
+        out.ids[0].tolist()
+
+
+def _normalizing_tokenizer() -> Any:
+    """Unigram after NFKC (which expands ㍿ and composes e + U+0301), with tied pieces."""
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers
+    from tokenizers.models import Unigram
+
+    pieces: dict[str, float] = {"<s>": 0.0, "<pad>": 0.0, "</s>": 0.0, "<unk>": 0.0, "▁": -4.0}
+    for char in "ab日本ア株式会社eé":
+        pieces[char], pieces["▁" + char] = -3.5, -3.0
+    pieces.update({"aa": -7.0, "aaa": -10.5, "ab": -7.0, "ba": -7.0, "日本": -7.0,
+                   "本日": -7.0, "株式会社": -9.0, "アア": -7.0})
+    backend = Tokenizer(Unigram(list(pieces.items()), unk_id=3, byte_fallback=False))
+    backend.normalizer = normalizers.NFKC()
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    backend.add_special_tokens(["<s>", "</s>"])
+    return backend
+
+
+def test_random_long_texts_keep_the_whole_texts_tokens() -> None:
+    backend = _normalizing_tokenizer()
+    spec = TokenizerSpec(cls_id=0, eos_id=2, pad_id=1, unk_id=3)
+    rng = random.Random(0)
+    parts = ["a", "b", "日", "本", "ｱ", "㍿", "e\u0301", " ", "<s>"]
+    for _ in range(200):
+        weights = [rng.random() for _ in parts]
+        weights[parts.index(" ")] *= rng.choice([0.0, 0.0, 0.01])  # mostly no space at all
+        text = "".join(rng.choices(parts, weights, k=rng.randint(300, 3000)))
+        if rng.random() < 0.3:
+            text = rng.choice(["a", "ab", "日本"]) * rng.randint(500, 2000)
+        max_length = rng.choice([8, 16, 64])
+        out = tokenize(backend, [text], spec, max_length)
+        assert out.ids[0][1:-1].tolist() == _whole(backend, text, max_length - 2), text[:40]
 
 
 def test_plan_packed_merges_only_small_batches_and_respects_the_budget() -> None:

@@ -172,3 +172,19 @@ def test_compute_score_colbert_padding_difference(tiny_path: Any, tmp_path: Any)
         assert ours["colbert"][k] == pytest.approx(best.mean(), abs=ATOL)
         assert ref["colbert"][k] == pytest.approx(np.maximum(best, 0).mean(), abs=ATOL)
         assert ref["colbert"][k] > ours["colbert"][k] + 1e-4
+
+
+def test_long_runs_without_spaces_parity(tiny_path: Any, tmp_path: Any) -> None:
+    """Texts past the length at which we cut before tokenizing, without a space to cut at."""
+    from FlagEmbedding import BGEM3FlagModel
+
+    from tests.core.tokenizer_data import TIED_RUNS, tied_runs_checkpoint
+
+    path = tied_runs_checkpoint(tiny_path, tmp_path / "tied")
+    texts = list(TIED_RUNS.values())
+    flag_model = BGEM3FlagModel(str(path), use_fp16=False, devices="cpu")
+    ref = _flag_encode(flag_model, texts, max_length=128)
+    with pytest.warns(bgem3.TruncationWarning):
+        out = BGEM3(path, device="cpu", dtype="float32").encode(
+            texts, dense=True, sparse=True, colbert=True, max_length=128)
+    _assert_parity(ref, out)

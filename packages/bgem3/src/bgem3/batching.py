@@ -9,8 +9,12 @@ sparse head: a padded batch's per-token weights to one vector per row.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import re
 import warnings
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -218,7 +222,21 @@ def tokenize(
 
 
 CHARS_PER_TOKEN = 16
-"""Characters tokenized per token a text may keep: longer texts are cut first (at a space)."""
+"""Characters tokenized per token a text may keep: longer texts are cut first (exactly: see
+:func:`_encode_bounded`)."""
+
+_SEGMENTING_PRE_TOKENIZERS = frozenset({"Sequence", "Metaspace", "WhitespaceSplit"})
+"""Pre-tokenizers that split only at whitespace (and SentencePiece's ``▁``): a cut inside a
+run of other characters can be verified (:func:`_verified_cut`)."""
+
+_META = "\u2581"
+"""SentencePiece's word marker ``▁``: Metaspace splits at it as at a space."""
+
+_WINDOW_MARGIN = 8
+"""Characters around a verified cut that must be plain too (no added token, local normalization)."""
+
+_WINDOW_TRIES = 4
+"""Stretches of plain characters tried for a verified cut before reading the run to its end."""
 
 
 def clean_text(text: str) -> str:
@@ -234,10 +252,21 @@ def clean_text(text: str) -> str:
 def _encode_bounded(backend: Any, texts: list[str], budget: int) -> list[Any]:
     """Tokenize ``texts``, reading no more of each than its first ``budget`` tokens need.
 
-    A text longer than ``CHARS_PER_TOKEN * (budget + 1)`` characters is cut at a space
-    first (words are tokenized independently, so the tokens before the cut are those of
-    the whole text); if the cut leaves too few tokens (long runs of whitespace), the whole
-    text is tokenized after all. Texts with unpaired surrogates are cleaned, with a warning.
+    The first ``budget`` tokens (and whether there are more) are always those of the whole
+    text. A text longer than ``CHARS_PER_TOKEN * (budget + 1)`` characters (the limit) is
+    tokenized only as far as a cut that provably keeps them:
+
+    1. At the last space before the limit, when the words before it give more than
+       ``budget`` tokens: the pre-tokenizer splits at spaces and tokenizes each word on its
+       own, so those words' tokens do not depend on what follows. One tokenization, as for
+       a short text: this settles almost every long text.
+    2. Inside a run without spaces that crosses the limit (CJK or Thai text, base64, a
+       repeated character), only when :func:`_verified_cut` proves the cut: a Unigram
+       model segments a whole run at once, and its first tokens can depend on where the
+       run ends.
+    3. Otherwise at the end of that run (the next space), or nowhere: the whole text.
+
+    Texts with unpaired surrogates are cleaned, with a warning.
     """
     # checked here, not left to the tokenizer: recent tokenizers refuse unpaired surrogates
     # with a TypeError, older ones (0.20) encode them silently
@@ -248,20 +277,167 @@ def _encode_bounded(backend: Any, texts: list[str], budget: int) -> list[Any]:
         replace = set(bad)
         texts = [clean_text(t) if i in replace else t for i, t in enumerate(texts)]
     limit = CHARS_PER_TOKEN * (budget + 1)
-    cut = {i: _cut(t, limit) for i, t in enumerate(texts) if len(t) > limit}
-    inputs = [cut.get(i, t) for i, t in enumerate(texts)]
-    encodings = backend.encode_batch(inputs, add_special_tokens=False)
-    short = [i for i in cut if len(encodings[i].ids) <= budget]
-    if short:
-        again = backend.encode_batch([texts[i] for i in short], add_special_tokens=False)
-        for i, encoding in zip(short, again, strict=True):
-            encodings[i] = encoding
-    return list(encodings)
+    cuts = {i: _cut(t, limit) for i, t in enumerate(texts) if len(t) > limit}
+    inputs = [t[: cuts[i]] if i in cuts else t for i, t in enumerate(texts)]
+    encodings = list(backend.encode_batch(inputs, add_special_tokens=False))
+    for i, cut in cuts.items():
+        if texts[i][cut] == " " and len(encodings[i].ids) > budget:
+            continue  # whole words, enough of them (case 1)
+        head = encodings[i] if cut == limit else None
+        encodings[i] = _encode_long(backend, texts[i], budget, limit, head)
+    return encodings
 
 
-def _cut(text: str, limit: int) -> str:
+def _cut(text: str, limit: int) -> int:
+    """Where to cut ``text`` first: its last space before ``limit``, else ``limit``."""
     space = text.rfind(" ", 0, limit)
-    return text[: space if space > 0 else limit]
+    return space if space > 0 else limit
+
+
+def _encode_one(backend: Any, text: str) -> Any:
+    return backend.encode_batch([text], add_special_tokens=False)[0]
+
+
+def _encode_long(backend: Any, text: str, budget: int, limit: int, head: Any | None) -> Any:
+    """Cases 2 and 3 of :func:`_encode_bounded` for one text (``head``: ``text[:limit]``'s)."""
+    if head is None:
+        head = _encode_one(backend, text[:limit])
+    facts = _cut_facts(backend)
+    if facts is not None and len(head.ids) > budget:
+        verified = _verified_cut(backend, text, budget, limit, head, facts)
+        if verified is not None:
+            return verified
+    end = text.find(" ", limit)  # the end of the run that crosses the limit
+    if end != -1:
+        encoding = head if end == limit else _encode_one(backend, text[:end])
+        if len(encoding.ids) > budget:
+            return encoding
+    return _encode_one(backend, text)
+
+
+@dataclass(frozen=True)
+class _CutFacts:
+    """What verifying a cut needs to know of a tokenizer.
+
+    Attributes:
+        longest_piece: Characters in the vocabulary's longest piece.
+        added: The added tokens' texts (matched in the raw text before the model runs).
+    """
+
+    longest_piece: int
+    added: tuple[str, ...]
+
+
+_FACTS: weakref.WeakKeyDictionary[Any, _CutFacts | None] = weakref.WeakKeyDictionary()
+
+
+def _cut_facts(backend: Any) -> _CutFacts | None:
+    """The facts of a Unigram tokenizer that pre-tokenizes at whitespace; ``None`` for others.
+
+    A BPE or WordPiece model may change the start of a word for its end too (WordPiece
+    replaces a whole word with ``[UNK]``), with no bound on how far back: their runs are
+    read to the end.
+    """
+    try:
+        return _FACTS[backend]
+    except (KeyError, TypeError):
+        pass
+    facts = None
+    pre = getattr(backend, "pre_tokenizer", None)
+    if type(getattr(backend, "model", None)).__name__ == "Unigram" and pre is not None:
+        try:
+            kinds = _types_in(json.loads(pre.__getstate__()))
+        except (AttributeError, TypeError, ValueError):
+            kinds = {"unknown"}
+        if kinds <= _SEGMENTING_PRE_TOKENIZERS:
+            pieces = backend.get_vocab(with_added_tokens=False)
+            added = tuple(t.content for t in backend.get_added_tokens_decoder().values())
+            facts = _CutFacts(max(map(len, pieces), default=1), added)
+    with contextlib.suppress(TypeError):
+        _FACTS[backend] = facts
+    return facts
+
+
+def _types_in(description: Any) -> set[str]:
+    """Every ``"type"`` in a pre-tokenizer's JSON description (a ``Sequence`` nests them)."""
+    found: set[str] = set()
+    if isinstance(description, dict):
+        found.add(str(description.get("type")))
+        description = list(description.values())
+    if isinstance(description, list):
+        for item in description:
+            if isinstance(item, (dict, list)):
+                found |= _types_in(item)
+    return found
+
+
+def _verified_cut(backend: Any, text: str, budget: int, limit: int, head: Any,
+                  facts: _CutFacts) -> Any | None:
+    """The encoding of a prefix of ``text`` proved to start with the whole text's tokens.
+
+    Why a cut can be proved: Unigram segments each pre-token (here: a run without
+    whitespace) by Viterbi. Scanning the run, it keeps for every position the best way to
+    reach it (one last token and the position before it); tokenizing the run's first ``j``
+    characters gives exactly that best way to ``j``, and the whole run's tokens are the
+    best way to its end, traced back. Each token covers at most ``L`` characters (the
+    longest piece), so the trace back from the end stops at one of any ``L`` consecutive
+    positions of the run, say ``j``, and from there on it *is* the best way to ``j``. Hence
+    when the cuts at ``L`` consecutive positions inside one run all give the same first
+    ``budget`` tokens, and more than ``budget``, so does the whole text, whatever follows.
+
+    The ``L`` cuts are placed a little past the ``budget``-th token of ``head`` (short
+    prefixes, cheap to tokenize), in the first stretch (of a few tried) whose characters
+    are plain: no whitespace, no ``▁``, no added token, and a normalizer that maps them
+    one to one, the same in a prefix as in the whole (a character it expands, drops or
+    composes with its neighbour disqualifies the stretch).
+
+    Returns:
+        The encoding of the first cut, or ``None`` when no such window is found or the
+        cuts disagree (a run whose segmentation depends on its end, such as one character
+        repeated): the caller then reads the run to its end.
+    """
+    longest = facts.longest_piece
+    margin = max([_WINDOW_MARGIN, *map(len, facts.added)])
+    span = longest + 2 * margin
+    offsets = head.offsets
+    after = offsets[min(len(offsets) - 1, budget + max(16, budget // 8))][1]
+    plain = re.compile(rf"\S{{{span}}}")
+    start, first = max(0, after - margin), -1
+    for _ in range(_WINDOW_TRIES):
+        window = plain.search(text, start, min(len(text), 2 * limit))
+        if window is None:
+            return None
+        region = window.group()
+        if (_META not in region and not any(token and token in region for token in facts.added)
+                and _normalized_in_place(getattr(backend, "normalizer", None), region, margin,
+                                         longest)):
+            first = window.start() + margin
+            break
+        start = window.end() - margin
+    if first < 0:
+        return None
+    cuts = backend.encode_batch([text[: first + j] for j in range(longest)],
+                                add_special_tokens=False)
+    kept = cuts[0].ids[:budget]
+    if all(len(cut.ids) > budget and cut.ids[:budget] == kept for cut in cuts):
+        return cuts[0]
+    return None
+
+
+def _normalized_in_place(normalizer: Any, region: str, margin: int, longest: int) -> bool:
+    """Whether ``normalizer`` maps ``region`` character by character, prefixes included.
+
+    Checked on the cuts' neighbourhood only: every prefix ending at a cut
+    (``region[:margin + j]``) must normalize to the start of the whole region's
+    normalization, which has one character per character and no whitespace.
+    """
+    if normalizer is None:
+        return True
+    whole = normalizer.normalize_str(region)
+    if len(whole) != len(region) or _META in whole or any(c.isspace() for c in whole):
+        return False
+    return all(normalizer.normalize_str(region[:j]) == whole[:j]
+               for j in range(margin, margin + longest + 1))
 
 
 def _is_valid(text: str) -> bool:
