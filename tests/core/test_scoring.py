@@ -123,3 +123,38 @@ def test_colbert_scores_explains_shapes() -> None:
         colbert_scores(np.zeros((2, 3, 4)), [np.zeros((2, 4))])
     with pytest.raises(ValueError, match="wrap it in a list"):
         colbert_scores(np.zeros((3, 4)), np.zeros((2, 4)))  # type: ignore[arg-type]
+
+
+def test_colbert_scores_refuse_one_3d_array_of_documents() -> None:
+    query, docs = np.eye(2, 4, dtype=np.float32), np.ones((3, 5, 4), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"one 3-d array of shape \(3, 5, 4\).*list\(documents\)"):
+        colbert_scores(query, docs)  # type: ignore[arg-type]
+    assert colbert_scores(query, list(docs)).tolist() == [1.0, 1.0, 1.0]
+    objects = np.empty(2, dtype=object)
+    objects[0], objects[1] = docs[0], docs[1, :2]
+    assert colbert_scores(query, objects).tolist() == [1.0, 1.0]  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"got shape \(5, 4, 1\) \(document 1\)"):
+        colbert_scores(query, [docs[0], docs[1][:, :, None]])
+
+
+@pytest.mark.filterwarnings("error")  # no RuntimeWarning from a mean over nothing
+def test_maxsim_refuses_an_empty_query() -> None:
+    document = np.ones((3, 4), dtype=np.float32)
+    for scorer in (lambda q: maxsim(q, document), lambda q: colbert_scores(q, [document]),
+                   lambda q: packed_colbert_scores(q, document, np.array([3]))):
+        with pytest.raises(ValueError, match="the query has no ColBERT vectors"):
+            scorer(np.zeros((0, 4), dtype=np.float32))
+
+
+def test_flagembedding_dicts_are_refused_with_the_conversion() -> None:
+    flag = {"5": 0.5, "9": 1.0}  # FlagEmbedding's lexical_weights: str(token_id) keys
+    vector = SparseVector.from_dict({9: 0.25})
+    with pytest.raises(TypeError, match=r"query must be a SparseVector, got a dict.*from_dict"):
+        lexical_matching_score(flag, vector)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"document must be a SparseVector"):
+        lexical_matching_score(vector, flag)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"documents\[1\] must be a SparseVector, got a dict"):
+        sparse_scores([vector], [vector, flag])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="wrap it in a list"):
+        sparse_scores(vector, [vector])  # type: ignore[arg-type]
+    assert lexical_matching_score(SparseVector.from_dict(flag), vector) == 0.25

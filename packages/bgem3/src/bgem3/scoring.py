@@ -8,7 +8,7 @@ product, ColBERT MaxSim over many documents is one matrix product and one segmen
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -70,11 +70,20 @@ def lexical_matching_score(query: SparseVector, document: SparseVector) -> float
     Returns:
         The score (0.0 when no token is shared).
 
+    Raises:
+        TypeError: An argument that is not a :class:`SparseVector`, such as FlagEmbedding's
+            ``{"token_id": weight}`` dict: convert it with :meth:`SparseVector.from_dict`
+            (string keys of digits are read as ids). Dicts are refused rather than guessed
+            at: keys are ``int`` ids everywhere in bgem3, and ``{5: w}`` and ``{"5": w}``
+            would otherwise both look plausible.
+
     Example:
         >>> q = SparseVector.from_dict({5: 0.5, 9: 1.0})
         >>> lexical_matching_score(q, SparseVector.from_dict({9: 0.25, 11: 3.0}))
         0.25
     """
+    _check_sparse(query, "query")
+    _check_sparse(document, "document")
     _, qi, di = np.intersect1d(query.indices, document.indices, assume_unique=True,
                                return_indices=True)
     return float(np.dot(query.values[qi].astype(np.float64), document.values[di]))
@@ -94,12 +103,22 @@ def sparse_scores(
     Returns:
         ``float32 [m, n]`` scores.
 
+    Raises:
+        TypeError: An item that is not a :class:`SparseVector` (see
+            :func:`lexical_matching_score`).
+
     Example:
         >>> q = [SparseVector.from_dict({1: 2.0})]
         >>> d = [SparseVector.from_dict({1: 0.5, 2: 1.0}), SparseVector.from_dict({3: 1.0})]
         >>> sparse_scores(q, d).tolist()
         [[1.0, 0.0]]
     """
+    for name, vectors in (("queries", queries), ("documents", documents)):
+        if isinstance(vectors, (SparseVector, Mapping)):
+            raise TypeError(f"{name} must be a list of SparseVector, got one "
+                            f"{type(vectors).__name__} (wrap it in a list)")
+        for i, vector in enumerate(vectors):
+            _check_sparse(vector, f"{name}[{i}]")
     vocab = 1 + max(
         (int(v.indices[-1]) for v in (*queries, *documents) if len(v)), default=0
     )
@@ -111,11 +130,14 @@ def maxsim(query: NDArray[np.floating], document: NDArray[np.floating]) -> float
     """ColBERT late interaction: mean over query vectors of their best dot product.
 
     Args:
-        query: ``[t_q, d]`` query token vectors.
+        query: ``[t_q, d]`` query token vectors (``t_q >= 1``).
         document: ``[t_d, d]`` document token vectors (``t_d >= 1``).
 
     Returns:
         The score.
+
+    Raises:
+        ValueError: As :func:`colbert_scores`.
 
     Example:
         >>> maxsim(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([[1.0, 0.0], [0.0, -1.0]]))
@@ -135,14 +157,17 @@ def colbert_scores(
     best match per query token. No padding, so no mask is needed.
 
     Args:
-        query: ``[t_q, d]`` query token vectors.
-        documents: ``n`` arrays ``[t_i, d]``, each with ``t_i >= 1``.
+        query: ``[t_q, d]`` query token vectors, ``t_q >= 1``.
+        documents: ``n`` arrays ``[t_i, d]``, each with ``t_i >= 1`` (a list, not one
+            array: a 3-d ``[n, t, d]`` array is refused, since its rows would count padding
+            as tokens; ``list(array)`` when every row is all real tokens).
 
     Returns:
         ``float32 [n]`` scores: ``mean_q max_j <query[q], document[j]>``.
 
     Raises:
-        ValueError: On a document without vectors or mismatched widths.
+        ValueError: A query or document without vectors, arrays that are not ``[t, d]``,
+            documents given as one array, or mismatched widths.
 
     Example:
         >>> q = np.array([[1.0, 0.0], [0.0, 1.0]])
@@ -154,13 +179,27 @@ def colbert_scores(
     if query.ndim != 2:
         raise ValueError(f"query must be one text's ColBERT vectors [t_q, d], got shape "
                          f"{query.shape} (score several queries one at a time)")
-    if isinstance(documents, np.ndarray) and documents.ndim == 2:
-        raise ValueError("documents must be a list of [t_i, d] arrays, got one 2-d array "
-                         "(wrap it in a list for a single document)")
-    if not documents:
+    _check_query(query)
+    if isinstance(documents, np.ndarray):
+        if documents.ndim == 2:
+            raise ValueError("documents must be a list of [t_i, d] arrays, got one 2-d array "
+                             "(wrap it in a list for a single document)")
+        if documents.ndim == 3:
+            raise ValueError(
+                f"documents must be a list of [t_i, d] arrays, got one 3-d array of shape "
+                f"{documents.shape}: pass list(documents) if each of its {documents.shape[0]} "
+                "rows holds one document's vectors and no padding (padding would count as "
+                "tokens)")
+        if documents.dtype != object or documents.ndim != 1:
+            raise ValueError(f"documents must be a list of [t_i, d] arrays, got an array of "
+                             f"shape {documents.shape}")
+        documents = list(documents)
+    if len(documents) == 0:
         return np.zeros(0, dtype=np.float32)
-    if any(np.ndim(doc) != 2 for doc in documents):
-        raise ValueError("each document must be a [t_i, d] array of ColBERT vectors")
+    for i, doc in enumerate(documents):
+        if np.ndim(doc) != 2:
+            raise ValueError(f"each document must be a [t_i, d] array of ColBERT vectors, "
+                             f"got shape {np.shape(doc)} (document {i})")
     lengths = np.fromiter((len(doc) for doc in documents), dtype=np.int64, count=len(documents))
     if lengths.min() < 1:
         raise ValueError("every document needs at least one ColBERT vector")
@@ -190,8 +229,26 @@ def packed_colbert_scores(
         raise ValueError(
             f"expected [t_q, d] and [t, d] arrays, got shapes {query.shape} and {packed.shape}"
         )
+    _check_query(query)
     similarities = query @ packed.T.astype(np.float32, copy=False)  # [t_q, t]
     return segment_maxsim(similarities, lengths)
+
+
+def _check_query(query: NDArray[np.floating]) -> None:
+    if query.shape[0] == 0:
+        raise ValueError(f"the query has no ColBERT vectors (shape {query.shape}): MaxSim "
+                         "averages over query tokens and needs at least one")
+
+
+def _check_sparse(vector: object, name: str) -> None:
+    if isinstance(vector, SparseVector):
+        return
+    if isinstance(vector, Mapping):
+        raise TypeError(
+            f"{name} must be a SparseVector, got a {type(vector).__name__}: convert "
+            "{token_id: weight} dicts (FlagEmbedding's lexical_weights too) with "
+            "SparseVector.from_dict(...)")
+    raise TypeError(f"{name} must be a SparseVector, got {type(vector).__name__}")
 
 
 def segment_maxsim(similarities: NDArray[np.float32], lengths: NDArray[np.int64]
