@@ -211,6 +211,36 @@ def test_saved_encoding_is_reused_and_refused_for_another_corpus(  # type: ignor
         evaluate(model, other, index=index_dir)
 
 
+def test_an_index_without_colbert_gives_the_other_rows_and_says_why(  # type: ignore[no-untyped-def]
+        model, tiny_path: Path, beir: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    data = load_beir(beir)
+    index = bgem3.HybridIndex(model, store_colbert=False)
+    index.add(data.corpus_texts, ids=data.corpus_ids)
+    index.save(tmp_path / "no-colbert")
+    report = evaluate(model, beir, index=tmp_path / "no-colbert", tune=True)
+    assert [r.mode for r in report.results] == ["dense", "sparse", "sparse+dense", "rrf"]
+    assert set(report.missing) == {"colbert", "colbert+sparse+dense"}
+    assert "stores no ColBERT vectors" in report.missing["colbert"]
+    assert report.colbert_ranking is None
+    searches = {"dense": {"mode": "dense"}, "sparse": {"mode": "sparse"},
+                "sparse+dense": {}, "rrf": {"fusion": "rrf"}}
+    for mode, options in searches.items():  # each row measures what the index's search returns
+        hits = index.search_batch(data.query_texts, k=100, **options)
+        expected = evaluate_run({q: {h.id: h.score for h in found} for q, found in
+                                 zip(data.query_ids, hits, strict=True)}, data.qrels)
+        got = report.row(mode).per_query["ndcg@10"]
+        np.testing.assert_allclose(got, [expected[q]["ndcg@10"] for q in report.query_ids],
+                                   atol=1e-12, err_msg=mode)
+    assert report.tuned is not None and report.tuned.weights[2] == 0.0
+    assert len(report.tuned.grid_scores) == 11  # the (dense, sparse, 0) triples of step 0.1
+    assert main(["eval", str(beir), "--model", str(tiny_path), "--device", "cpu",
+                 "--index", str(tmp_path / "no-colbert")]) == 0
+    captured = capsys.readouterr()
+    assert "colbert+sparse+dense    not computed: the index at" in captured.out
+    assert "rerank" not in captured.out + captured.err
+
+
 def test_dense_only_checkpoint_gives_the_dense_row_and_says_why(tmp_path: Path,
                                                                beir: Path) -> None:
     path = build_tiny_checkpoint(tmp_path / "dense-only", heads=False)
@@ -266,6 +296,10 @@ def _dataset(tmp_path: Path) -> Path:
      "test.tsv:3: query 'q0' and document 'doc1' are judged twice"),
     ("qrels/test.tsv", "query-id\tcorpus-id\tscore\nnope\tdoc1\t1\n",
      "none of its 1 queries is in queries.jsonl"),
+    ("qrels/test.tsv", "query-id\tcorpus-id\tscore\nq0\tdoc1\t1\nq1\tdoc2\t1e30\n",
+     "test.tsv:3: score 1e30 is out of range: grades are 64-bit integers"),
+    ("qrels/test.tsv", "query-id\tcorpus-id\tscore\nq0\tdoc1\t-9223372036854775809\n",
+     "test.tsv:2: score -9223372036854775809 is out of range"),
 ])
 def test_malformed_data_names_the_file_and_line(tmp_path: Path, file: str, content: str,
                                                 message: str) -> None:
@@ -307,6 +341,22 @@ def test_cli_reports_bad_data_in_one_line(tiny_path: Path, tmp_path: Path,
     assert main(["eval", str(root), "--model", str(tiny_path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"bgem3: error: {root / 'corpus.jsonl'}:2: not JSON (Expecting value)"]
+
+
+def test_a_grade_beyond_64_bits_is_one_line_naming_the_file_and_line(
+        tiny_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = _dataset(tmp_path)
+    with (root / "qrels" / "test.tsv").open("a") as f:
+        f.write("q0\tdoc1\t99999999999999999999\n")
+    assert main(["eval", str(root), "--model", str(tiny_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"bgem3: error: {root / 'qrels' / 'test.tsv'}:")
+    assert "99999999999999999999 is out of range" in err[0]
+    assert load_beir(_dataset(tmp_path / "ok")).qrels  # 64-bit grades themselves are fine
+    edge = {"q": {"a": 2**63 - 1, "b": 1}}
+    assert evaluate_run({"q": {"a": 1.0}}, edge)["q"]["ndcg@10"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="the grade of query 'q' and document 'a' is out of range"):
+        evaluate_run({"q": {"a": 1.0}}, {"q": {"a": 2**63}})
 
 
 def test_bad_arguments(model, beir: Path) -> None:  # type: ignore[no-untyped-def]

@@ -16,6 +16,7 @@ from typing import Any
 
 from bgem3._jsonl import read_jsonl, read_lines  # read_jsonl: re-exported, public here
 from bgem3.errors import DatasetError, DatasetNotFoundError
+from bgem3.evaluation.metrics import GRADE_MAX, GRADE_MIN
 
 __all__ = ["BeirData", "load_beir", "read_jsonl"]
 
@@ -92,6 +93,19 @@ def _records(file: Path, title: bool) -> tuple[list[str], list[str]]:
     return ids, texts
 
 
+def _grade(score: str) -> int | None:
+    """The integer a qrels score states exactly (``"2"``, ``"2.0"``, ``"1e3"``), else ``None``.
+
+    Raises:
+        ValueError: Not a number at all (a header's ``score``).
+    """
+    try:
+        return int(score)  # exact, however many digits
+    except ValueError:
+        value = float(score)
+    return int(value) if value.is_integer() else None
+
+
 def _qrels(file: Path) -> dict[str, dict[str, int]]:
     if not file.is_file():
         folder = file.parent
@@ -107,20 +121,23 @@ def _qrels(file: Path) -> dict[str, dict[str, int]]:
                                f"got {len(fields)} field(s)")
         query, doc, score = (f.strip() for f in fields)
         try:
-            value = float(score)
+            grade = _grade(score)
         except ValueError:
             if position == 0:  # the header line
                 continue
             raise DatasetError(f"{file}:{number}: score must be an integer, got {score!r}") \
                 from None
-        if not value.is_integer() or not query or not doc:
+        if grade is None or not query or not doc:
             raise DatasetError(f"{file}:{number}: expected ids and an integer score, got "
                                f"{line!r}")
+        if not GRADE_MIN <= grade <= GRADE_MAX:
+            raise DatasetError(f"{file}:{number}: score {score} is out of range: grades are "
+                               f"64-bit integers ({GRADE_MIN} to {GRADE_MAX})")
         if (query, doc) in where:
             raise DatasetError(f"{file}:{number}: query {query!r} and document {doc!r} are "
                                f"judged twice (first on line {where[query, doc]})")
         where[query, doc] = number
-        qrels.setdefault(query, {})[doc] = int(value)
+        qrels.setdefault(query, {})[doc] = grade
     if not qrels:
         raise DatasetError(f"{file}: no judgments")
     return qrels

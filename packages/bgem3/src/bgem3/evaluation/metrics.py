@@ -26,7 +26,11 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["Judgments", "evaluate_run", "mrr", "ndcg", "order_run", "recall"]
+__all__ = ["GRADE_MAX", "GRADE_MIN", "Judgments", "evaluate_run", "mrr", "ndcg", "order_run",
+           "recall"]
+
+GRADE_MIN, GRADE_MAX = -(2**63), 2**63 - 1
+"""The grades judgments hold: 64-bit integers (trec_eval's are C longs)."""
 
 
 def order_run(scores: NDArray[np.floating], tiebreak: NDArray[np.integer]) -> NDArray[np.int64]:
@@ -132,10 +136,17 @@ class Judgments:
                 ranking and in ``n_relevant``.
             query_ids: The queries, row order of everything computed from this.
             doc_row: Corpus row of each document id.
+
+        Raises:
+            ValueError: A grade that is not a number, or out of the 64-bit range
+                (:data:`GRADE_MIN` to :data:`GRADE_MAX`).
         """
         n_docs = len(doc_row)
         keys: list[int] = []
         grades: list[int] = []
+        for q in query_ids:
+            for doc, grade in qrels.get(q, {}).items():
+                _check_grade(grade, q, doc)
         per_query = [sorted(qrels.get(q, {}).values(), reverse=True) for q in query_ids]
         width = max((len(g) for g in per_query), default=0)
         ideal = np.zeros((len(query_ids), max(width, 1)), dtype=np.int64)
@@ -185,6 +196,17 @@ class Judgments:
                 f"mrr@{k}": mrr(grades, k)}
 
 
+def _check_grade(grade: object, query: str, doc: str) -> None:
+    try:
+        value = int(grade)  # type: ignore[call-overload]  # whatever int() takes, as before
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ValueError(f"the grade of query {query!r} and document {doc!r} must be an "
+                         f"integer, got {grade!r}") from exc
+    if not GRADE_MIN <= value <= GRADE_MAX:
+        raise ValueError(f"the grade of query {query!r} and document {doc!r} is out of range: "
+                         f"grades are 64-bit integers, got {grade!r}")
+
+
 def evaluate_run(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping[str, int]],
                  k: int = 10, recall_at: int = 100) -> dict[str, dict[str, float]]:
     """Per-query metrics of a run, like ``pytrec_eval.RelevanceEvaluator(...).evaluate``.
@@ -198,6 +220,9 @@ def evaluate_run(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Map
     Returns:
         ``{query_id: {"ndcg@k": ..., "recall@recall_at": ..., "mrr@k": ...}}`` for every
         judged query (0 for queries the run does not rank).
+
+    Raises:
+        ValueError: A grade that is not a number or does not fit 64 bits.
 
     Example:
         >>> evaluate_run({"q": {"a": 0.2, "b": 0.9}}, {"q": {"a": 1}}, k=1)["q"]

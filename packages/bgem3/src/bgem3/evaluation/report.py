@@ -146,12 +146,15 @@ class EvalReport:
         for mode, reason in self.missing.items():
             lines.append(f"{mode:<22}  not computed: {reason}")
         lines.append("")
+        fusions = (f"fusions rank dense top-{self.candidates} and sparse "
+                   f"top-{self.candidates} with weights {tuple(self.weights)} (RRF: "
+                   f"k={DEFAULT_SEARCH.rrf_k})")
         if self.colbert_ranking:
             where = ("the whole corpus" if self.colbert_ranking == "corpus"
                      else "the hybrid candidates")
-            lines.append(f"colbert ranks {where}; fusions rank dense top-{self.candidates} "
-                         f"and sparse top-{self.candidates} with weights "
-                         f"{tuple(self.weights)} (RRF: k={DEFAULT_SEARCH.rrf_k})")
+            lines.append(f"colbert ranks {where}; {fusions}")
+        elif any(r.mode not in ("dense", "sparse") for r in self.results):
+            lines.append(fusions)
         if self.tuned is not None:
             t = self.tuned
             lines.append(f"tuned weights {t.weights}: nDCG@{self.k} {t.score:.4f} held out "

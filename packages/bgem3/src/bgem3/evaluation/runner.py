@@ -75,7 +75,9 @@ def evaluate(
     ColBERT vectors, else the hybrid candidate pool; ``sparse+dense``,
     ``colbert+sparse+dense`` (weighted, FlagEmbedding's formula) and ``rrf`` rank the pool
     of ``HybridIndex.search`` (dense top-``candidates`` and sparse top-``candidates``).
-    Checkpoints without heads give the dense row only.
+    Checkpoints without heads give the dense row only; an ``index`` saved without ColBERT
+    vectors gives every row but ``colbert`` and ``colbert+sparse+dense`` (the report's
+    ``missing`` says why), RRF then fusing the dense and sparse lists as its searches do.
 
     Args:
         model: A :class:`~bgem3.BGEM3` (or another encoder, such as an
@@ -183,14 +185,22 @@ def evaluate(
         corpus_index, reused = _corpus_index(encoder, dataset, index, batch_size, show_progress)
     if reused:
         notes.append(f"corpus encoding loaded from {index}")
+    colbert = corpus_index.store_colbert
+    if not colbert:  # only a saved index can lack them: one built here stores them
+        reason = (f"the index at {index} stores no ColBERT vectors (built with "
+                  "store_colbert=False or `bgem3 index --no-colbert`); evaluate with another "
+                  "index directory, or none, for these rows")
+        missing.update({m: reason for m in MODES if "colbert" in m})
+        notes.append("rrf fuses the dense and sparse lists only, as a search of this index does")
     with timer("encode queries"):
         queries = encoder.encode_queries([texts[q] for q in all_ids], dense=True, sparse=True,
-                                         colbert=True, batch_size=batch_size,
+                                         colbert=colbert, batch_size=batch_size,
                                          show_progress=show_progress)
     snap = corpus_index.snapshot()
     to_corpus = np.asarray([scorer.doc_row.get(i, -1) for i in snap.ids], dtype=np.int64)
     total_vectors = 0 if snap.colbert_offsets is None else int(snap.colbert_offsets[-1])
-    colbert_ranking = "corpus" if total_vectors <= colbert_corpus_limit else "candidates"
+    colbert_ranking = (None if not colbert else "corpus" if total_vectors <= colbert_corpus_limit
+                       else "candidates")
     runs: dict[str, list[Run]] = {m: [] for m in MODES}
     pools: list[CandidatePool] = []
     with timer("score"), _progress(len(all_ids), show_progress, len(snap.ids)) as bar:
@@ -203,26 +213,31 @@ def evaluate(
                                                    candidates=depth, rerank=False):
                 runs["sparse"].append(pool_run(to_corpus, p, p.scores["sparse"]))
             hybrid = corpus_index.score_candidates(block, depth, mode="hybrid",
-                                                   candidates=candidates, rerank=True)
+                                                   candidates=candidates, rerank=colbert)
             if colbert_ranking == "corpus":
                 runs["colbert"] += colbert_runs(snap, to_corpus, block.colbert or [], depth)
-            else:
+            elif colbert_ranking == "candidates":
                 runs["colbert"] += [pool_run(to_corpus, p, p.scores["colbert"]) for p in hybrid]
             for p in hybrid:
                 dense_sparse = weighted_fuse([p.scores["dense"], p.scores["sparse"]], w[:2])
                 runs["sparse+dense"].append(pool_run(to_corpus, p, dense_sparse))
-                runs["colbert+sparse+dense"].append(pool_run(to_corpus, p,
-                                                             p.fuse("weighted", w)))
+                if colbert:
+                    runs["colbert+sparse+dense"].append(pool_run(to_corpus, p,
+                                                                 p.fuse("weighted", w)))
                 runs["rrf"].append(pool_run(to_corpus, p, p.fuse("rrf", w)))
             pools += hybrid
             bar.update(len(block))
         for mode in MODES:
-            add_row(mode, runs[mode])
+            if mode not in missing:
+                add_row(mode, runs[mode])
     tuned = None
     if tune:
         with timer("tune"):
             tuned = tune_fusion(pools, to_corpus, dataset, tuning, rows_of, scorer, step=step,
-                                folds=folds, seed=seed)
+                                folds=folds, seed=seed, colbert=colbert)
+        if not colbert:
+            notes.append("tuning chose among weights with a ColBERT weight of 0 (the index "
+                         "stores no ColBERT vectors)")
     return EvalReport(model=str(encoder.name), dataset=dataset.name, split=dataset.split,
                       query_ids=query_ids, documents=len(dataset.corpus_ids), k=k,
                       recall_at=recall_at, candidates=candidates, weights=w, results=results,

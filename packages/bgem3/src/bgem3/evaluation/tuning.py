@@ -41,12 +41,13 @@ def weight_grid(step: float = 0.1) -> NDArray[np.float64]:
 
 def tune_fusion(pools: Sequence[CandidatePool], to_corpus: NDArray[np.int64],
                 dataset: BeirData, tuning: BeirData | None, rows_of: Mapping[str, int],
-                scorer: RunScorer, *, step: float, folds: int, seed: int) -> TuningResult:
+                scorer: RunScorer, *, step: float, folds: int, seed: int,
+                colbert: bool = True) -> TuningResult:
     """Grid-search the fusion weights and the RRF constant by nDCG@k; report held-out scores.
 
     Args:
-        pools: The hybrid, ColBERT-scored candidate pool of every query (evaluated and
-            tuning queries).
+        pools: The hybrid candidate pool of every query (evaluated and tuning queries),
+            ColBERT-scored when ``colbert``.
         to_corpus: Index storage row to corpus row.
         dataset: The evaluated split.
         tuning: The split to choose on, or ``None`` to choose by cross-validation over
@@ -57,11 +58,18 @@ def tune_fusion(pools: Sequence[CandidatePool], to_corpus: NDArray[np.int64],
         step: Grid step of the weights (see :func:`weight_grid`).
         folds: Cross-validation folds (at most the number of queries).
         seed: Seed of the fold assignment.
+        colbert: Whether the pools hold ColBERT scores; without them the grid keeps the
+            triples whose ColBERT weight is 0, and RRF fuses the dense and sparse lists.
 
     Raises:
         ValueError: Cross-validation with fewer than 2 judged queries.
     """
     grid = weight_grid(step)
+    modes = list(MODE_NAMES)
+    if not colbert:
+        grid = grid[grid[:, MODE_NAMES.index("colbert")] == 0]
+        modes.remove("colbert")
+    columns = [MODE_NAMES.index(m) for m in modes]
     ks = np.asarray(RRF_GRID, dtype=np.float64)
     key = f"ndcg@{scorer.k}"
 
@@ -69,12 +77,12 @@ def tune_fusion(pools: Sequence[CandidatePool], to_corpus: NDArray[np.int64],
         chosen = [pools[rows_of[q]] for q in data.query_ids]
         local = (scorer if data is dataset
                  else RunScorer(data, data.query_ids, scorer.k, scorer.recall_at))
-        weighted = [pool_run(to_corpus, p, weighted_fuse([p.scores[m] for m in MODE_NAMES],
-                                                         grid))
+        weighted = [pool_run(to_corpus, p, weighted_fuse([p.scores[m] for m in modes],
+                                                         grid[:, columns]))
                     for p in chosen]
-        rrf = [pool_run(to_corpus, p, rrf_fuse([p.scores[m] for m in MODE_NAMES],
-                                               [np.isin(p.rows, p.lists[m])
-                                                for m in MODE_NAMES], ks))
+        rrf = [pool_run(to_corpus, p, rrf_fuse([p.scores[m] for m in modes],
+                                               [np.isin(p.rows, p.lists[m]) for m in modes],
+                                               ks))
                for p in chosen]
         return (measure_runs(local, weighted)[key].reshape(len(chosen), -1),
                 measure_runs(local, rrf)[key].reshape(len(chosen), -1))
