@@ -150,6 +150,55 @@ def test_index_refuses_an_existing_index_unless_told(tiny_path: Path, tmp_path: 
     assert len(HybridIndex.load(out, BGEM3(tiny_path, device="cpu"))) == 1
 
 
+def test_append_refuses_no_colbert_for_an_index_that_stores_colbert(
+        tiny_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    docs, more = tmp_path / "docs.txt", tmp_path / "more.txt"
+    docs.write_text("a paragraph about paris")
+    more.write_text("another about berlin")
+    with_colbert, without = tmp_path / "with", tmp_path / "without"
+    assert main(["index", str(docs), "--out", str(with_colbert), "--model", str(tiny_path)]) == 0
+    capsys.readouterr()
+    assert main(["index", str(more), "--out", str(with_colbert), "--append",
+                 "--no-colbert"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"bgem3: error: {with_colbert} stores ColBERT vectors, and an index keeps "
+                   "the outputs it was made with: drop --no-colbert to add to it, or pass "
+                   "--overwrite instead of --append to rebuild it without them"]
+    assert len(HybridIndex.load(with_colbert, BGEM3(tiny_path, device="cpu"))) == 1
+    # where --no-colbert matches the index (or makes it), it is honoured
+    for _ in range(2):
+        assert main(["index", str(docs if _ == 0 else more), "--out", str(without),
+                     "--append", "--no-colbert", "--model", str(tiny_path)]) == 0
+    index = HybridIndex.load(without, BGEM3(tiny_path, device="cpu"))
+    assert len(index) == 2 and not index.store_colbert
+
+
+def test_encode_to_parquet_errors_name_the_target_not_a_hidden_file(
+        tiny_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    docs = tmp_path / "docs.txt"
+    docs.write_text("a paragraph about paris")
+    missing = tmp_path / "no-such-dir" / "out.parquet"
+    folder = tmp_path / "vectors.parquet"
+    folder.mkdir()
+    for target, message in (
+            (missing, f"cannot write {missing}: no directory {missing.parent}"),
+            (folder, f"--out {folder} is a directory: give a file name ending in .parquet")):
+        assert main(["encode", str(docs), "--out", str(target), "--model", str(tiny_path)]) == 1
+        assert capsys.readouterr().err.strip().splitlines() == [f"bgem3: error: {message}"]
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".partial")]
+    # a failure while writing (here: a directory in the way of the hidden file)
+    target = tmp_path / "out.parquet"
+    (tmp_path / f".out.parquet.{os.getpid()}.partial").mkdir()
+    assert main(["encode", str(docs), "--out", str(target), "--model", str(tiny_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"bgem3: error: cannot write {target}: ")
+    assert ".partial" not in err[0] and not target.exists()
+    (tmp_path / f".out.parquet.{os.getpid()}.partial").rmdir()
+    long_name = tmp_path / ("v" * 240 + ".parquet")  # its hidden twin must fit too
+    assert main(["encode", str(docs), "--out", str(long_name), "--model", str(tiny_path)]) == 0
+    assert long_name.is_file() and not list(tmp_path.glob(".*.partial"))
+
+
 def test_a_relative_model_path_is_recorded_absolute(tiny_path: Path, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     docs = tmp_path / "docs.txt"

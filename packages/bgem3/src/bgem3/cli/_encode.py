@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -89,8 +90,6 @@ def _read_text(file: Path) -> str:
 
 
 def _encode_parquet(args: argparse.Namespace) -> None:
-    import pyarrow.parquet as pq
-
     from bgem3.arrow import to_arrow
 
     inputs = list(args.texts) + ([args.input] if args.input else [])
@@ -98,6 +97,11 @@ def _encode_parquet(args: argparse.Namespace) -> None:
     if not inputs or not_files:
         raise CLIError("with --out *.parquet, give input files or directories"
                        + (f" (no such file: {not_files[0]})" if not_files else ""))
+    target = Path(args.out)
+    if target.is_dir():
+        raise CLIError(f"--out {args.out} is a directory: give a file name ending in .parquet")
+    if not target.parent.is_dir():
+        raise CLIError(f"cannot write {args.out}: no directory {target.parent}")
     docs = documents(inputs, args.chunk_words)
     texts = [d.text for d in docs]
     model = load_model(args)
@@ -106,11 +110,27 @@ def _encode_parquet(args: argparse.Namespace) -> None:
                  show_progress=len(texts) > 64 or None)
     table = to_arrow(out, [d.id for d in docs], texts=[clean_text(t) for t in texts],
                      model=model, colbert_dtype=args.colbert_dtype)
-    target = Path(args.out)
-    partial = target.with_name(f".{target.name}.partial")
-    pq.write_table(table, partial)
-    os.replace(partial, target)  # a complete file or none
+    _write_atomically(table, target, args.out)
     print(f"encoded {len(texts)} texts into {args.out}")
+
+
+def _write_atomically(table: Any, target: Path, shown: str) -> None:
+    """Write ``table`` to a hidden file beside ``target``, then rename: all of it or nothing.
+
+    Errors name ``shown`` (the path the user gave), never the hidden file, which is removed.
+    """
+    import pyarrow.parquet as pq
+
+    # short enough for any name the target may have, and this process's own
+    partial = target.with_name(f".{target.name[:100]}.{os.getpid()}.partial")
+    try:
+        pq.write_table(table, partial)
+        os.replace(partial, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        reason = (exc.strerror or str(exc)).replace(str(partial), shown)
+        raise CLIError(f"cannot write {shown}: {reason}") from exc
 
 
 def run_score(args: argparse.Namespace) -> None:

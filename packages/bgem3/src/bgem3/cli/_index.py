@@ -73,7 +73,7 @@ def documents(inputs: Sequence[str], chunk_words: int) -> list[Document]:
 
 def run_index(args: argparse.Namespace) -> None:
     """``bgem3 index``."""
-    from bgem3.index import HybridIndex, is_saved_index
+    from bgem3.index import HybridIndex, is_saved_index, read_manifest
 
     docs = documents(args.inputs, args.chunk_words)
     out = Path(args.out)
@@ -81,6 +81,10 @@ def run_index(args: argparse.Namespace) -> None:
     if existing and not (args.overwrite or args.append):
         raise CLIError(f"{args.out} already holds an index: pass --overwrite to replace it or "
                        "--append to add to it")
+    if args.append and existing and args.no_colbert and read_manifest(out)["store_colbert"]:
+        raise CLIError(f"{args.out} stores ColBERT vectors, and an index keeps the outputs it "
+                       "was made with: drop --no-colbert to add to it, or pass --overwrite "
+                       "instead of --append to rebuild it without them")
     if args.append and existing:
         index = HybridIndex.load(out, load_model(args, _index_model(out)))
         before = len(index)
