@@ -6,10 +6,14 @@ exported once, cached, run by ONNX Runtime); clear errors where either cannot ru
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +21,7 @@ import pytest
 import torch
 from bgem3 import BGEM3, CompileError
 from bgem3.encoder import _COMPILE_TESTED_TORCH
-from bgem3.testing import random_texts
+from bgem3.testing import build_tiny_checkpoint, random_texts
 
 OLD_TORCH = torch.__version__ < _COMPILE_TESTED_TORCH
 HEADS = {"dense": True, "sparse": True, "colbert": True}
@@ -164,6 +168,70 @@ def test_failed_export_is_a_clear_error_and_leaves_nothing(
     with pytest.raises(CompileError, match=r"cannot export .* to ONNX.*disk full"):
         BGEM3(tiny_path, backend="onnx")
     assert list(cache.iterdir()) == []  # no half-written export to be picked up later
+
+
+def test_an_export_of_other_weights_under_the_key_is_exported_again(
+        tiny_path: Path, model: BGEM3, cache: Path, tmp_path: Path) -> None:
+    import onnx
+
+    other_path = build_tiny_checkpoint(tmp_path / "other", seed=7)
+    other = BGEM3(other_path, device="cpu")
+    BGEM3(tiny_path, backend="onnx")
+    (entry,) = cache.iterdir()
+    assert model.fingerprint in entry.name
+    key = entry.name.replace(model.fingerprint, other.fingerprint)
+    shutil.copytree(entry, cache / key)  # a valid export, of the first model's weights
+    with pytest.warns(UserWarning, match=rf"export in .*{key} was exported from .*"
+                                         rf"{model.fingerprint}.*exporting it again"):
+        onnx_other = BGEM3(other_path, backend="onnx")
+    texts = random_texts(8, min_words=2, max_words=20, seed=26)
+    _assert_same(onnx_other.encode(texts, **HEADS), other.encode(texts, **HEADS))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # what is under the key now is stamped with it
+        BGEM3(other_path, backend="onnx")
+    # an export without the stamp (written before it existed) is not trusted either
+    exported = cache / key / "backbone.onnx"
+    unstamped = onnx.load(str(exported))
+    del unstamped.metadata_props[:]
+    onnx.save(unstamped, str(exported))
+    with pytest.warns(UserWarning, match="does not say which weights"):
+        BGEM3(other_path, backend="onnx")
+
+
+def test_a_cache_directory_that_cannot_be_written_is_named(
+        tiny_path: Path, cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")  # a file where a directory must be: no user, root included, writes
+    monkeypatch.setenv("BGEM3_CACHE_DIR", str(blocker / "cache"))
+    with pytest.raises(OSError, match=r"cannot write its export of the backbone to the cache "
+                                      r"directory .*a-file.*: make it a writable directory, or set "
+                                      "BGEM3_CACHE_DIR to another directory") as info:
+        BGEM3(tiny_path, backend="onnx")
+    assert not isinstance(info.value, CompileError) and info.value.errno == errno.ENOTDIR
+    if os.geteuid() != 0:  # root ignores permissions
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        monkeypatch.setenv("BGEM3_CACHE_DIR", str(locked))
+        with pytest.raises(PermissionError, match=r"locked.*BGEM3_CACHE_DIR"):
+            BGEM3(tiny_path, backend="onnx")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_a_full_disk_is_a_full_disk_not_an_export_failure(
+        tiny_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_staging = tempfile.mkdtemp
+
+    def staging_on_a_full_disk(*args, **kwargs):  # type: ignore[no-untyped-def]
+        path = make_staging(*args, **kwargs)
+        os.symlink("/dev/full", os.path.join(path, "backbone.onnx"))  # writes: ENOSPC
+        return path
+
+    monkeypatch.setattr(tempfile, "mkdtemp", staging_on_a_full_disk)
+    with pytest.raises(OSError, match=r"cache directory .*No space left on device\): free "
+                                      "space there, or set BGEM3_CACHE_DIR") as info:
+        BGEM3(tiny_path, backend="onnx")
+    assert not isinstance(info.value, CompileError) and info.value.errno == errno.ENOSPC
+    assert list(cache.iterdir()) == []  # nothing half-written left behind
 
 
 def test_onnx_backend_bad_options(tiny_path: Path, tmp_path: Path,

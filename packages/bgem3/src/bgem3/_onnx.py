@@ -4,13 +4,17 @@ The XLM-R backbone is exported with torch's ONNX exporter (any batch size and le
 cached on disk under the checkpoint's fingerprint and the torch and transformers versions,
 and run by an ONNX Runtime CPU session. The heads and the pooling stay in torch, in
 :class:`~bgem3.model.BGEM3Module`, which sees an ordinary backbone. The export is written
-to a temporary directory and renamed into place, so an interrupted export leaves nothing
-half-written behind; a cached file that ONNX Runtime cannot read is exported again.
+to a temporary directory, stamped with its cache key inside the ONNX file's own metadata,
+and renamed into place, so an interrupted export leaves nothing half-written behind. A cached
+file that ONNX Runtime cannot read, or whose stamp is not the key it lies under (an export
+of other weights copied there, or one from before the stamp), is exported again. A cache
+directory that cannot be written is an ``OSError`` that names it, not an export failure.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import inspect
 import os
 import shutil
@@ -30,6 +34,12 @@ __all__ = ["OnnxBackbone", "onnx_backbone"]
 
 ONNX_FILE = "backbone.onnx"
 OPSET = 17
+# metadata_props of an export: the cache key it was made for, and the model's name
+STAMP = "bgem3.cache_key"
+STAMP_MODEL = "bgem3.model"
+# a write that failed for lack of room or rights, as opposed to a model torch cannot export
+_STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS,
+                             errno.EACCES, errno.EPERM, errno.EIO})
 
 
 @dataclass(frozen=True)
@@ -100,8 +110,83 @@ def _session(path: Path) -> Any:
                                 providers=["CPUExecutionProvider"])
 
 
+def _stamp(path: Path, key: str, name: str) -> None:
+    """Write the cache key (the weights' fingerprint and the versions) into the export.
+
+    It goes into the model's own ``metadata_props``, so it travels with the file: an
+    export copied under another key is recognised on load. Only the graph is read and
+    written again; weights stored beside it (above 2 GB) are left alone.
+    """
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    for entry_key, value in ((STAMP, key), (STAMP_MODEL, name)):
+        entry = model.metadata_props.add()
+        entry.key, entry.value = entry_key, value
+    onnx.save(model, str(path))
+
+
+def _storage_error(exc: BaseException) -> OSError | None:
+    """The error of the file system behind ``exc`` (its cause or context), if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError) and current.errno in _STORAGE_ERRNOS:
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _cache_error(exc: OSError, root: Path) -> OSError:
+    """One clear error for a cache directory that cannot hold the export, naming the fix."""
+    reason = exc.strerror or str(exc)
+    if isinstance(exc.filename, str) and Path(exc.filename) != root:
+        reason = f"{reason}: {exc.filename}"
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+    kind = type(exc) if type(exc).__module__ == "builtins" else OSError
+    error = kind(
+        f"backend='onnx' cannot write its export of the backbone to the cache directory "
+        f"{root} ({reason}): {'free space there' if full else 'make it a writable directory'}"
+        ", or set BGEM3_CACHE_DIR to another directory")
+    error.errno = exc.errno  # (no strerror: the message stays the one above)
+    return error
+
+
+def _export_cached(backbone: nn.Module, root: Path, final: Path, key: str, name: str) -> None:
+    """Export into a staging directory under ``root``, stamp it, rename it to ``final``."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".export-", dir=root))
+    except OSError as exc:
+        raise _cache_error(exc, root) from exc
+    try:
+        try:
+            _export(backbone, staging)
+        except Exception as exc:  # the exporter raises many kinds; each is one clear error
+            storage = _storage_error(exc)
+            if storage is not None:  # a full disk is not a model torch cannot export
+                raise _cache_error(storage, root) from exc
+            raise CompileError(
+                f"backend='onnx': torch cannot export the backbone of {name!r} to ONNX; "
+                f"load it with backend='torch' (the default). torch says: "
+                f"{type(exc).__name__}: {str(exc).strip()}") from exc
+        try:
+            _stamp(staging / ONNX_FILE, key, name)
+        except OSError as exc:
+            raise _cache_error(exc, root) from exc
+        with contextlib.suppress(OSError):  # an existing one (a parallel export) wins
+            os.replace(staging, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def onnx_backbone(backbone: nn.Module, fingerprint: str, name: str) -> OnnxBackbone:
     """The exported ``backbone`` in an ONNX Runtime session, exported now unless cached.
+
+    A cached export is used only if the cache key stamped inside it (the weights'
+    fingerprint, the torch, transformers and opset versions) is this one; an export of
+    other weights, or one without the stamp, is exported again, with a warning.
 
     Args:
         backbone: The loaded fp32 transformers backbone.
@@ -114,6 +199,8 @@ def onnx_backbone(backbone: nn.Module, fingerprint: str, name: str) -> OnnxBackb
     Raises:
         ModuleNotFoundError: onnxruntime or onnx is not installed.
         CompileError: torch cannot export the backbone, or ONNX Runtime cannot load it.
+        OSError: The cache directory cannot hold the export (not writable, not a
+            directory, or full); the message names it and the way out (``BGEM3_CACHE_DIR``).
     """
     import transformers
 
@@ -130,25 +217,26 @@ def onnx_backbone(backbone: nn.Module, fingerprint: str, name: str) -> OnnxBackb
     final = root / key
     for attempt in range(2):
         if not (final / ONNX_FILE).is_file():
-            root.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=".export-", dir=root))
-            try:
-                _export(backbone, staging)
-                with contextlib.suppress(OSError):  # an existing one (a parallel export) wins
-                    os.replace(staging, final)
-            except Exception as exc:  # the exporter raises many kinds; each is one clear error
-                raise CompileError(
-                    f"backend='onnx': torch cannot export the backbone of {name!r} to ONNX; "
-                    f"load it with backend='torch' (the default). torch says: "
-                    f"{type(exc).__name__}: {str(exc).strip()}") from exc
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
+            _export_cached(backbone, root, final, key, name)
         try:
-            return OnnxBackbone(_session(final))
+            session = _session(final)
         except Exception as exc:  # onnxruntime's own error types: a corrupt or foreign file
             if attempt:
                 raise CompileError(
                     f"backend='onnx': ONNX Runtime cannot load the export of {name!r} in "
                     f"{final}: {type(exc).__name__}: {str(exc).strip()}") from exc
             shutil.rmtree(final, ignore_errors=True)  # exported again on the next pass
+            continue
+        stamp = session.get_modelmeta().custom_metadata_map
+        if stamp.get(STAMP) == key:
+            return OnnxBackbone(session)
+        made_of = (f"was exported from {stamp.get(STAMP_MODEL)!r} ({stamp[STAMP]})"
+                   if STAMP in stamp else "does not say which weights it was exported from")
+        if attempt:
+            raise CompileError(
+                f"backend='onnx': the export in {final} {made_of}, not from {name!r} "
+                f"({key}), and it could not be replaced: delete {final}")
+        warnings.warn(f"backend='onnx': the cached export in {final} {made_of}, not from "
+                      f"{name!r}; exporting it again", UserWarning, stacklevel=3)
+        shutil.rmtree(final, ignore_errors=True)
     raise AssertionError("unreachable")
