@@ -9,7 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from bgem3 import BGEM3, HybridIndex
+from bgem3 import BGEM3, EncodeOutput, HybridIndex
+from bgem3._types import trusted_sparse
 from bgem3.arrow import from_arrow, read_metadata, schema, to_arrow
 from bgem3.cli import main
 from bgem3.testing import build_tiny_checkpoint, random_texts
@@ -181,3 +182,52 @@ def test_any_encoder_names_the_vectors(model: BGEM3, output) -> None:  # type: i
     assert meta["max_length"] == 64
     assert read_metadata(to_arrow(output, IDS, model=model).schema)["max_length"] == \
         model.document_max_length
+
+
+def test_zero_rows_round_trip_to_empty_outputs(model: BGEM3) -> None:
+    empty = model.encode_documents([], dense=True, sparse=True, colbert=True)
+    ids, back = from_arrow(to_arrow(empty, [], model=model))
+    assert ids == [] and back.sparse == [] and back.colbert == []
+    assert back.dense is not None and back.dense.shape == (0, model.dense_dim)
+    assert len(back) == 0
+
+
+@pytest.mark.parametrize("column", ["dense", "sparse", "colbert"])
+def test_non_finite_vectors_are_refused_naming_the_row(model: BGEM3, output, column: str  # type: ignore[no-untyped-def]
+                                                       ) -> None:
+    dense = output.dense.copy()
+    sparse, colbert = list(output.sparse), list(output.colbert)
+    if column == "dense":
+        dense[3, 1] = np.nan
+    elif column == "sparse":
+        row = next(i for i in range(3, len(IDS)) if len(sparse[i]) > 1)
+        # (SparseVector refuses them; the encoder builds its vectors unchecked, as here)
+        sparse[row] = trusted_sparse(sparse[row].indices, sparse[row].values * np.inf)
+    else:
+        colbert[3] = colbert[3].copy()
+        colbert[3][-1, 0] = -np.inf
+    bad = EncodeOutput(dense=dense, sparse=sparse, colbert=colbert)
+    row = 3 if column != "sparse" else next(i for i in range(3, len(IDS))
+                                            if len(output.sparse[i]) > 1)
+    with pytest.raises(ValueError, match=rf"row {row} \(id '{IDS[row]}'\): its {column} vector "
+                                         "holds NaN or infinite values"):
+        to_arrow(bad, IDS, model=model)
+
+
+def test_float16_storage_refuses_values_it_cannot_hold(model: BGEM3, output) -> None:  # type: ignore[no-untyped-def]
+    large = EncodeOutput(dense=output.dense * 1e6)  # finite in float32, infinite in float16
+    assert to_arrow(large, IDS).num_rows == len(IDS)
+    with pytest.raises(ValueError, match=r"row 0 .*stored as float16"):
+        to_arrow(large, IDS, dense_dtype="float16")
+
+
+def test_null_empty_and_repeated_ids_are_refused_naming_the_row(output) -> None:  # type: ignore[no-untyped-def]
+    ids = list(IDS)
+    for bad, message in ((None, "row 4: the id is null"), (float("nan"), "row 4: the id is null"),
+                         ("", "row 4: the id is empty"),
+                         (IDS[1], f"rows 1 and 4 have the same id '{IDS[1]}'")):
+        ids[4] = bad
+        with pytest.raises(ValueError, match=message):
+            to_arrow(output, ids)
+    assert from_arrow(to_arrow(output, np.arange(len(IDS))))[0] == [str(i) for i in
+                                                                      range(len(IDS))]

@@ -125,6 +125,51 @@ def _offsets(lengths: NDArray[np.int64]) -> NDArray[np.int32]:
     return offsets.astype(np.int32)
 
 
+def _ids(ids: Sequence[str]) -> list[str]:
+    """``ids`` as strings, refusing a null, empty or repeated one by its row."""
+    raw = ids.tolist() if isinstance(ids, np.ndarray) else list(ids)
+    id_list = []
+    for row, value in enumerate(raw):
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            raise ValueError(f"row {row}: the id is null ({value!r}); every row needs a "
+                             "unique, non-empty id")
+        id_list.append(str(value))
+    if len(set(id_list)) != len(id_list) or not all(id_list):
+        first: dict[str, int] = {}
+        for row, value in enumerate(id_list):
+            if not value:
+                raise ValueError(f"row {row}: the id is empty; ids must be unique and "
+                                 "non-empty")
+            if first.setdefault(value, row) != row:
+                raise ValueError(f"rows {first[value]} and {row} have the same id {value!r}; "
+                                 "ids must be unique and non-empty")
+    return id_list
+
+
+def _check_finite(stored: NDArray[Any], offsets: NDArray[np.int32] | None, ids: list[str],
+                  column: str, dtype: str) -> None:
+    """Refuse NaN or infinite values as stored, naming the first row that holds one.
+
+    Args:
+        stored: ``[rows, dim]`` one vector per row (``offsets`` is ``None``), or
+            ``[items, ...]`` the items of all rows, row ``r`` at ``offsets[r]:offsets[r + 1]``.
+        offsets: Where each row's items start, or ``None``.
+        ids: The rows' ids.
+        column: The column, for the message.
+        dtype: The storage dtype, for the message.
+    """
+    finite = np.isfinite(stored)
+    if finite.all():
+        return
+    bad = int(np.argmin(finite.reshape(finite.shape[0], -1).all(axis=1)))
+    row = bad if offsets is None else int(np.searchsorted(offsets, bad, side="right")) - 1
+    overflow = (" (stored as float16, whose largest value is 65504: larger ones become "
+                "infinite)" if dtype == "float16" else "")
+    raise ValueError(f"row {row} (id {ids[row]!r}): its {column} vector holds NaN or infinite "
+                     f"values{overflow}; they cannot be read back or searched, so they are "
+                     "not written: check the encoder's outputs")
+
+
 def to_arrow(output: EncodeOutput, ids: Sequence[str], *, texts: Sequence[str] | None = None,
              model: Encoder | None = None, dense_dtype: str = "float32",
              colbert_dtype: str = "float32",
@@ -147,15 +192,15 @@ def to_arrow(output: EncodeOutput, ids: Sequence[str], *, texts: Sequence[str] |
         A ``pyarrow.Table``.
 
     Raises:
-        ValueError: Ids or texts of the wrong count, empty or duplicate ids.
+        ValueError: Ids or texts of the wrong count; a null (``None`` or NaN), empty or
+            duplicate id; NaN or infinite values in a vector (none can be read back). The
+            error names the row.
     """
     pa = _pa()
     n = len(output)
-    id_list = [str(i) for i in (ids.tolist() if isinstance(ids, np.ndarray) else ids)]
+    id_list = _ids(ids)
     if len(id_list) != n:
         raise ValueError(f"got {n} outputs but {len(id_list)} ids")
-    if not all(id_list) or len(set(id_list)) != n:
-        raise ValueError("ids must be unique and non-empty")
     if texts is not None and len(texts) != n:
         raise ValueError(f"got {n} outputs but {len(texts)} texts")
     dense_dim = None if output.dense is None else int(np.shape(output.dense)[1])
@@ -178,23 +223,32 @@ def to_arrow(output: EncodeOutput, ids: Sequence[str], *, texts: Sequence[str] |
     if texts is not None:
         columns["text"] = pa.array(list(texts), pa.string())
     if output.dense is not None and dense_dim is not None:
-        flat = np.ascontiguousarray(output.dense, dtype=dense_dtype).reshape(-1)
-        columns["dense"] = pa.FixedSizeListArray.from_arrays(pa.array(flat), dense_dim)
+        with np.errstate(over="ignore"):  # an overflow to float16 is refused just below
+            stored = np.ascontiguousarray(output.dense, dtype=dense_dtype)
+        _check_finite(stored, None, id_list, "dense", dense_dtype)
+        columns["dense"] = pa.FixedSizeListArray.from_arrays(pa.array(stored.reshape(-1)),
+                                                             dense_dim)
     if output.sparse is not None:
         lengths = np.fromiter((len(v) for v in output.sparse), np.int64, n)
-        offsets = pa.array(_offsets(lengths))
+        sparse_offsets = _offsets(lengths)
+        offsets = pa.array(sparse_offsets)
         indices = (np.concatenate([v.indices for v in output.sparse]) if n
                    else np.zeros(0, np.int64)).astype(np.int32)
         values = (np.concatenate([v.values for v in output.sparse]) if n
                   else np.zeros(0, np.float32)).astype(np.float32)
+        _check_finite(values, sparse_offsets, id_list, "sparse", "float32")
         columns["sparse_indices"] = pa.ListArray.from_arrays(offsets, pa.array(indices))
         columns["sparse_values"] = pa.ListArray.from_arrays(offsets, pa.array(values))
     if output.colbert is not None and colbert_dim is not None:
         lengths = np.fromiter((np.shape(a)[0] for a in output.colbert), np.int64, n)
-        packed = (np.concatenate([np.asarray(a, dtype=colbert_dtype) for a in output.colbert])
-                  if n else np.zeros((0, colbert_dim), colbert_dtype))
+        with np.errstate(over="ignore"):  # as for the dense vectors
+            packed = (np.concatenate([np.asarray(a, dtype=colbert_dtype)
+                                      for a in output.colbert])
+                      if n else np.zeros((0, colbert_dim), colbert_dtype))
+        row_offsets = _offsets(lengths)
+        _check_finite(packed, row_offsets, id_list, "colbert", colbert_dtype)
         vectors = pa.FixedSizeListArray.from_arrays(pa.array(packed.reshape(-1)), colbert_dim)
-        columns["colbert"] = pa.ListArray.from_arrays(pa.array(_offsets(lengths)), vectors)
+        columns["colbert"] = pa.ListArray.from_arrays(pa.array(row_offsets), vectors)
     tokens = output.tokens
     columns["tokens"] = (pa.nulls(n, pa.int32()) if tokens is None
                          else pa.array(np.asarray(tokens, np.int32), pa.int32()))
@@ -305,8 +359,9 @@ def from_arrow(table: Any) -> tuple[list[str], EncodeOutput]:
         if not np.isfinite(weights).all():
             raise ValueError("column 'sparse_values' holds NaN or infinite values")
         bounds = offsets[1:-1]
-        sparse = [trusted_sparse(i, v) for i, v in
-                  zip(np.split(indices, bounds), np.split(weights, bounds), strict=True)]
+        sparse = [trusted_sparse(i, v) for i, v in  # (np.split of 0 rows gives 1 piece)
+                  zip(np.split(indices, bounds), np.split(weights, bounds), strict=True)
+                  ] if n else []
     if "colbert" in table.column_names:
         rows = column("colbert")
         width = int(meta["colbert_dim"])
@@ -315,7 +370,7 @@ def from_arrow(table: Any) -> tuple[list[str], EncodeOutput]:
         if not np.isfinite(vectors).all():
             raise ValueError("column 'colbert' holds NaN or infinite values")
         offsets = rows.offsets.to_numpy()
-        colbert = np.split(vectors, offsets[1:-1] - offsets[0])
+        colbert = np.split(vectors, offsets[1:-1] - offsets[0]) if n else []
     tokens = table.column("tokens").to_numpy(zero_copy_only=False) \
         if table.column("tokens").null_count == 0 else None
     truncated = table.column("truncated").to_numpy(zero_copy_only=False) \
