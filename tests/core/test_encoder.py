@@ -360,6 +360,28 @@ def test_unavailable_devices_are_value_errors(tiny_path: Path,
     assert capsys.readouterr().err.startswith("bgem3: error: device 'cuda'")
 
 
+@pytest.mark.parametrize("device", ["xpu", "XPU:1", "hip", "hpu", "meta", "mtia"])
+def test_device_types_this_torch_lacks_are_value_errors(
+        tiny_path: Path, device: str, capsys: pytest.CaptureFixture[str]) -> None:
+    kind = torch.device(device.lower()).type
+    probe = getattr(getattr(torch, kind, None), "is_available", None)
+    if callable(probe) and probe():
+        pytest.skip(f"this machine has a {kind} device")
+    with pytest.raises(ValueError, match=rf"device '{device}': .* is not available \(this "
+                                         "torch .* was built without it"):
+        BGEM3(tiny_path, device=device)
+    assert main(["encode", "x", "--model", str(tiny_path), "--device", device]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"bgem3: error: device '{device}'") and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("flag", ["compile", "dense_only", "local_files_only"])
+@pytest.mark.parametrize("value", ["yes", 1, None])
+def test_boolean_options_must_be_booleans(tiny_path: Path, flag: str, value: object) -> None:
+    with pytest.raises(TypeError, match=rf"{flag} must be True or False, got {value!r}"):
+        BGEM3(tiny_path, device="cpu", **{flag: value})  # type: ignore[arg-type]
+
+
 def test_unpaired_surrogates_are_replaced_everywhere(model: BGEM3, tiny_path: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.warns(UnicodeWarning, match="unpaired surrogates.*item 1"):

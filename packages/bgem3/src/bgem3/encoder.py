@@ -69,6 +69,7 @@ _DTYPES = {
 _PROGRESS_MIN_TOKENS = 100_000
 _EMPTY_SPARSE = SparseVector(np.zeros(0, np.int64), np.zeros(0, np.float32))
 _EMPTY_COLBERT = np.zeros((0, 0), np.float32)
+_DEVICE_LABELS = {"cuda": "CUDA", "mps": "Apple MPS", "xpu": "Intel XPU"}
 
 
 @dataclass
@@ -103,14 +104,17 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     """The torch device for a device name, checked to be usable here.
 
     Args:
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` (any case, surrounding spaces
-            ignored) or a ``torch.device``; ``None`` picks cuda, then mps, then cpu.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``, ``"xpu"`` (any device type
+            torch knows; any case, surrounding spaces ignored) or a ``torch.device``;
+            ``None`` picks cuda, then mps, then cpu.
 
     Returns:
         The device.
 
     Raises:
-        ValueError: Not a device name, or a device that this machine does not have.
+        ValueError: Not a device name, or a device that this torch build or this machine
+            does not have (``"xpu"`` on a torch without XPU support, ``"cuda:3"`` with two
+            GPUs).
 
     Example:
         >>> resolve_device(" CPU ")
@@ -126,19 +130,29 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         resolved = torch.device(device.strip().lower() if isinstance(device, str) else device)
     except (RuntimeError, TypeError) as exc:
         raise ValueError(
-            f"device must be like 'cpu', 'cuda', 'cuda:1' or 'mps', got {device!r}"
+            f"device must be like 'cpu', 'cuda', 'cuda:1', 'mps' or 'xpu', got {device!r}"
         ) from exc
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r}: CUDA is not available (this torch "
-                             f"{torch.__version__} has no CUDA, or no GPU is visible)")
-        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA "
-                             "device(s) are visible")
-    elif resolved.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {device!r}: Apple MPS is not available on this machine")
-    elif resolved.type not in ("cpu", "cuda", "mps", "xpu"):
-        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}")
+    kind = resolved.type
+    if kind == "cpu":
+        return resolved
+    if kind == "mps":
+        module: object = getattr(torch, "mps", None)
+        available = torch.backends.mps.is_available()
+    else:  # torch.cuda, torch.xpu, torch.mtia, or a backend plug-in's module (torch.hpu...)
+        module = getattr(torch, kind, None)
+        probe = getattr(module, "is_available", None)
+        available = callable(probe) and bool(probe())
+    if not available:
+        label = _DEVICE_LABELS.get(kind, f"the {kind!r} device type")
+        hint = ("; AMD GPUs are 'cuda' devices in a ROCm build of torch" if kind == "hip"
+                else "")
+        raise ValueError(f"device {device!r}: {label} is not available (this torch "
+                         f"{torch.__version__} was built without it, or no such device is "
+                         f"visible){hint}")
+    count = getattr(module, "device_count", None)
+    if resolved.index is not None and callable(count) and resolved.index >= count():
+        raise ValueError(f"device {device!r}: only {count()} {_DEVICE_LABELS.get(kind, kind)} "
+                         "device(s) are visible")
     return resolved
 
 
@@ -182,7 +196,7 @@ class BGEM3:
 
     Args:
         model: Hub id (``"BAAI/bge-m3"``) or a local checkpoint directory.
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``; ``None`` picks
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``, ``"xpu"``; ``None`` picks
             cuda, then mps, then cpu.
         dtype: ``"float32"``, ``"float16"`` or ``"bfloat16"``; ``None`` means float16
             on CUDA and float32 elsewhere. Outputs are float32 numpy arrays either way.
@@ -220,6 +234,11 @@ class BGEM3:
         CompileError: ``compile=True`` and torch cannot compile the model here, or
             ``backend="onnx"`` and the backbone cannot be exported or loaded.
         ModuleNotFoundError: ``backend="onnx"`` without onnxruntime or onnx installed.
+        OSError: ``backend="onnx"`` and bgem3's cache directory cannot hold the export
+            (not writable, or full); the message names the directory.
+        ValueError: A bad option value, or a device that this torch build or this
+            machine lacks.
+        TypeError: ``dense_only``, ``local_files_only`` or ``compile`` is not a bool.
 
     Example:
         >>> import tempfile, bgem3
@@ -249,6 +268,10 @@ class BGEM3:
         compile: bool = False,
         backend: str = "torch",
     ) -> None:
+        for flag, value in (("dense_only", dense_only), ("local_files_only", local_files_only),
+                            ("compile", compile)):
+            if not isinstance(value, (bool, np.bool_)):  # "yes" and 0 would pass for a bool
+                raise TypeError(f"{flag} must be True or False, got {value!r}")
         if backend not in ("torch", "onnx"):
             raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")
         if backend == "onnx":
