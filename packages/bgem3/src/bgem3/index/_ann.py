@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from bgem3._kernels import Rows
+
 __all__ = ["DenseHNSW", "faiss_available", "import_faiss"]
 
 
@@ -82,6 +84,23 @@ class DenseHNSW:
         _, rows = self._index.search(np.ascontiguousarray(queries, dtype=np.float32), k,
                                      params=params)
         return [r[r >= 0].astype(np.int64) for r in rows]
+
+    def holds(self, dense: Rows | NDArray[Any], sample: int = 256) -> bool:
+        """Whether the graph's vectors are ``dense`` (in fp16), checked on ``sample`` rows.
+
+        Rows spread evenly over the index, first and last included: a graph built from
+        other vectors (another index's, an older version's) differs on nearly all of them.
+        """
+        n = len(self)
+        if n != len(dense):
+            return False
+        if n == 0:
+            return True
+        rows = np.unique(np.linspace(0, n - 1, num=min(sample, n)).astype(np.int64))
+        expected = np.asarray(dense.take(rows) if isinstance(dense, Rows) else dense[rows])
+        expected = expected.astype(np.float16).astype(np.float32)
+        stored = np.stack([self._index.reconstruct(int(r)) for r in rows])
+        return bool(np.allclose(stored, expected, rtol=2e-3, atol=1e-6))
 
     def to_bytes(self) -> NDArray[np.uint8]:
         """The graph and vectors as one byte array (``faiss.serialize_index``)."""

@@ -7,7 +7,9 @@ Layout of an index directory::
     INDEX/v-<hex>/manifest.json
     INDEX/v-<hex>/dense.npy, sparse_*.npy, colbert*.npy, documents.json
 
-A save takes the writer lock, writes a complete new version directory, flushes it to disk,
+A save takes the writer lock, checks the directory (under the lock: a concurrent first
+save's half-made directory is an index in the making, not a stranger's directory), writes a
+complete new version directory, flushes it to disk,
 then points ``CURRENT`` at it with one atomic ``os.replace`` (the commit point), and only
 then removes every other version directory (the previous one, and any that a killed save
 left behind). Nothing after the commit point can make the save fail. A save that fails or
@@ -90,14 +92,43 @@ class SavedIndex:
         directory: The version directory it was read from.
         manifest: Its checked manifest.
         state: The documents and their vectors.
-        graph: The HNSW graph's bytes (``None`` when none was saved), built with
-            ``manifest["hnsw"]``'s parameters.
+        graph: The HNSW graph's bytes (``None`` when none was saved, or when it was
+            refused), built with ``manifest["hnsw"]``'s parameters.
+        graph_refused: Why a saved graph was refused (its checksum differs from the
+            manifest's), or ``None``; the graph can be rebuilt from ``state.dense``.
     """
 
     directory: Path
     manifest: dict[str, Any]
     state: IndexState
     graph: NDArray[np.uint8] | None
+    graph_refused: str | None = None
+
+
+def _own_entry(name: str) -> bool:
+    """Whether a save makes entries of this name in an index directory."""
+    return (name in (POINTER, LOCK) or bool(_VERSION_NAME.fullmatch(name))
+            or name.startswith(f".{POINTER}."))
+
+
+def _check_target(root: Path) -> None:
+    """Refuse to write into a file or into a directory of something else.
+
+    A directory holding only what saves make (a lock, version directories, pointer
+    files: a concurrent or killed first save) is an index in the making.
+    """
+    if root.exists() and not root.is_dir():
+        raise FileExistsError(f"{root} exists and is not a directory")
+    if root.is_dir() and not (root / POINTER).is_file():
+        foreign = [entry.name for entry in root.iterdir() if not _own_entry(entry.name)]
+        if foreign:
+            raise FileExistsError(f"{root} is a non-empty directory that is not a bgem3 index "
+                                  f"(it holds {sorted(foreign)[:3]}); refusing to write into it")
+
+
+def _sha256(array: NDArray[Any]) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).reshape(-1).view(np.uint8).data
+                          ).hexdigest()
 
 
 def write_index(path: str | os.PathLike[str], state: IndexState, header: Mapping[str, Any],
@@ -111,7 +142,8 @@ def write_index(path: str | os.PathLike[str], state: IndexState, header: Mapping
         header: The manifest's description of the index: ``model``,
             ``model_fingerprint``, ``dense_dim``, ``colbert_dim``, ``vocab_size``,
             ``store_colbert``, ``dense_search``, ``ef_search``.
-        graph: An HNSW graph over exactly ``state.dense``, as bytes, or ``None``.
+        graph: An HNSW graph over exactly ``state.dense``, as bytes, or ``None``; its
+            checksum goes into the manifest, binding it to this version's vectors.
         graph_params: The graph's ``m`` and ``ef_construction``.
 
     Raises:
@@ -119,11 +151,7 @@ def write_index(path: str | os.PathLike[str], state: IndexState, header: Mapping
         TypeError: Metadata that JSON cannot represent.
     """
     root = Path(path)
-    if root.exists() and not root.is_dir():
-        raise FileExistsError(f"{root} exists and is not a directory")
-    if root.is_dir() and any(root.iterdir()) and not (root / POINTER).is_file():
-        raise FileExistsError(f"{root} is a non-empty directory that is not a bgem3 index; "
-                              "refusing to write into it")
+    _check_target(root)  # before making anything in a stranger's directory; again under the lock
     documents = {"ids": state.ids, "texts": state.texts, "metadata": state.metadata}
     try:
         documents_json = json.dumps(documents, ensure_ascii=False)
@@ -154,13 +182,15 @@ def write_index(path: str | os.PathLike[str], state: IndexState, header: Mapping
         "dense_search": header["dense_search"],
         "ef_search": header["ef_search"],
         "hnsw": ({"m": int(graph_params["m"]),
-                  "ef_construction": int(graph_params["ef_construction"])}
+                  "ef_construction": int(graph_params["ef_construction"]),
+                  "sha256": _sha256(arrays["dense_hnsw"])}
                  if "dense_hnsw" in arrays and graph_params is not None else None),
         "arrays": {name: {"shape": list(a.shape), "dtype": str(a.dtype)}
                    for name, a in arrays.items()},
     }
     root.mkdir(parents=True, exist_ok=True)
     with _writer_lock(root):
+        _check_target(root)
         version = f"v-{uuid.uuid4().hex}"
         target = root / version
         target.mkdir()
@@ -387,10 +417,14 @@ def read_index(path: str | os.PathLike[str],
             if attempt < 2 and seen is not None and _current_version(root) != seen:
                 continue  # a concurrent save replaced the version while we read it
             raise
-        if "dense_hnsw" in arrays:
+        graph, refused = arrays.get("dense_hnsw"), None
+        if graph is not None:
             spec = manifest["hnsw"]
             if not isinstance(spec, dict) or not all(
                     isinstance(spec.get(key), int) for key in ("m", "ef_construction")):
                 raise IndexFormatError(f"{directory}: the manifest's hnsw entry is invalid")
-        return SavedIndex(directory, manifest, state, arrays.get("dense_hnsw"))
+            checksum = spec.get("sha256")  # absent in indexes saved before it existed
+            if checksum is not None and _sha256(graph) != checksum:
+                graph, refused = None, "dense_hnsw.npy's checksum differs from the manifest's"
+        return SavedIndex(directory, manifest, state, graph, refused)
     raise IndexFormatError(f"{root} changed during every attempt to load it")  # pragma: no cover

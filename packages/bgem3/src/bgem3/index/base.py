@@ -9,19 +9,66 @@ arguments of ``add`` the same way for every backend.
 
 from __future__ import annotations
 
+import os
 import uuid
+import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from bgem3._inputs import as_ids, as_metadata, as_texts
+from bgem3._inputs import as_document_ids, as_metadata, as_texts, surrogate_at
 from bgem3._types import EncodeOutput, Encoder, Hit
+from bgem3.batching import clean_text
 from bgem3.index.options import DEFAULT_SEARCH, SearchKeywords, SearchOptions
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack from Python 3.11
 
-__all__ = ["SearchIndex", "check_encoder"]
+__all__ = ["ParquetLoad", "SearchIndex", "check_encoder"]
+
+Checked = tuple[list[str] | None, list[str], list[dict[str, Any]], EncodeOutput]
+"""Checked arguments of ``add``: texts, ids, metadata, and the documents' outputs."""
+
+
+class ParquetLoad(int):
+    """What ``add_parquet`` returns: the number of documents it added (an ``int``).
+
+    ``len(index)`` grew by exactly this number. Rows whose id the index held already
+    replaced those documents (upserts): :attr:`replaced` counts them.
+
+    Attributes:
+        added: Documents new to the index (the ``int`` value).
+        replaced: Documents that replaced one with the same id.
+        rows: Rows read: ``added + replaced``.
+
+    Example:
+        >>> load = ParquetLoad(added=3, replaced=2)
+        >>> load == 3, load.replaced, load.rows, f"{load} added"
+        (True, 2, 5, '3 added')
+    """
+
+    added: int
+    replaced: int
+
+    def __new__(cls, added: int, replaced: int) -> ParquetLoad:
+        """The count ``added``, carrying ``replaced``."""
+        load = super().__new__(cls, added)
+        load.added, load.replaced = added, replaced
+        return load
+
+    def __getnewargs__(self) -> tuple[int, int]:  # type: ignore[override]
+        return self.added, self.replaced
+
+    @property
+    def rows(self) -> int:
+        """Rows read: ``added + replaced``."""
+        return self.added + self.replaced
+
+    def __repr__(self) -> str:
+        return f"ParquetLoad(added={self.added}, replaced={self.replaced})"
+
+    def __str__(self) -> str:  # printed and formatted as the number it is
+        return int.__repr__(self)
 
 
 def check_encoder(model: Any, what: str) -> Encoder:
@@ -174,10 +221,18 @@ class SearchIndex(ABC):
         Returns:
             The ids, in order.
 
+        Everything stored can be saved: texts with unpaired surrogates (not valid
+        Unicode) are stored as they are encoded, with U+FFFD in their place (a
+        ``UnicodeWarning`` says so); ids and metadata must be valid Unicode, and metadata
+        values what JSON holds: strings, numbers, bools, ``None``, and lists and dicts
+        (with string keys) of them. Metadata is stored as a copy in that form (tuples
+        as lists, numpy scalars as Python numbers).
+
         Raises:
-            TypeError: Texts, ids or metadata of the wrong type.
-            ValueError: Mismatched lengths, duplicate ids, or embeddings of the wrong
-                shape or with NaN values.
+            TypeError: Texts, ids or metadata of the wrong type, a metadata key that is
+                not a string, or a metadata value JSON cannot hold (a ``datetime``...).
+            ValueError: Mismatched lengths, duplicate ids, an id or metadata string with
+                an unpaired surrogate, or embeddings of the wrong shape or with NaN values.
         """
         items, doc_ids, metas, encoded = self._add_arguments(
             texts, ids, metadata, embeddings, batch_size, show_progress)
@@ -214,24 +269,74 @@ class SearchIndex(ABC):
 
         Raises:
             TypeError: Texts, ids or metadata of the wrong type; neither texts nor embeddings.
-            ValueError: Mismatched lengths or duplicate ids.
+            ValueError: Mismatched lengths, duplicate ids, or ids or metadata that are not
+                valid Unicode.
         """
-        items = None if texts is None else as_texts(texts)
+        items = None if texts is None else _storable_texts(as_texts(texts))
         if items is None and embeddings is None:
             raise TypeError("texts are required unless embeddings are given")
         if items is not None and embeddings is not None and len(embeddings) != len(items):
             raise ValueError(f"got {len(items)} texts but embeddings for {len(embeddings)}")
         n = len(items) if items is not None else len(embeddings)  # type: ignore[arg-type]
-        doc_ids = [uuid.uuid4().hex for _ in range(n)] if ids is None else as_ids(ids)
+        doc_ids = [uuid.uuid4().hex for _ in range(n)] if ids is None else as_document_ids(ids)
         if len(doc_ids) != n:
             raise ValueError(f"got {n} documents but {len(doc_ids)} ids")
         if len(set(doc_ids)) != n:
             seen: set[str] = set()
             repeated = sorted({i for i in doc_ids if i in seen or seen.add(i)})  # type: ignore[func-returns-value]
             raise ValueError(f"duplicate ids in one add: {repeated[:10]}")
-        metas = as_metadata(metadata, n)
+        metas = as_metadata(metadata, n, doc_ids)
         if embeddings is None:
             embeddings = self.model.encode_documents(
                 items or [], dense=True, sparse=True, colbert=self.store_colbert,
                 batch_size=batch_size, show_progress=show_progress)
         return items, doc_ids, metas, embeddings
+
+    def _parquet_documents(self, path: str | os.PathLike[str], text_column: str | None,
+                           metadata_columns: Sequence[str], batch_rows: int
+                           ) -> Iterator[Checked]:
+        """The checked arguments of ``add`` for each batch of Parquet vectors.
+
+        Checks what :meth:`add` checks, batch by batch, and that no id occurs twice in
+        all the files together (``add`` refuses a repeated id within one call, and a load
+        is one call).
+
+        Raises:
+            ValueError, TypeError: As :meth:`add`, and ``bgem3.arrow.parquet_batches``;
+                the message names ``path`` (or the file).
+        """
+        from bgem3.arrow import parquet_batches
+
+        seen: set[str] = set()
+        for ids, texts, metadata, output in parquet_batches(
+                path, self.model, colbert=self.store_colbert, text_column=text_column,
+                metadata_columns=metadata_columns, batch_rows=batch_rows):
+            try:
+                checked = self._add_arguments(texts, ids, metadata, output, batch_rows, False)
+            except (TypeError, ValueError) as exc:
+                kind = TypeError if isinstance(exc, TypeError) else ValueError
+                raise kind(f"{os.fspath(path)}: {exc}") from exc
+            repeated = [i for i in checked[1] if i in seen]
+            if repeated:
+                raise ValueError(f"{os.fspath(path)}: ids {repeated[:10]} occur more than once "
+                                 "in these files; nothing was added (ids must be unique in "
+                                 "one load, as in one add)")
+            seen.update(checked[1])
+            yield checked
+
+
+def _storable_texts(texts: list[str]) -> list[str]:
+    """``texts``, with each one that is not valid Unicode cleaned as the tokenizer cleans it.
+
+    The stored text is then the text that was encoded, and every text can be saved.
+    """
+    bad = [i for i, text in enumerate(texts) if surrogate_at(text) is not None]
+    if not bad:
+        return texts
+    warnings.warn(f"{len(bad)} text(s) held unpaired surrogates (first: item {bad[0]}); "
+                  "they were replaced with U+FFFD, in the stored text as in the encoded one",
+                  UnicodeWarning, stacklevel=4)
+    cleaned = list(texts)
+    for i in bad:
+        cleaned[i] = clean_text(texts[i])
+    return cleaned

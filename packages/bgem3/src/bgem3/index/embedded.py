@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,14 +27,17 @@ from bgem3._kernels import dense_top, maxsim_rows, pool_dense_scores, query_bloc
 from bgem3._types import EncodeOutput, Encoder, Hit, SparseVector
 from bgem3.index._ann import DenseHNSW, faiss_available, import_faiss
 from bgem3.index._store import BlockArray, GrowingArray
-from bgem3.index.base import SearchIndex, check_encoder
+from bgem3.index.base import ParquetLoad, SearchIndex, check_encoder
 from bgem3.index.filters import Postings, check_filter
 from bgem3.index.options import DEFAULT_SEARCH, Fusion, Mode, SearchOptions
 from bgem3.index.pool import CandidatePool
 from bgem3.index.state import (
     FP16_MAX,
+    FP16_SAFE_SCORE,
+    DocumentRows,
     IndexState,
     Snapshot,
+    largest_norm,
     validate_embeddings,
     validate_state,
 )
@@ -67,7 +71,9 @@ class HybridIndex(SearchIndex):
     Args:
         model: The :class:`~bgem3.BGEM3` that encodes added texts and queries.
         store_colbert: Keep ColBERT vectors (fp16, packed) for reranking.
-        dense_dtype: ``"float32"`` (default) or ``"float16"`` storage for dense vectors.
+        dense_dtype: ``"float32"`` (default) or ``"float16"`` storage for dense vectors
+            (any norm: the scan scales each query so that no float16 score overflows,
+            and scores the candidates in float32).
         dense_search: How the dense candidates are found: ``"exact"`` (a scan of every
             vector), ``"hnsw"`` (an HNSW graph, faiss; the pool is still scored exactly)
             or ``"auto"`` (default): exact until the index holds ``HNSW_MIN_DOCUMENTS``
@@ -125,6 +131,7 @@ class HybridIndex(SearchIndex):
         self._cb_offsets = GrowingArray((), np.int64)
         self._cb_offsets.extend(np.zeros(1, np.int64))
         self._postings = Postings()
+        self._dense_norm = 0.0  # float16 storage: at least the largest stored norm
         self._snapshot: Snapshot | None = None
         self.dense_search = dense_search
         self.ef_search = ef_search
@@ -157,29 +164,41 @@ class HybridIndex(SearchIndex):
     # ------------------------------------------------------------------ writing
     def _store(self, texts: list[str] | None, doc_ids: list[str],
                metas: list[dict[str, Any]], embeddings: EncodeOutput, batch_size: int) -> None:
+        self._append(self._checked_rows(texts, doc_ids, metas, embeddings))
+
+    def _checked_rows(self, texts: list[str] | None, doc_ids: list[str],
+                      metas: list[dict[str, Any]], embeddings: EncodeOutput) -> DocumentRows:
+        """Checked documents in storage form (dense vectors in the index's dtype)."""
         n = len(doc_ids)
         dense, sparse, colbert = validate_embeddings(
             embeddings, n, dense_dim=self.dense_dim, vocab_size=self.vocab_size,
             colbert_dim=self.colbert_dim if self.store_colbert else None)
-        if self._dense.dtype == np.float16 and n and float(np.abs(dense).max()) > FP16_MAX:
-            raise ValueError("dense vectors exceed the float16 range of this index "
-                             "(dense_dtype='float16'): normalise them or use float32")
-        text_list: list[str | None] = [None] * n if texts is None else list(texts)
+        if self._dense.dtype == np.float16 and n:
+            if float(np.abs(dense).max()) > FP16_MAX:
+                raise ValueError("dense vectors exceed the float16 range of this index "
+                                 "(dense_dtype='float16'): normalise them or use float32")
+            dense = dense.astype(np.float16)
         counts = np.fromiter((len(v) for v in sparse), dtype=np.int64, count=n)
         indices = (np.concatenate([v.indices for v in sparse]).astype(np.int32) if n
                    else np.zeros(0, np.int32))
         values = (np.concatenate([v.values for v in sparse]).astype(np.float32) if n
                   else np.zeros(0, np.float32))
-        self._append(doc_ids, text_list, metas, dense, counts, indices, values, colbert)
+        return DocumentRows(doc_ids, [None] * n if texts is None else list(texts), metas,
+                            dense, counts, indices, values, colbert)
 
     def add_parquet(self, path: str | os.PathLike[str], *, text_column: str | None = "text",
-                    metadata_columns: Sequence[str] = (), batch_rows: int = 8192) -> int:
+                    metadata_columns: Sequence[str] = (), batch_rows: int = 8192
+                    ) -> ParquetLoad:
         """Add the vectors of Parquet files written by ``bgem3.arrow`` / ``bgem3.ray``.
 
-        Streams one batch of ``batch_rows`` rows at a time (never the whole file), checks
-        every file's metadata first (another model's vectors are refused before anything
-        is added), then adds each batch as :meth:`add` does (upsert by id). A batch with
-        bad content raises with the file named; the batches before it stay added.
+        All or nothing, like :meth:`add`: every file's metadata is checked first
+        (another model's vectors are refused before any row is read), then the files are
+        read ``batch_rows`` rows at a time and each batch is checked as :meth:`add`
+        checks it (ids unique across all the files, widths, NaN, metadata, unreadable
+        pages). Checked batches are kept in the index's own storage form (the memory the
+        index needs for them anyway) until the last file is read; only then are they
+        added, in one step under the lock. A bad row anywhere leaves the index as it
+        was. Memory: what the added documents take in the index, plus one batch.
 
         Args:
             path: A ``.parquet`` file or a directory of them (read in name order).
@@ -188,7 +207,15 @@ class HybridIndex(SearchIndex):
             batch_rows: Rows per batch.
 
         Returns:
-            The number of rows added.
+            The number of documents added (``len(index)`` grew by it), an ``int`` whose
+            ``replaced`` attribute counts the rows that replaced a document with the same
+            id (upserts) and ``rows`` the rows read.
+
+        Raises:
+            FileNotFoundError: No such file, or a directory without ``.parquet`` files.
+            ValueError: Another model's vectors, a missing column, bad content or an id
+                given twice (the message names the file or the path); nothing was added.
+            TypeError: A metadata value the index cannot store (a timestamp column...).
 
         Example:
             >>> import tempfile, pathlib, bgem3, bgem3.arrow, pyarrow.parquet as pq
@@ -199,18 +226,22 @@ class HybridIndex(SearchIndex):
             >>> file = pathlib.Path(tempfile.mkdtemp()) / "v.parquet"
             >>> table = bgem3.arrow.to_arrow(out, ["c", "d"], texts=texts, model=model)
             >>> pq.write_table(table, file)
-            >>> bgem3.HybridIndex(model).add_parquet(file)
-            2
+            >>> index = bgem3.HybridIndex(model)
+            >>> index.add_parquet(file)
+            ParquetLoad(added=2, replaced=0)
+            >>> again = index.add_parquet(file)  # the same ids: upserts
+            >>> again == 0, again.replaced, len(index)
+            (True, 2, 2)
         """
-        from bgem3.arrow import parquet_batches
-
-        added = 0
-        for ids, texts, metadata, output in parquet_batches(
-                path, self.model, colbert=self.store_colbert, text_column=text_column,
-                metadata_columns=metadata_columns, batch_rows=batch_rows):
-            self.add(texts, ids=ids, metadata=metadata, embeddings=output)
-            added += len(ids)
-        return added
+        staged = [self._checked_rows(*checked) for checked in self._parquet_documents(
+            path, text_column, metadata_columns, batch_rows)]
+        with self._lock:  # one step: no search sees part of the load
+            replaced = sum(doc_id in self._row for rows in staged for doc_id in rows.ids)
+            rows_read = sum(len(rows.ids) for rows in staged)
+            staged.reverse()
+            while staged:  # each batch's memory is freed as it moves into storage
+                self._append(staged.pop())
+        return ParquetLoad(added=rows_read - replaced, replaced=replaced)
 
     def delete(self, ids: Sequence[str]) -> None:
         """Delete documents by id.
@@ -231,39 +262,38 @@ class HybridIndex(SearchIndex):
             self._snapshot = None
             self._compact_if_sparse()
 
-    def _append(self, ids: list[str], texts: list[str | None], metas: list[dict[str, Any]],
-                dense: NDArray[Any], counts: NDArray[np.int64], indices: NDArray[np.int32],
-                values: NDArray[np.float32],
-                colbert: tuple[NDArray[np.float16], NDArray[np.int64]] | None,
-                *, graph: bool = True) -> None:
-        """Append validated rows.
+    def _append(self, rows: DocumentRows, *, graph: bool = True) -> None:
+        """Append checked rows.
 
-        ``counts`` / ``indices`` / ``values`` are the documents' lexical weights in CSR form;
-        ``colbert`` is ``(packed vectors, rows per document)``. The packed ColBERT matrix
-        must be a fresh array that nobody else changes: large ones are kept as they are.
-        Everything that can fail is done before the first change.
+        Their packed ColBERT matrix must be a fresh array that nobody else changes: large
+        ones are kept as they are. Everything that can fail is done before the first
+        change.
         """
-        postings = Postings.keys_of(metas)  # computed before the lock: nothing fails under it
+        ids, dense = rows.ids, rows.dense
+        postings = Postings.keys_of(rows.metadata)  # before the lock: nothing fails under it
+        norm = (largest_norm(dense) if self._dense.dtype == np.float16 and len(ids)
+                else 0.0)
         with self._lock:
             start = len(self._ids)
             replaced = [self._row[i] for i in ids if i in self._row]
             self._dense.extend(dense)
-            self._sp_indptr.extend(self._sp_indptr.view()[-1] + np.cumsum(counts))
-            self._sp_indices.extend(indices)
-            self._sp_values.extend(values)
-            if colbert is not None:
-                packed, lengths = colbert
+            self._sp_indptr.extend(self._sp_indptr.view()[-1] + np.cumsum(rows.sparse_counts))
+            self._sp_indices.extend(rows.sparse_indices)
+            self._sp_values.extend(rows.sparse_values)
+            if rows.colbert is not None:
+                packed, lengths = rows.colbert
                 self._cb_vectors.extend(packed, owned=True)  # built by us: no copy
                 self._cb_offsets.extend(self._cb_offsets.view()[-1] + np.cumsum(lengths))
             alive = np.concatenate([self._alive, np.ones(len(ids), dtype=np.bool_)])
             alive[replaced] = False
             for offset, doc_id in enumerate(ids):
                 self._row[doc_id] = start + offset
-            self._postings.add(metas, start, postings)
+            self._postings.add(rows.metadata, start, postings)
             self._ids.extend(ids)
-            self._texts.extend(texts)
-            self._metadata.extend(metas)
+            self._texts.extend(rows.texts)
+            self._metadata.extend(rows.metadata)
             self._alive = alive
+            self._dense_norm = max(self._dense_norm, norm)
             self._snapshot = None
             if graph:
                 self._update_graph(dense)
@@ -277,10 +307,14 @@ class HybridIndex(SearchIndex):
         if self.dense_search == "hnsw" or (self.dense_search == "auto"
                                            and len(self._ids) >= HNSW_MIN_DOCUMENTS
                                            and faiss_available()):
-            graph = DenseHNSW(self.dense_dim, ef_search=self.ef_search)
-            for block in self._dense.rows().blocks:
-                graph.add(block)
-            self._graph = graph
+            self._build_graph()
+
+    def _build_graph(self, **params: int) -> None:
+        """Build the HNSW graph over every stored row (``params``: ``m``, ``ef_construction``)."""
+        graph = DenseHNSW(self.dense_dim, ef_search=self.ef_search, **params)
+        for block in self._dense.rows().blocks:
+            graph.add(block)
+        self._graph = graph
 
     # ------------------------------------------------------------------ state and compaction
     def state(self) -> IndexState:
@@ -319,7 +353,8 @@ class HybridIndex(SearchIndex):
 
     @classmethod
     def from_state(cls, model: Encoder, state: IndexState, *, dense_search: str = "auto",
-                   ef_search: int = 128, graph: DenseHNSW | None = None) -> HybridIndex:
+                   ef_search: int = 128, graph: DenseHNSW | None = None,
+                   check_documents: bool = True) -> HybridIndex:
         """An index holding ``state`` (from :meth:`state`, or read from disk), checked first.
 
         Args:
@@ -329,6 +364,8 @@ class HybridIndex(SearchIndex):
             ef_search: As in the constructor.
             graph: An HNSW graph over exactly ``state.dense`` (a saved one), used instead
                 of building it again.
+            check_documents: Check that the ids, texts and metadata can be saved, as
+                :meth:`add` does (``False``: they come from a saved or this index).
 
         Raises:
             ValueError: The state is inconsistent or does not fit ``model`` (the message
@@ -338,16 +375,17 @@ class HybridIndex(SearchIndex):
         index = cls(model, store_colbert=store_colbert, dense_dtype=str(state.dense.dtype),
                     dense_search=dense_search, ef_search=ef_search)
         validate_state(state, dense_dim=index.dense_dim, vocab_size=index.vocab_size,
-                       colbert_dim=index.colbert_dim)
+                       colbert_dim=index.colbert_dim, documents=check_documents)
         if graph is not None and (len(graph) != len(state.ids) or graph.dim != index.dense_dim):
             raise ValueError(f"the HNSW graph holds {len(graph)} vectors of width {graph.dim}, "
                              f"the index {len(state.ids)} of width {index.dense_dim}")
         colbert = None
         if state.colbert is not None and state.colbert_offsets is not None:
             colbert = (state.colbert, np.diff(state.colbert_offsets))
-        index._append(list(state.ids), list(state.texts), [dict(m) for m in state.metadata],
-                      state.dense, np.diff(state.sparse_indptr), state.sparse_indices,
-                      state.sparse_values, colbert, graph=graph is None)
+        index._append(DocumentRows(list(state.ids), list(state.texts),
+                                   [dict(m) for m in state.metadata], state.dense,
+                                   np.diff(state.sparse_indptr), state.sparse_indices,
+                                   state.sparse_values, colbert), graph=graph is None)
         if graph is not None:
             graph.ef_search = ef_search
             index._graph = graph
@@ -365,10 +403,10 @@ class HybridIndex(SearchIndex):
                 return 0
             fresh = HybridIndex.from_state(self.model, self.state(),
                                            dense_search=self.dense_search,
-                                           ef_search=self.ef_search)
+                                           ef_search=self.ef_search, check_documents=False)
             for name in ("_ids", "_texts", "_metadata", "_row", "_alive", "_dense",
                          "_sp_indptr", "_sp_indices", "_sp_values", "_cb_vectors",
-                         "_cb_offsets", "_postings", "_graph"):
+                         "_cb_offsets", "_postings", "_graph", "_dense_norm"):
                 setattr(self, name, getattr(fresh, name))
             self._snapshot = None
             return dead
@@ -391,9 +429,11 @@ class HybridIndex(SearchIndex):
         next save removes what it left behind. Saves to one path from several threads or
         processes take turns (a file lock); a load during a save reads one complete version.
 
+        Everything an index holds can be saved: :meth:`add` refuses what the saved
+        format cannot hold.
+
         Raises:
             FileExistsError: ``path`` is a file or a non-empty directory of something else.
-            TypeError: Metadata that JSON cannot represent.
         """
         from bgem3.index._persist import write_index
 
@@ -416,6 +456,10 @@ class HybridIndex(SearchIndex):
     def load(cls, path: str | os.PathLike[str], model: Encoder) -> HybridIndex:
         """Load an index saved by :meth:`save`, for use with ``model``.
 
+        A saved HNSW graph is used only if it belongs to the saved dense vectors (its
+        checksum in the manifest, and its vectors compared with a sample of the
+        index's); otherwise it is rebuilt from them, with a ``RuntimeWarning``.
+
         Raises:
             FileNotFoundError: No directory at ``path``.
             IndexFormatError: Not a bgem3 index, corrupt or truncated files, an unknown
@@ -428,14 +472,28 @@ class HybridIndex(SearchIndex):
         manifest = saved.manifest
         try:
             ef_search = manifest.get("ef_search", 128)
-            graph = None
-            if saved.graph is not None:
-                graph = DenseHNSW.from_bytes(saved.graph, m=manifest["hnsw"]["m"],
-                                             ef_construction=manifest["hnsw"]["ef_construction"],
-                                             ef_search=ef_search)
-            return cls.from_state(model, saved.state,
-                                  dense_search=manifest.get("dense_search", "auto"),
-                                  ef_search=ef_search, graph=graph)
+            graph = refused = None
+            params: dict[str, int] = {}
+            if manifest.get("hnsw") is not None:
+                params = {"m": manifest["hnsw"]["m"],
+                          "ef_construction": manifest["hnsw"]["ef_construction"]}
+                refused = saved.graph_refused
+                if saved.graph is not None and refused is None:
+                    graph = DenseHNSW.from_bytes(saved.graph, ef_search=ef_search, **params)
+                    if len(graph) == len(saved.state.ids) and \
+                            not graph.holds(saved.state.dense):
+                        graph, refused = None, "its vectors are not this index's"
+            index = cls.from_state(model, saved.state,
+                                   dense_search=manifest.get("dense_search", "auto"),
+                                   ef_search=ef_search, graph=graph, check_documents=False)
+            if refused is not None:
+                warnings.warn(f"{saved.directory}: the saved HNSW graph does not belong to this "
+                              f"index ({refused}); it was rebuilt from the index's dense "
+                              "vectors (save the index to store the new graph)",
+                              RuntimeWarning, stacklevel=2)
+                if index._graph is None:
+                    index._build_graph(**params)
+            return index
         except (ValueError, TypeError, KeyError) as exc:
             raise IndexFormatError(f"{saved.directory}: {exc}") from exc
 
@@ -462,6 +520,7 @@ class HybridIndex(SearchIndex):
                     ids=self._ids[:n],
                     texts=self._texts[:n],
                     metadata=self._metadata[:n],
+                    dense_norm=self._dense_norm,
                 )
             return self._snapshot
 
@@ -525,7 +584,8 @@ class HybridIndex(SearchIndex):
                         dense_tops = graph.search(dense[start:stop], candidates, mask)
                 else:
                     dense_tops = [rows for rows, _ in dense_top(
-                        snap.dense, dense[start:stop], candidates, mask)]
+                        snap.dense, _scan_queries(dense[start:stop], snap), candidates,
+                        mask)]
             for j in range(stop - start):
                 i = start + j
                 query = _Query(
@@ -535,6 +595,25 @@ class HybridIndex(SearchIndex):
                              if use_colbert and queries.colbert else None))
                 yield _pool(snap, mask, query, None if dense_tops is None else dense_tops[j],
                             options.mode, candidates)
+
+
+def _scan_queries(queries: NDArray[np.float32], snap: Snapshot) -> NDArray[np.float32]:
+    """The queries of an exact scan: scaled down where a float16 score could overflow.
+
+    A float16 matrix is multiplied in float16; ``|q . d| <= |q| |d|`` (every partial sum
+    too), so a query scaled to ``|q| * snap.dense_norm <= FP16_SAFE_SCORE`` cannot
+    overflow. A positive factor per query changes no ranking, and the candidates are
+    scored exactly in float32 afterwards.
+    """
+    if snap.dense.dtype != np.float16:
+        return queries
+    queries = np.asarray(queries, dtype=np.float32)
+    bound = np.linalg.norm(queries, axis=1) * np.float32(snap.dense_norm)
+    if not (bound > FP16_SAFE_SCORE).any():
+        return queries
+    scale = FP16_SAFE_SCORE / np.maximum(bound, FP16_SAFE_SCORE)  # 1 where nothing overflows
+    scaled: NDArray[np.float32] = (queries * scale[:, None]).astype(np.float32)
+    return scaled
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import numpy as np
 
 from bgem3._inputs import as_ids
 from bgem3._types import EncodeOutput, Encoder, Hit, SparseVector
-from bgem3.index.base import SearchIndex, check_encoder
+from bgem3.index.base import ParquetLoad, SearchIndex, check_encoder
 from bgem3.index.filters import check_filter
 from bgem3.index.options import Fusion, SearchOptions
 from bgem3.index.pool import CandidatePool
@@ -150,18 +150,37 @@ class QdrantHybridIndex(SearchIndex):
 
     def add_parquet(self, path: str | os.PathLike[str], *, text_column: str | None = "text",
                     metadata_columns: Sequence[str] = (), batch_rows: int = 8192,
-                    parallel: int = 4, bulk: bool = True) -> int:
+                    parallel: int = 4, bulk: bool = True) -> ParquetLoad:
         """Bulk-load Parquet vectors; see :meth:`bgem3.HybridIndex.add_parquet`.
+
+        All or nothing as far as the client can make it: a first pass reads every file
+        and checks every batch as :meth:`add` does (and counts the ids the collection
+        holds already) without keeping them; only then does a second pass read the files
+        again and upload. A bad row anywhere therefore adds nothing, at the cost of
+        reading (decoding) the files twice; memory stays one batch plus the set of ids.
+        Qdrant has no transactions: a server that fails during the upload can keep the
+        points it took.
 
         Points go up with ``upload_points`` in ``parallel`` processes (a server; local mode
         uploads in-process). With ``bulk``, the load follows Qdrant's advice for bulk
         uploads: HNSW indexing is switched off (``indexing_threshold=0``) while points
         arrive, and the collection's previous threshold is restored afterwards, so the
         index is built once at the end instead of during the upload.
-        """
-        from bgem3.arrow import parquet_batches
 
+        Returns:
+            The documents added, an ``int`` with ``replaced`` (upserts) and ``rows``.
+        """
         models = self._models
+        replaced = rows = 0
+        for _, ids, _, output in self._parquet_documents(path, text_column, metadata_columns,
+                                                         batch_rows):
+            validate_embeddings(output, len(ids), dense_dim=self.model.dense_dim,
+                                vocab_size=self.model.vocab_size,
+                                colbert_dim=self.model.colbert_dim if self.store_colbert
+                                else None)
+            replaced += len(self.client.retrieve(self.collection, [_point_id(i) for i in ids],
+                                                 with_payload=False, with_vectors=False))
+            rows += len(ids)
         info = self.client.get_collection(self.collection)
         threshold = getattr(info.config.optimizer_config, "indexing_threshold", None)
         local = type(getattr(self.client, "_client", None)).__name__ == "QdrantLocal"
@@ -169,21 +188,18 @@ class QdrantHybridIndex(SearchIndex):
             self.client.update_collection(
                 self.collection, optimizers_config=models.OptimizersConfigDiff(
                     indexing_threshold=0))
-        added = 0
         try:
-            for ids, texts, metadata, output in parquet_batches(
-                    path, self.model, colbert=self.store_colbert, text_column=text_column,
-                    metadata_columns=metadata_columns, batch_rows=batch_rows):
+            for texts, ids, metadata, output in self._parquet_documents(
+                    path, text_column, metadata_columns, batch_rows):
                 points = self._points(texts, ids, metadata, output)
                 self.client.upload_points(self.collection, points, batch_size=256,
                                           parallel=1 if local else parallel, wait=True)
-                added += len(ids)
         finally:
             if bulk and not local:
                 self.client.update_collection(
                     self.collection, optimizers_config=models.OptimizersConfigDiff(
                         indexing_threshold=threshold if threshold is not None else 10000))
-        return added
+        return ParquetLoad(added=rows - replaced, replaced=replaced)
 
     def delete(self, ids: Sequence[str]) -> None:
         """Delete documents; unknown ids raise ``KeyError`` and nothing is deleted."""

@@ -13,20 +13,31 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from bgem3._inputs import as_document_ids, as_metadata, surrogate_at
 from bgem3._kernels import Rows
 from bgem3._types import EncodeOutput, SparseVector
 
 __all__ = [
     "FP16_MAX",
+    "FP16_SAFE_SCORE",
+    "DocumentRows",
     "IndexState",
     "Snapshot",
     "all_finite_fp16",
+    "largest_norm",
     "validate_embeddings",
     "validate_state",
 ]
 
 FP16_MAX = 65504.0
 """The largest finite float16: dense vectors of a float16 index must stay below it."""
+FP16_SAFE_SCORE = 1024.0
+"""The largest dense score a float16 product may reach (far below :data:`FP16_MAX`).
+
+A float16 index scales each query down so that ``|query| * largest stored norm`` stays
+below this bound: no product (nor any partial sum of one) can overflow, the ranking is
+unchanged, and the candidates are then scored exactly in float32.
+"""
 
 
 @dataclass(frozen=True)
@@ -74,6 +85,8 @@ class Snapshot:
         ids: Row to id.
         texts: Row to text.
         metadata: Row to metadata.
+        dense_norm: At least the largest norm of the dense vectors of a float16 index
+            (0 for float32).
     """
 
     n: int
@@ -86,11 +99,60 @@ class Snapshot:
     ids: list[str]
     texts: list[str | None]
     metadata: list[dict[str, Any]]
+    dense_norm: float = 0.0
+
+
+@dataclass(frozen=True)
+class DocumentRows:
+    """Checked documents in the embedded index's storage form, ready to append.
+
+    Attributes:
+        ids: Document ids.
+        texts: Texts (``None`` for documents without one).
+        metadata: One dict per document.
+        dense: ``[n, d]`` dense vectors.
+        sparse_counts: ``int64 [n]`` lexical weights per document.
+        sparse_indices: ``int32`` token ids, document after document.
+        sparse_values: ``float32`` weights, in the same order.
+        colbert: ``(packed fp16 vectors, rows per document)``, or ``None``.
+    """
+
+    ids: list[str]
+    texts: list[str | None]
+    metadata: list[dict[str, Any]]
+    dense: NDArray[Any]
+    sparse_counts: NDArray[np.int64]
+    sparse_indices: NDArray[np.int32]
+    sparse_values: NDArray[np.float32]
+    colbert: tuple[NDArray[np.float16], NDArray[np.int64]] | None
+
+
+def largest_norm(dense: NDArray[Any], rows: int = 65536) -> float:
+    """The largest Euclidean norm of the rows of ``dense``, in float32, chunk by chunk.
+
+    Example:
+        >>> largest_norm(np.array([[3, 4], [1, 0]], np.float16))
+        5.0
+    """
+    largest = 0.0
+    for i in range(0, dense.shape[0], rows):
+        chunk = dense[i : i + rows].astype(np.float32)
+        largest = max(largest, float(np.sqrt(np.einsum("ij,ij->i", chunk, chunk).max())))
+    return largest
 
 
 def validate_state(state: IndexState, *, dense_dim: int, vocab_size: int,
-                   colbert_dim: int | None) -> None:
+                   colbert_dim: int | None, documents: bool = True) -> None:
     """Check everything ``add`` checks, for a whole state, in one vectorized pass.
+
+    Args:
+        state: The contents to check.
+        dense_dim: Expected dense width.
+        vocab_size: Token ids must lie below this.
+        colbert_dim: Expected ColBERT width, or ``None`` when ColBERT is not stored.
+        documents: Also check that the ids, texts and metadata can be saved (valid
+            Unicode, metadata that JSON holds); ``False`` for documents read from a
+            saved index, which JSON held already.
 
     Raises:
         ValueError: The first inconsistency found, described.
@@ -107,6 +169,17 @@ def validate_state(state: IndexState, *, dense_dim: int, vocab_size: int,
         raise ValueError("texts must be strings or null")
     if not all(isinstance(m, dict) for m in state.metadata):
         raise ValueError("metadata entries must be objects")
+    if documents:
+        bad = next((i for i, t in enumerate(state.texts)
+                    if t is not None and surrogate_at(t) is not None), None)
+        if bad is not None:
+            raise ValueError(f"texts[{bad}] holds an unpaired surrogate: texts must be valid "
+                             "Unicode text")
+        try:
+            as_document_ids(state.ids)
+            as_metadata(state.metadata, n, state.ids)
+        except TypeError as exc:
+            raise ValueError(str(exc)) from exc
     dense = state.dense
     if dense.shape != (n, dense_dim) or dense.dtype not in (np.float32, np.float16):
         raise ValueError(f"dense vectors must be float32/float16 [{n}, {dense_dim}], got "
