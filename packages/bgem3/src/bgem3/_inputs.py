@@ -186,6 +186,9 @@ def as_metadata(metadata: Sequence[Mapping[str, Any]] | None, n: int,
     return out
 
 
+_PLAIN = frozenset({int, float, bool, type(None)})  # stored as they are
+
+
 def _where(path: tuple[Any, ...], ids: Sequence[str] | None) -> str:
     """``metadata[3]['tags'][1] (document 'x')``: a place in the metadata, for errors."""
     head, rest = path[0], path[1:]
@@ -197,16 +200,24 @@ def _json_dict(meta: Mapping[Any, Any], path: tuple[Any, ...], ids: Sequence[str
                ) -> dict[str, Any]:
     out = {}
     for key, value in meta.items():
-        if type(key) is not str:
-            if not isinstance(key, str):
-                raise TypeError(f"{_where(path, ids)} has the key {key!r} of type "
-                                f"{type(key).__name__}: metadata keys must be strings")
-            key = str(key)
-        if not key.isascii() and surrogate_at(key) is not None:
-            raise ValueError(f"{_where(path, ids)} has a key with an unpaired surrogate "
-                             f"({key!r}): metadata must be valid Unicode text")
-        out[key] = _json_value(value, (*path, key), ids)
+        if type(key) is not str or not key.isascii():
+            key = _json_key(key, path, ids)
+        kind = type(value)  # the common values first, without a call
+        if kind in _PLAIN or (kind is str and value.isascii()):
+            out[key] = value
+        else:
+            out[key] = _json_value(value, (*path, key), ids)
     return out
+
+
+def _json_key(key: Any, path: tuple[Any, ...], ids: Sequence[str] | None) -> str:
+    if not isinstance(key, str):
+        raise TypeError(f"{_where(path, ids)} has the key {key!r} of type "
+                        f"{type(key).__name__}: metadata keys must be strings")
+    if surrogate_at(key) is not None:
+        raise ValueError(f"{_where(path, ids)} has a key with an unpaired surrogate "
+                         f"({key!r}): metadata must be valid Unicode text")
+    return str(key)
 
 
 def _json_value(value: Any, path: tuple[Any, ...], ids: Sequence[str] | None) -> Any:
@@ -218,13 +229,14 @@ def _json_value(value: Any, path: tuple[Any, ...], ids: Sequence[str] | None) ->
                              f"{surrogate_at(value)}: metadata strings must be valid Unicode "
                              "text (a saved index stores them as UTF-8)")
         return value
-    if kind is int or kind is float or kind is bool or value is None:
+    if kind in _PLAIN:
         return value
     if len(path) > MAX_METADATA_DEPTH and isinstance(value, (list, tuple, Mapping)):
         raise ValueError(f"{_where(path[:3], ids)} nests lists or dicts more than "
                          f"{MAX_METADATA_DEPTH} levels deep (or contains itself)")
     if isinstance(value, (list, tuple)):
-        return [_json_value(v, (*path, j), ids) for j, v in enumerate(value)]
+        return [v if type(v) in _PLAIN or (type(v) is str and v.isascii())
+                else _json_value(v, (*path, j), ids) for j, v in enumerate(value)]
     if isinstance(value, Mapping):
         return _json_dict(value, path, ids)
     if isinstance(value, (bool, np.bool_)):
