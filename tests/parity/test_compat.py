@@ -364,12 +364,31 @@ def test_rejected_calls(flag_model: Any, compat: BGEM3FlagModel) -> None:
             eval(f"flag_model.{call}")
         with pytest.raises(error, match=message):
             eval(f"compat.{call}")
-    # Accepted by FlagEmbedding, rejected here: no room for <s> and </s>; a third item in a
-    # pair, which FlagEmbedding ignores
-    with pytest.raises(ValueError, match="max_length"):
-        compat.encode(["a"], max_length=1)
-    with pytest.raises(TypeError, match="pair"):
-        compat.compute_score([("a", "b", "c")])
+    with pytest.raises(ValueError, match="max_length must be between 2"):
+        compat.encode(["a"], max_length=-1)  # FlagEmbedding: an OverflowError in the tokenizer
+    with pytest.raises(TypeError, match=r"sentence_pairs\[1\] must be a \(query, passage\)"):
+        compat.compute_score([("a", "b"), ("a",)])  # FlagEmbedding: an IndexError
+
+
+@pytest.mark.parametrize("length", [0, 1])
+def test_lengths_without_room_for_special_tokens_do_not_truncate(
+        flag_model: Any, compat: BGEM3FlagModel, length: int) -> None:
+    """FlagEmbedding's tokenizer cannot truncate below <s> </s>, so it does not truncate."""
+    for method in ("encode", "encode_queries", "encode_corpus"):
+        assert_close(getattr(flag_model, method)(CORPUS, max_length=length, **OUTPUTS),
+                     getattr(compat, method)(CORPUS, max_length=length, **OUTPUTS), method)
+    assert_close(flag_model.compute_score(_pairs(), max_query_length=length,
+                                          max_passage_length=length),
+                 compat.compute_score(_pairs(), max_query_length=length,
+                                      max_passage_length=length))
+
+
+def test_items_after_the_pair_are_ignored_as_in_flagembedding(
+        flag_model: Any, compat: BGEM3FlagModel) -> None:
+    labelled = [(query, passage, i % 2) for i, (query, passage) in enumerate(_pairs())]
+    assert_close(flag_model.compute_score(labelled), compat.compute_score(labelled))
+    assert_close(flag_model.compute_score(("paris", "the city of paris", "label")),
+                 compat.compute_score(("paris", "the city of paris", "label")))
 
 
 # ----------------------------------------------------------------------------- snippets

@@ -294,7 +294,8 @@ class BGEM3FlagModel:
             sentences: A list of texts, or one text (then each output is a single result:
                 ``dense_vecs`` ``[d]``, one dict, one array).
             batch_size: Most texts per forward batch (default: the constructor's).
-            max_length: Tokens per text (default ``passage_max_length``, 512).
+            max_length: Tokens per text (default ``passage_max_length``, 512; 0 or 1: no
+                truncation below the model's limit, as in FlagEmbedding).
             return_dense: Compute ``"dense_vecs"`` (default: the constructor's, ``True``).
             return_sparse: Compute ``"lexical_weights"`` (default ``False``).
             return_colbert_vecs: Compute ``"colbert_vecs"`` (default ``False``).
@@ -389,11 +390,16 @@ class BGEM3FlagModel:
         """``max_length`` or the default, capped at the model's limit.
 
         FlagEmbedding takes any ``max_length`` and fails on a text longer than the model's
-        positions; here that text is truncated at the limit, with a warning.
+        positions; here that text is truncated at the limit, with a warning. A
+        ``max_length`` of 0 or 1 leaves no room for ``<s>`` and ``</s>``: FlagEmbedding's
+        tokenizer then does not truncate at all, and neither does this layer (the model's
+        limit applies). Negative values stay an error (FlagEmbedding's is an
+        ``OverflowError`` from the tokenizer).
         """
         length = default if max_length is None else max_length
-        if isinstance(length, int) and not isinstance(length, bool):
-            return min(length, self.native.max_length)
+        if isinstance(length, (int, np.integer)) and not isinstance(length, bool):
+            return self.native.max_length if 0 <= length < 2 else min(length,
+                                                                      self.native.max_length)
         return length
 
     def _flag_outputs(self, out: EncodeOutput) -> dict[str, Any]:
@@ -515,10 +521,13 @@ class BGEM3FlagModel:
 
         Args:
             sentence_pairs: ``[(query, passage), ...]``, or one ``(query, passage)`` pair
-                (then each mode is one float instead of a list).
+                (then each mode is one float instead of a list). Items past the second of a
+                pair (``(query, passage, label)``) are ignored, as FlagEmbedding ignores them.
             batch_size: Pairs per batch (default: the constructor's); see above.
-            max_query_length: Query tokens (default ``query_max_length``, 512).
-            max_passage_length: Passage tokens (default ``passage_max_length``, 512).
+            max_query_length: Query tokens (default ``query_max_length``, 512; 0 or 1: no
+                truncation, as in FlagEmbedding).
+            max_passage_length: Passage tokens (default ``passage_max_length``, 512; 0 or 1
+                as for queries).
             weights_for_different_modes: ``[w_dense, w_sparse, w_colbert]`` (default
                 ``[1, 1, 1]``): ``sparse+dense = (w1*s + w0*d) / (w0 + w1)`` and
                 ``colbert+sparse+dense = (w2*c + w1*s + w0*d) / (w0 + w1 + w2)``.
@@ -531,8 +540,7 @@ class BGEM3FlagModel:
             empty list.
 
         Raises:
-            TypeError: Pairs that are not two texts each (FlagEmbedding ignores a third
-                item); unknown arguments.
+            TypeError: A pair that does not start with two texts; unknown arguments.
             ValueError: Not three weights (FlagEmbedding asserts), lengths out of range.
         """
         _reject_unknown("compute_score()", kwargs)
@@ -545,7 +553,7 @@ class BGEM3FlagModel:
         pairs: list[Sequence[Any]] = [sentence_pairs] if one_pair else list(sentence_pairs)
         for i, pair in enumerate(pairs):
             if (isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence)
-                    or len(pair) != 2 or not all(isinstance(t, str) for t in pair)):
+                    or len(pair) < 2 or not all(isinstance(t, str) for t in pair[:2])):
                 raise TypeError(f"sentence_pairs[{i}] must be a (query, passage) pair of "
                                 f"texts, got {pair!r:.80}")
         weights = [1.0, 1.0, 1.0] if weights_for_different_modes is None else [
