@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -51,7 +52,7 @@ def _encoded(tiny_path: Path, cluster, **kw):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def written(tiny_path: Path, cluster, tmp_path_factory: pytest.TempPathFactory) -> Path:  # type: ignore[no-untyped-def]
     out = tmp_path_factory.mktemp("ray") / "vectors"
-    _encoded(tiny_path, cluster).write_parquet(str(out))  # one actor
+    _encoded(tiny_path, cluster).write_parquet(str(out))  # one actor; ids checked first
     return out
 
 
@@ -83,7 +84,7 @@ def test_equal_lengths_and_one_row_per_call_keep_the_schema(tiny_path: Path, clu
     same = [f"word{i} paris" for i in range(6)]  # every row the same length
     ds = _dataset(cluster, same, [str(i) for i in range(6)])
     vectors = bgem3.ray.encode_dataset(ds, tiny_path, colbert=True, rows_per_call=1,
-                                       device="cpu", threads=1)
+                                       device="cpu", threads=1, check_ids=False)
     vectors.write_parquet(str(tmp_path / "same"))
     files = sorted((tmp_path / "same").glob("*.parquet"))
     schemas = [pq.read_schema(f) for f in files]  # (not a set: pyarrow < 16 cannot hash them)
@@ -96,7 +97,7 @@ def test_two_actors_give_what_one_gives(tiny_path: Path, cluster, written: Path)
         ids, out = from_arrow(table)
         return {i: out.dense[k].round(6).tolist() for k, i in enumerate(ids)}
 
-    two = pa.concat_tables(cluster.get(_encoded(tiny_path, cluster,
+    two = pa.concat_tables(cluster.get(_encoded(tiny_path, cluster, check_ids=False,
                                                 num_actors=2, tasks_per_actor=1)
                                        .to_arrow_refs()))
     assert dense_by_id(two) == dense_by_id(pq.read_table(written))
@@ -136,3 +137,21 @@ def test_importing_bgem3_does_not_import_ray_and_missing_ray_says_how() -> None:
                           check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert done.stdout.split("\n")[:2] == ["False", 'bgem3.ray needs Ray Data: pip install '
                                                     '"bgem3[ray]"']
+
+
+def test_null_or_repeated_ids_are_refused(tiny_path: Path, cluster) -> None:  # type: ignore[no-untyped-def]
+    texts = TEXTS[:5]
+    either = "|".join(re.escape(TEXTS[i][:20]) for i in (0, 2))  # Ray keeps no row order
+    for ids, message in (([None, "a", None, "b", "c"], r"2 row\(s\) have a null id in column "
+                                                       rf"'id' \(one has the text '({either})"),
+                         (["a", "b", "a", "c", "d"], r"repeated: 'a' \(2 rows\)")):
+        with pytest.raises(ValueError, match=message):  # 5 rows would give 4 documents
+            bgem3.ray.encode_dataset(_dataset(cluster, texts, ids), tiny_path, rows_per_call=1)
+    # without the check over the whole dataset, an actor still refuses a null id (a repeat
+    # within its rows too: to_arrow's check)
+    unchecked = bgem3.ray.encode_dataset(_dataset(cluster, texts, [None, "a", "b", "c", "d"]),
+                                         tiny_path, check_ids=False, device="cpu", threads=1)
+    with pytest.raises(ray.exceptions.RayTaskError,  # (Ray wraps the actor's ValueError)
+                       match=rf"a row has a null id \(column 'id'; its text begins "
+                             rf"'{re.escape(TEXTS[0][:20])}"):
+        unchecked.take_all()

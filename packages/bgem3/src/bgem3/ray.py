@@ -88,7 +88,7 @@ class _EncodeActor:
 
         options = self.options
         texts = batch.column(self.text_column).to_pylist()
-        ids = [str(i) for i in batch.column(self.id_column).to_pylist()]
+        ids = _batch_ids(batch.column(self.id_column).to_pylist(), texts, self.id_column)
         out = self.model.encode_documents(
             texts, dense=options["dense"], sparse=options["sparse"],
             colbert=options["colbert"], max_length=options.get("max_length"),
@@ -101,6 +101,52 @@ class _EncodeActor:
             if name not in (self.text_column, self.id_column):
                 table = table.append_column(name, batch.column(name))
         return table
+
+
+def _batch_ids(values: list[Any], texts: list[Any], column: str) -> list[str]:
+    """The ids of one batch as strings; a null one is an error naming its row by its text.
+
+    (Ray has no row numbers. A repeated id is refused by ``to_arrow``, naming it.)
+    """
+    for value, text in zip(values, texts, strict=True):
+        if value is None:
+            raise ValueError(f"a row has a null id (column {column!r}; its text begins "
+                             f"{str(text)[:60]!r}): every row needs a unique id")
+    return [str(value) for value in values]
+
+
+def _check_ids(dataset: Any, id_column: str, text_column: str) -> None:
+    """Refuse null or repeated ids anywhere in ``dataset``: a group-by on the id column.
+
+    Each actor call sees only its own rows, so a repeat across calls needs this pass.
+    """
+    from ray.data.aggregate import Count
+
+    count = f"{id_column} rows"
+    counts = dataset.select_columns([id_column]).groupby(id_column).aggregate(
+        Count(alias_name=count))
+    bad = counts.map_batches(_null_or_repeated, batch_format="pyarrow",
+                             fn_kwargs={"column": id_column, "count": count}).take(3)
+    null = next((row[count] for row in bad if row[id_column] is None), 0)
+    if null:
+        example = dataset.map_batches(_null_or_repeated, batch_format="pyarrow",
+                                      fn_kwargs={"column": id_column}).take(1)
+        text = str(example[0][text_column])[:60] if example else ""
+        raise ValueError(f"{null} row(s) have a null id in column {id_column!r} (one has the "
+                         f"text {text!r}): every row needs a unique id")
+    if bad:
+        repeated = ", ".join(f"{row[id_column]!r} ({row[count]} rows)" for row in bad)
+        raise ValueError(f"ids in column {id_column!r} must be unique; repeated: {repeated}")
+
+
+def _null_or_repeated(batch: Any, column: str, count: str | None = None) -> Any:
+    """The rows of a ``pyarrow.Table`` whose id is null, or (with ``count``) counted twice."""
+    import pyarrow.compute as pc
+
+    keep = pc.is_null(batch.column(column))
+    if count is not None:
+        keep = pc.or_(keep, pc.greater(batch.column(count), 1))
+    return batch.filter(keep)
 
 
 def encode_dataset(
@@ -125,6 +171,7 @@ def encode_dataset(
     max_length: int | None = None,
     dense_dtype: str = "float32",
     colbert_dtype: str = "float16",
+    check_ids: bool = True,
 ) -> Any:
     """Add BGE-M3 encoding to a Ray dataset; returns the dataset of vectors (lazy).
 
@@ -152,6 +199,10 @@ def encode_dataset(
         max_length: Tokens per text (default: the model's document length, 8192).
         dense_dtype: Storage of dense vectors: ``"float32"`` or ``"float16"``.
         colbert_dtype: Storage of ColBERT vectors: ``"float16"`` (default) or ``"float32"``.
+        check_ids: Check here that no id is null or repeated anywhere in the dataset (a
+            group-by over the id column: it reads that column once, before any encoding).
+            With ``False``, only the rows of one actor call are checked against each other
+            (a null id always fails there).
 
     Returns:
         A ``ray.data.Dataset`` of Arrow tables in :mod:`bgem3.arrow`'s schema.
@@ -159,7 +210,8 @@ def encode_dataset(
     Raises:
         ImportError: Ray is not installed (with the install command).
         CheckpointNotFoundError: The model path or hub id does not exist.
-        ValueError: Bad options, or a missing text or id column.
+        ValueError: Bad options, a missing text or id column, or a null or repeated id
+            (naming it, or the text of a row without one).
     """
     ray = _ray()
     from bgem3.arrow import schema as arrow_schema
@@ -181,6 +233,8 @@ def encode_dataset(
     for column in (text_column, id_column, *keep):
         if columns is not None and column not in columns:
             raise ValueError(f"the dataset has no column {column!r} (it has {columns})")
+    if check_ids:
+        _check_ids(dataset, id_column, text_column)
     size = num_actors if isinstance(num_actors, tuple) else (num_actors, num_actors)
     options = {"dense": dense, "sparse": sparse, "colbert": colbert, "threads": threads,
                "rows_per_forward": rows_per_forward, "device": device, "dtype": dtype,
