@@ -281,7 +281,7 @@ def _encode_bounded(backend: Any, texts: list[str], budget: int) -> list[Any]:
     inputs = [t[: cuts[i]] if i in cuts else t for i, t in enumerate(texts)]
     encodings = list(backend.encode_batch(inputs, add_special_tokens=False))
     for i, cut in cuts.items():
-        if texts[i][cut] == " " and len(encodings[i].ids) > budget:
+        if texts[i][cut] == " " and len(encodings[i]) > budget:
             continue  # whole words, enough of them (case 1)
         head = encodings[i] if cut == limit else None
         encodings[i] = _encode_long(backend, texts[i], budget, limit, head)
@@ -303,14 +303,14 @@ def _encode_long(backend: Any, text: str, budget: int, limit: int, head: Any | N
     if head is None:
         head = _encode_one(backend, text[:limit])
     facts = _cut_facts(backend)
-    if facts is not None and len(head.ids) > budget:
+    if facts is not None and len(head) > budget:
         verified = _verified_cut(backend, text, budget, limit, head, facts)
         if verified is not None:
             return verified
     end = text.find(" ", limit)  # the end of the run that crosses the limit
     if end != -1:
         encoding = head if end == limit else _encode_one(backend, text[:end])
-        if len(encoding.ids) > budget:
+        if len(encoding) > budget:
             return encoding
     return _encode_one(backend, text)
 
@@ -399,8 +399,7 @@ def _verified_cut(backend: Any, text: str, budget: int, limit: int, head: Any,
     longest = facts.longest_piece
     margin = max([_WINDOW_MARGIN, *map(len, facts.added)])
     span = longest + 2 * margin
-    offsets = head.offsets
-    after = offsets[min(len(offsets) - 1, budget + max(16, budget // 8))][1]
+    after = head.token_to_chars(min(len(head) - 1, budget + max(16, budget // 8)))[1]
     plain = re.compile(rf"\S{{{span}}}")
     start, first = max(0, after - margin), -1
     for _ in range(_WINDOW_TRIES):
@@ -419,7 +418,7 @@ def _verified_cut(backend: Any, text: str, budget: int, limit: int, head: Any,
     cuts = backend.encode_batch([text[: first + j] for j in range(longest)],
                                 add_special_tokens=False)
     kept = cuts[0].ids[:budget]
-    if all(len(cut.ids) > budget and cut.ids[:budget] == kept for cut in cuts):
+    if all(len(cut) > budget and cut.ids[:budget] == kept for cut in cuts):
         return cuts[0]
     return None
 
