@@ -84,10 +84,13 @@ def run_mine(args: argparse.Namespace) -> None:
 
 def run_finetune(args: argparse.Namespace) -> None:
     """``bgem3 finetune``."""
-    from bgem3.train import FinetuneSettings, finetune
+    from bgem3.train import FinetuneSettings, TrainingDivergedError, finetune
 
     settings = from_args(FinetuneSettings, args)
     with warnings.catch_warnings():
         warnings.filterwarnings("always", message=".*not trained.*", category=UserWarning)
-        output = finetune(settings)
+        try:
+            output = finetune(settings)
+        except TrainingDivergedError as exc:  # a FloatingPointError: one line, status 1
+            raise CLIError(str(exc)) from exc
     print(f"fine-tuned checkpoint in {output}")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import math
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -11,9 +13,13 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback
 
+from bgem3.train._errors import TrainingDivergedError
+from bgem3.train._output import STAGING, commit_checkpoint, discard
 from bgem3.train.data import GroupBatches, TrainingSet, collate_groups
 from bgem3.train.loss import LossOutput
 from bgem3.train.model import M3ForTraining, save_checkpoint
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["M3Trainer", "grad_cache_step"]
 
@@ -40,15 +46,31 @@ class _SelfDistillStart(TrainerCallback):
         self.network.distill_active = state.global_step >= self.start
 
 
+class _DivergenceGuard(TrainerCallback):
+    """Stops the run at the first non-finite loss, gradient or weight (before it is saved)."""
+
+    def __init__(self, trainer: M3Trainer) -> None:
+        self.trainer = trainer
+
+    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.trainer.check_step(state.global_step + 1)
+
+    def on_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.trainer.check_weights(state.global_step + 1)
+
+
 class M3Trainer(Trainer):
     """A Trainer for BGE-M3: group batches, loss parts in the logs, gradient caching.
 
     Checkpoints are written in BGE-M3's layout, with ``bgem3_finetune.json`` instead of a
-    pickled ``training_args.bin``.
+    pickled ``training_args.bin``, atomically (:mod:`bgem3.train._output`). A non-finite
+    loss, gradient or weight stops the run with :class:`TrainingDivergedError` before that
+    step is logged or saved.
     """
 
     def __init__(self, *, network: M3ForTraining, train_set: TrainingSet, batches: GroupBatches,
                  source: Path, settings: Any, **kwargs: Any) -> None:
+        self._staging: str | None = None  # where checkpoints go while one is being written
         super().__init__(model=network, **kwargs)
         self.train_set = train_set
         self.batches = batches
@@ -57,7 +79,9 @@ class M3Trainer(Trainer):
         self.settings_record: dict[str, Any] = settings.to_json()
         self._parts: dict[str, float] = {}
         self._parts_count = 0
+        self._losses: list[torch.Tensor] = []  # of the micro-batches since the last step
         self.add_callback(_SelfDistillStart(network, settings.self_distill_start))
+        self.add_callback(_DivergenceGuard(self))
 
     # ------------------------------------------------------------------ data
     def get_train_dataloader(self) -> DataLoader[Any]:
@@ -109,6 +133,12 @@ class M3Trainer(Trainer):
         ``rest`` is what this transformers passes after the inputs (``num_items_in_batch``
         since 4.46, nothing before).
         """
+        loss = self._training_step(model, inputs, *rest)
+        self._losses.append(loss.detach().float().reshape(-1)[:1])
+        return loss
+
+    def _training_step(self, model: torch.nn.Module, inputs: dict[str, Any],
+                       *rest: Any) -> torch.Tensor:
         if not self.settings.grad_cache:
             return super().training_step(model, inputs, *rest)
         model.train()
@@ -123,7 +153,93 @@ class M3Trainer(Trainer):
         self._keep(out.parts)
         return out.loss.detach() * scale
 
+    # ------------------------------------------------------------------ divergence
+    def _everywhere(self, flags: torch.Tensor) -> list[float]:
+        """``flags`` summed over the processes (each decides alike, none waits for another)."""
+        if self.accelerator.num_processes > 1:
+            flags = self.accelerator.reduce(flags, reduction="sum")
+        return [float(v) for v in flags.tolist()]
+
+    def check_step(self, step: int) -> None:
+        """Before the optimizer step: raise if a loss or a gradient of this step is not finite.
+
+        With fp16, gradients that overflow are left to the loss scaler (it skips the step).
+        """
+        network: M3ForTraining = self.accelerator.unwrap_model(self.model)
+        losses = torch.cat(self._losses) if self._losses else torch.zeros(1)
+        self._losses = []
+        bad_loss = (~torch.isfinite(losses)).any()
+        grads = [p.grad for p in network.parameters() if p.grad is not None]
+        if grads and not self.args.fp16:
+            bad_grad = ~_finite_norms(grads)
+        else:
+            bad_grad = torch.zeros((), dtype=torch.bool, device=bad_loss.device)
+        flags = torch.stack([bad_loss.to(self.args.device), bad_grad.to(self.args.device)])
+        loss_flag, grad_flag = self._everywhere(flags.float())
+        if loss_flag or grad_flag:
+            what = (f"the loss was {_shown(losses)}" if loss_flag
+                    else f"the loss was {_shown(losses)} but a gradient was not finite")
+            self._diverged(step, what)
+
+    def check_weights(self, step: int) -> None:
+        """After the optimizer step: raise if it made a trained weight non-finite."""
+        network: M3ForTraining = self.accelerator.unwrap_model(self.model)
+        trained = [p for p in network.parameters() if p.requires_grad]
+        if not trained:
+            return
+        bad = ~_finite_norms(trained)
+        if self._everywhere(bad.float().reshape(1))[0]:
+            self._diverged(step, "the optimizer step made weights NaN, infinite or too large "
+                                 "for float32")
+
+    def _diverged(self, step: int, what: str) -> None:
+        rate = (f" (learning rate {self.optimizer.param_groups[0]['lr']:.3g})"
+                if self.optimizer is not None else "")
+        message = (f"training diverged at step {step}: {what}{rate}; the "
+                   f"run stopped, and nothing of step {step} was logged or saved. Lower "
+                   "--learning-rate (or check --temperature and the data) and start again")
+        logger.error(message)
+        raise TrainingDivergedError(message)
+
     # ------------------------------------------------------------------ saving
+    def clear(self, paths: Sequence[Path]) -> None:
+        """Remove this tool's leftovers in the output (main process; the others wait)."""
+        self.accelerator.wait_for_everyone()  # every process has read the output first
+        if self.args.should_save:
+            staging = Path(str(self.args.output_dir)) / STAGING
+            for path in paths:
+                discard(path, staging)
+        self.accelerator.wait_for_everyone()
+
+    def _get_output_dir(self, trial: Any) -> str:
+        """Where the Trainer puts ``checkpoint-N``: the staging folder while saving one."""
+        return self._staging or str(super()._get_output_dir(trial))
+
+    def _save_checkpoint(self, model: Any, trial: Any, *rest: Any, **kwargs: Any) -> None:
+        """Save a resumable checkpoint atomically.
+
+        Every process writes its part (the weights, the optimizer state, its random state)
+        into ``OUTPUT/checkpoints/.staging/checkpoint-N``; then the main process flushes it,
+        writes the marker and renames it into place (:func:`commit_checkpoint`), and removes
+        the oldest checkpoints beyond ``save_total_limit``.
+        """
+        run = Path(super()._get_output_dir(trial))
+        staging = run / STAGING
+        staged = staging / f"checkpoint-{self.state.global_step}"
+        if self.args.should_save:
+            staging.mkdir(parents=True, exist_ok=True)
+            discard(staged, staging)  # what a killed save of this step left
+        self.accelerator.wait_for_everyone()
+        self._staging = str(staging)
+        try:
+            super()._save_checkpoint(model, trial, *rest, **kwargs)
+        finally:
+            self._staging = None
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            commit_checkpoint(staged, run, keep=self.args.save_total_limit)
+        self.accelerator.wait_for_everyone()
+
     def _save(self, output_dir: str | None = None, state_dict: dict[str, Any] | None = None
               ) -> None:
         """Save in BGE-M3's layout (no ``training_args.bin``)."""
@@ -216,6 +332,22 @@ def grad_cache_step(model: torch.nn.Module, network: M3ForTraining, inputs: dict
             if terms:
                 backward(torch.stack(terms).sum())
     return out
+
+
+def _finite_norms(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Whether every tensor's norm is finite (no NaN, no infinity, no overflow), on device.
+
+    One reduction per tensor, no temporary of a tensor's size (the embedding matrix's
+    gradient is a quarter of BGE-M3's weights).
+    """
+    return torch.isfinite(torch.stack([t.detach().norm() for t in tensors])).all()
+
+
+def _shown(losses: torch.Tensor) -> str:
+    """The first non-finite loss of a step, else its last loss."""
+    values = [float(v) for v in losses.tolist()]
+    bad = [v for v in values if not math.isfinite(v)]
+    return str(bad[0]) if bad else f"{values[-1]:.4g}"
 
 
 def _rng_state() -> tuple[torch.Tensor, list[torch.Tensor] | None]:

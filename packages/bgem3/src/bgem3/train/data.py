@@ -9,6 +9,7 @@ a resumed run sees the same groups. Texts are tokenized once, up front.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -28,6 +29,7 @@ __all__ = [
     "GroupBatches",
     "TrainingSet",
     "collate_groups",
+    "data_fingerprint",
     "parse_example",
     "read_training_data",
     "read_training_rows",
@@ -94,6 +96,25 @@ def read_training_rows(paths: Sequence[str | os.PathLike[str]]
         for file in _files(Path(item)):
             for number, row in read_jsonl(file):
                 yield f"{file}:{number}", row
+
+
+def data_fingerprint(paths: Sequence[str | os.PathLike[str]]) -> str:
+    """SHA-256 of the bytes of every training file, in reading order (names do not count).
+
+    A resumed run compares it with the run's: the same data under another path resumes,
+    changed data does not.
+
+    Raises:
+        DatasetNotFoundError: A path does not exist.
+    """
+    digest = hashlib.sha256(b"bgem3-training-data-v1")
+    for item in paths:
+        for file in _files(Path(item)):
+            with file.open("rb") as stream:
+                digest.update(os.fstat(stream.fileno()).st_size.to_bytes(8, "little"))
+                while chunk := stream.read(1 << 20):
+                    digest.update(chunk)
+    return digest.hexdigest()
 
 
 def parse_example(row: dict[str, Any], where: str, query_instruction: str | None = None

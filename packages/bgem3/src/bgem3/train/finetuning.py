@@ -19,24 +19,25 @@ from bgem3.train.settings import FinetuneSettings
 
 if TYPE_CHECKING:
     from bgem3.batching import M3Tokenizer
+    from bgem3.checkpoint import Checkpoint
     from bgem3.model import BGEM3Module
+    from bgem3.train._output import OutputPlan
 
 __all__ = ["finetune"]
 
 logger = logging.getLogger(__name__)
 
 
-def _load(settings: FinetuneSettings) -> tuple[BGEM3Module, M3Tokenizer, Path]:
-    """The network (fp32, on the CPU until the Trainer moves it), the tokenizer, the source."""
+def _load(settings: FinetuneSettings, checkpoint: Checkpoint
+          ) -> tuple[BGEM3Module, M3Tokenizer]:
+    """The network (fp32, on the CPU until the Trainer moves it) and the tokenizer."""
     import torch
 
     from bgem3.batching import load_tokenizer
-    from bgem3.checkpoint import resolve_checkpoint
     from bgem3.errors import CheckpointNotFoundError
     from bgem3.model import load_module
     from bgem3.train.model import new_heads
 
-    checkpoint = resolve_checkpoint(settings.model, require_heads=False)
     needs_heads = any(h in settings.heads for h in ("sparse", "colbert"))
     if checkpoint.has_heads and settings.init_heads:
         raise ValueError(f"{settings.model} has its heads already: drop --init-heads to "
@@ -55,7 +56,36 @@ def _load(settings: FinetuneSettings) -> tuple[BGEM3Module, M3Tokenizer, Path]:
         hidden = int(module.config.hidden_size)
         module.colbert_linear, module.sparse_linear = new_heads(
             hidden, settings.colbert_dim, seed=settings.seed)
-    return module, tokenizer, checkpoint.path
+    return module, tokenizer
+
+
+def _run_record(settings: FinetuneSettings, checkpoint: Checkpoint, plan: OutputPlan
+                ) -> dict[str, Any]:
+    """The settings the run records: this one's, or the resumed run's (checked to match).
+
+    Besides the settings: the fingerprints of the model's weights and of the data, which a
+    resume compares instead of their paths.
+
+    Raises:
+        ValueError: A resume with settings that change what the run computes.
+    """
+    from bgem3.checkpoint import fingerprint
+    from bgem3.train.data import data_fingerprint
+    from bgem3.train.settings import resume_conflicts
+
+    record = {**settings.to_json(), "model_fingerprint": fingerprint(checkpoint.path),
+              "train_data_sha256": data_fingerprint(settings.train_data)}
+    if plan.resume_from is None or plan.saved is None:
+        return record
+    conflicts = resume_conflicts(plan.saved, record)
+    if conflicts:
+        raise ValueError(
+            f"cannot resume from {plan.resume_from}: settings that change the result differ "
+            f"from the run's ({'; '.join(conflicts)}); resume with the run's settings (its "
+            f"bgem3_finetune.json), or start a new run in another --output")
+    step = int(plan.resume_from.name.rpartition("-")[2])
+    kept = {k: v for k, v in plan.saved.items() if k in record or k == "resumed_from"}
+    return {**record, **kept, "resumed_from": [*kept.get("resumed_from", []), step]}
 
 
 def _warn_untrained(settings: FinetuneSettings) -> None:
@@ -113,10 +143,16 @@ def finetune(settings: FinetuneSettings, *, callbacks: Sequence[Any] = ()) -> Pa
         ``BGEM3FlagModel`` load.
 
     Raises:
-        ValueError: Settings that cannot work (also: ``resume`` where transformers refuses to
-            load the optimizer state, transformers >= 4.50 with torch < 2.6).
+        ValueError: Settings that cannot work; an output that is, contains or lies inside the
+            model's directory; ``resume`` with settings that change the result (named), or
+            where transformers refuses to load the optimizer state (transformers >= 4.50
+            with torch < 2.6).
+        FileExistsError: A non-empty output that is not this run's, without ``resume`` or
+            ``overwrite_output``.
         DatasetError: Malformed training data (named ``file:line``).
         CheckpointNotFoundError: No such model, or no heads without ``init_heads``.
+        TrainingDivergedError: The loss, a gradient or a weight became NaN or infinite (a
+            ``FloatingPointError``); nothing of that step was logged or saved.
         ImportError: accelerate, which transformers' ``Trainer`` needs, is not installed
             (``pip install "bgem3[train]"``).
 
@@ -135,14 +171,19 @@ def finetune(settings: FinetuneSettings, *, callbacks: Sequence[Any] = ()) -> Pa
     from transformers import TrainingArguments
     from transformers.utils import logging as hf_logging
 
+    from bgem3.checkpoint import resolve_checkpoint
+    from bgem3.train._output import CHECKPOINTS, plan_output
     from bgem3.train.data import GroupBatches, TrainingSet, read_training_data
     from bgem3.train.model import M3ForTraining
 
     settings.check()
     if settings.resume and (blocker := _resume_blocker()):
         raise ValueError(blocker)
+    checkpoint = resolve_checkpoint(settings.model, require_heads=False)
+    plan = plan_output(settings, checkpoint.path)
+    run_record = _run_record(settings, checkpoint, plan)
     examples = read_training_data(settings.train_data, settings.query_instruction)
-    module, tokenizer, source = _load(settings)
+    module, tokenizer = _load(settings, checkpoint)
     _warn_untrained(settings)
     train_set = TrainingSet(examples, tokenizer.backend, tokenizer.spec, settings.group_size,
                             settings.query_max_length, settings.passage_max_length,
@@ -161,9 +202,9 @@ def finetune(settings: FinetuneSettings, *, callbacks: Sequence[Any] = ()) -> Pa
         temperature=settings.temperature, self_distill=settings.self_distill,
         kd_loss=settings.kd_loss, in_batch_negatives=settings.in_batch_negatives,
         freeze_backbone=settings.freeze_backbone)
-    output = Path(settings.output)
+    output = Path(settings.output).expanduser()
     args = TrainingArguments(
-        output_dir=str(output / "checkpoints"),
+        output_dir=str(output / CHECKPOINTS),
         learning_rate=settings.learning_rate,
         num_train_epochs=settings.epochs,
         max_steps=settings.max_steps or -1,
@@ -185,6 +226,7 @@ def finetune(settings: FinetuneSettings, *, callbacks: Sequence[Any] = ()) -> Pa
         dataloader_num_workers=0,
         disable_tqdm=not settings.show_progress,
         ddp_find_unused_parameters=False,
+        logging_nan_inf_filter=False,  # a non-finite loss stops the run; never hide one
     )
     if settings.gradient_checkpointing:
         network.gradient_checkpointing_enable()
@@ -192,11 +234,14 @@ def finetune(settings: FinetuneSettings, *, callbacks: Sequence[Any] = ()) -> Pa
     from bgem3.train._hf_trainer import M3Trainer
 
     trainer = M3Trainer(network=network, args=args, train_set=train_set, batches=batches,
-                        source=source, settings=settings, callbacks=list(callbacks))
+                        source=checkpoint.path, settings=settings, callbacks=list(callbacks))
+    trainer.settings_record = run_record
+    trainer.clear(plan.discard)
     started = time.time()
-    result = trainer.train(resume_from_checkpoint=True if settings.resume else None)
+    result = trainer.train(resume_from_checkpoint=None if plan.resume_from is None
+                           else str(plan.resume_from))
     record = {
-        **settings.to_json(),
+        **run_record,
         "steps": int(result.global_step),
         "train_loss": float(result.training_loss),
         "seconds": round(time.time() - started, 1),

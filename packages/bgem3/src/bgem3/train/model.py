@@ -23,6 +23,7 @@ from torch import nn
 from bgem3.batching import TokenizerSpec
 from bgem3.checkpoint import COLBERT_HEAD, SPARSE_HEAD
 from bgem3.model import BGEM3Module
+from bgem3.train._output import fsync_path
 from bgem3.train.loss import HEADS, LossOutput, Representations, m3_loss
 from bgem3.train.settings import SETTINGS_FILE
 
@@ -224,8 +225,8 @@ def save_checkpoint(module: BGEM3Module, source: Path, output: str | os.PathLike
 
     The backbone as ``config.json`` + ``model.safetensors``, both heads as fp32
     ``nn.Linear`` state dicts, the tokenizer files of ``source``, and ``settings`` as
-    ``bgem3_finetune.json`` (JSON: no pickle). Each file is written under a temporary name
-    and moved into place.
+    ``bgem3_finetune.json`` (JSON: no pickle). Each file is written under a temporary name,
+    flushed to disk and moved into place.
 
     Args:
         module: The network to save.
@@ -255,6 +256,8 @@ def save_checkpoint(module: BGEM3Module, source: Path, output: str | os.PathLike
     if settings is not None:
         (staging / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
     for file in staging.iterdir():
+        fsync_path(file)
         os.replace(file, out / file.name)
     staging.rmdir()
+    fsync_path(out)
     return out
