@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import warnings
 from typing import Any
@@ -82,15 +83,31 @@ def run_mine(args: argparse.Namespace) -> None:
           + (f" ({report.short} queries got fewer than {args.num})" if report.short else ""))
 
 
+class _WarningLines(logging.Handler):
+    """The training's logged warnings as the command's one-line warnings.
+
+    Its errors are left out: each is also the message of the exception that ends the
+    command, which prints it once as ``bgem3: error: ...``.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno < logging.ERROR:
+            print(f"bgem3: warning: {record.getMessage()}", file=sys.stderr)
+
+
 def run_finetune(args: argparse.Namespace) -> None:
     """``bgem3 finetune``."""
     from bgem3.train import FinetuneSettings, TrainingDivergedError, finetune
 
     settings = from_args(FinetuneSettings, args)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("always", message=".*not trained.*", category=UserWarning)
-        try:
+    handler = _WarningLines(logging.WARNING)
+    logging.getLogger("bgem3.train").addHandler(handler)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("always", message=".*not trained.*", category=UserWarning)
             output = finetune(settings)
-        except TrainingDivergedError as exc:  # a FloatingPointError: one line, status 1
-            raise CLIError(str(exc)) from exc
+    except TrainingDivergedError as exc:  # a FloatingPointError: one line, status 1
+        raise CLIError(str(exc)) from exc
+    finally:
+        logging.getLogger("bgem3.train").removeHandler(handler)
     print(f"fine-tuned checkpoint in {output}")
