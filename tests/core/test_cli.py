@@ -278,3 +278,18 @@ def test_finetune_flags_are_the_settings_fields(monkeypatch: pytest.MonkeyPatch,
                          heads=["dense", "colbert"], self_distill=False, save_total_limit=5,
                          show_progress=False, bf16=True, epochs=2.0),
     ]
+
+
+def test_every_bgem3_error_is_one_line_not_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from bgem3.cli._shared import run_command
+    from bgem3.errors import CompileError
+
+    def fail(args: argparse.Namespace) -> None:
+        raise CompileError("torch cannot compile this model\nmore detail")
+
+    assert run_command(argparse.Namespace(run=fail)) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[0] == "bgem3: error: torch cannot compile this model"
+    assert "Traceback" not in err

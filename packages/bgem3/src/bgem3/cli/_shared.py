@@ -25,6 +25,7 @@ __all__ = [
 ]
 
 from bgem3.checkpoint import DEFAULT_MODEL
+from bgem3.errors import BGEM3Error
 
 Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 """The ``add_subparsers()`` object each command module adds its commands to."""
@@ -79,7 +80,7 @@ def run_command(args: argparse.Namespace) -> int:
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (CLIError, OSError, ValueError, TypeError, KeyError, ImportError) as exc:
+    except (CLIError, BGEM3Error, OSError, ValueError, TypeError, KeyError, ImportError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"bgem3: error: {message}", file=sys.stderr)
         hint = _hint(exc)
