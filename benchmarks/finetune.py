@@ -118,7 +118,8 @@ def main() -> None:
             group_size=args.group_size, batch_size=args.batch_size, max_steps=args.max_steps,
             learning_rate=args.learning_rate, query_max_length=args.max_length,
             passage_max_length=args.max_length, seed=args.seed, device="cpu",
-            bf16=args.bf16, logging_steps=10, save_steps=10**6, show_progress=False)
+            bf16=args.bf16, logging_steps=10, save_steps=10**6, show_progress=False,
+            overwrite_output=True)
         done = output / "bgem3_finetune.json"
         reused = args.reuse and done.is_file()
         started = time.perf_counter()

@@ -19,6 +19,7 @@ __all__ = [
     "DatasetNotFoundError",
     "HeadNotLoadedError",
     "IndexFormatError",
+    "TrainingDivergedError",
     "TruncationWarning",
     "warn_each_call",
 ]
@@ -61,6 +62,14 @@ class DatasetError(BGEM3Error, ValueError):
 
 class DatasetNotFoundError(DatasetError, FileNotFoundError):
     """A data file or directory does not exist."""
+
+
+class TrainingDivergedError(BGEM3Error, FloatingPointError):
+    """The loss, a gradient or a weight became NaN or infinite: the run stopped there.
+
+    Nothing from the step that diverged is logged or saved; the checkpoints saved before it
+    hold finite weights.
+    """
 
 
 class TruncationWarning(UserWarning):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bgem3.train._errors import TrainingDivergedError
+from bgem3.errors import TrainingDivergedError
 from bgem3.train.finetuning import finetune
 from bgem3.train.mining import mine_negatives
 from bgem3.train.settings import HEADS, FinetuneSettings, read_settings

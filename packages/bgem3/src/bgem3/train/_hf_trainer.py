@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback
 
-from bgem3.train._errors import TrainingDivergedError
+from bgem3.errors import TrainingDivergedError
 from bgem3.train._output import STAGING, commit_checkpoint, discard
 from bgem3.train.data import GroupBatches, TrainingSet, collate_groups
 from bgem3.train.loss import LossOutput
