@@ -57,7 +57,7 @@ def plot(results: dict[str, Any], out: Path) -> None:
     if group:
         n = group["group"]
         speed.plot([n], [reference[f"Q{n}"]["texts_per_s"]], "x", color=COLORS["Q"], ms=9,
-                   label=f"queries in-process, {n} at a time (max_padding=0)")
+                   label=f"queries in-process, {n} at a time (CPU: packed)")
         speed.plot([n], [group["texts_per_s"]], "*", color=COLORS["Q"], ms=11,
                    label=f"queries in-process, {n} at a time, padded")
     ticks = sorted({p["clients"] for p in points})
