@@ -23,6 +23,8 @@ from bgem3.train.finetuning import _resume_blocker
 from bgem3.train.model import M3ForTraining
 from safetensors.torch import load_file
 
+from tests.core.train_data import small_run, write_jsonl
+
 # ---------------------------------------------------------------- data
 
 
@@ -36,22 +38,15 @@ def _rows(n: int = 48, seed: int = 1, negatives: int = 3) -> list[dict]:
     return rows
 
 
-def _write(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 @pytest.fixture(scope="module")
 def train_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _write(tmp_path_factory.mktemp("data") / "train.jsonl", _rows())
+    return write_jsonl(tmp_path_factory.mktemp("data") / "train.jsonl", _rows())
 
 
 def _settings(tiny_path: Path, train_file: Path, out: Path, **kw: object) -> FinetuneSettings:
-    base: dict = {"model": str(tiny_path), "train_data": [str(train_file)], "output": str(out),
-                  "group_size": 4, "batch_size": 8, "max_steps": 8, "logging_steps": 2,
-                  "learning_rate": 1e-3, "device": "cpu", "show_progress": False}
-    base.update(kw)
-    return FinetuneSettings(**base)  # type: ignore[arg-type]
+    return small_run(tiny_path, train_file, out, **kw)
 
 
 def _network(tiny_path: Path) -> BGEM3Module:
@@ -327,7 +322,7 @@ def test_mine_negatives_from_a_rank_range(model, tmp_path: Path) -> None:  # typ
     for row in rows[1:]:
         row["pos_scores"], row["neg_scores"] = [1.0], [0.0, 0.0, 0.0]
     rows[3]["extra"] = {"kept": True}
-    source = _write(tmp_path / "train.jsonl", rows)
+    source = write_jsonl(tmp_path / "train.jsonl", rows)
     with pytest.warns(UserWarning, match="removed the teacher scores"):
         report = mine_negatives(source, model, tmp_path / "mined.jsonl", rank_range=(2, 12),
                                 num=5, seed=1)
@@ -351,7 +346,7 @@ def test_mine_negatives_from_a_rank_range(model, tmp_path: Path) -> None:  # typ
 
 def test_mine_negatives_command(tiny_path: Path, tmp_path: Path,
                                 capsys: pytest.CaptureFixture[str]) -> None:
-    source = _write(tmp_path / "train.jsonl", _rows(20, seed=2))
+    source = write_jsonl(tmp_path / "train.jsonl", _rows(20, seed=2))
     assert main(["mine-negatives", str(source), "--model", str(tiny_path), "--output",
                  str(tmp_path / "out.jsonl"), "--range", "1-8", "--num", "4"]) == 0
     assert "mined 4.0 negatives per query for 20 queries" in capsys.readouterr().out
@@ -410,7 +405,7 @@ def test_no_literal_none_prompt(tiny_path: Path, tmp_path: Path) -> None:
 
     rows = _rows(2)
     rows[1]["prompt"] = "Represent this: "
-    examples = read_training_data(_write(tmp_path / "t.jsonl", rows))
+    examples = read_training_data(write_jsonl(tmp_path / "t.jsonl", rows))
     assert examples[0].query == rows[0]["query"]
     assert examples[1].query == "Represent this: " + rows[1]["query"]
     assert not any("None" in e.query for e in examples)

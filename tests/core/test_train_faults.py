@@ -24,6 +24,8 @@ from bgem3.train._output import MARKER, incomplete_reason
 from bgem3.train.finetuning import _resume_blocker
 from safetensors.torch import load_file
 
+from tests.core.train_data import small_run, write_jsonl
+
 
 def _rows(n: int = 32, seed: int = 1) -> list[dict]:
     texts = random_texts(4 * n, min_words=6, max_words=30, seed=seed)
@@ -32,22 +34,15 @@ def _rows(n: int = 32, seed: int = 1) -> list[dict]:
             for i in range(n)]
 
 
-def _write(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 @pytest.fixture(scope="module")
 def train_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _write(tmp_path_factory.mktemp("data") / "train.jsonl", _rows())
+    return write_jsonl(tmp_path_factory.mktemp("data") / "train.jsonl", _rows())
 
 
 def _settings(model: Path, data: Path, out: Path, **kw: object) -> FinetuneSettings:
-    base: dict = {"model": str(model), "train_data": [str(data)], "output": str(out),
-                  "group_size": 4, "batch_size": 8, "max_steps": 2, "logging_steps": 1,
-                  "learning_rate": 1e-3, "device": "cpu", "show_progress": False}
-    base.update(kw)
-    return FinetuneSettings(**base)  # type: ignore[arg-type]
+    return small_run(model, data, out, **{"max_steps": 2, "logging_steps": 1, **kw})
 
 
 def _flags(model: Path, data: Path, out: Path, *more: str) -> list[str]:
@@ -166,7 +161,7 @@ def test_a_resume_with_other_settings_is_refused_naming_them(tiny_path: Path,
     out = tmp_path / "out"
     finetune(_settings(tiny_path, train_file, out, save_steps=1))
     saved = (out / "bgem3_finetune.json").read_bytes()
-    other_data = _write(tmp_path / "other.jsonl", _rows(seed=7))
+    other_data = write_jsonl(tmp_path / "other.jsonl", _rows(seed=7))
     model_copy = Path(shutil.copytree(tiny_path, tmp_path / "model-copy"))
     changed_model = Path(shutil.copytree(tiny_path, tmp_path / "model-changed"))
     head = torch.load(changed_model / "sparse_linear.pt", weights_only=True)

@@ -64,32 +64,42 @@ def test_concurrent_callers_get_their_own_outputs_in_fewer_calls(model: BGEM3) -
     assert len(gated.calls) <= 2  # the first caller alone, then all the others together
 
 
-def test_long_documents_do_not_starve_a_short_query(model: BGEM3) -> None:
+def _beside_documents(model: BGEM3, settings: ServerSettings, documents: list[str],
+                      kind: str, texts: list[str], max_length: int | None = None
+                      ) -> tuple[list[str], list[list[str]]]:
+    """A request of ``texts`` queued while a long request of ``documents`` is at the gate:
+    the order in which the two finished, and the model calls."""
     gated = Gated(model)
-    settings = ServerSettings(short_tokens=64, slice_tokens=400)
     batcher = Batcher(gated, settings)  # type: ignore[arg-type]
-    long_texts = random_texts(24, min_words=60, max_words=80, seed=5)
     finished: list[str] = []
 
     async def run() -> None:
-        async def tagged(name: str, kind: str, texts: list[str]) -> None:
-            await batcher.encode(kind, texts, dense=True)  # type: ignore[arg-type]
+        async def tagged(name: str, kind: str, texts: list[str], max_length: int | None) -> None:
+            await batcher.encode(kind, texts, max_length=max_length,  # type: ignore[arg-type]
+                                 dense=True)
             finished.append(name)
 
-        documents = asyncio.ensure_future(tagged("documents", "document", long_texts))
+        long = asyncio.ensure_future(tagged("documents", "document", documents, None))
         await asyncio.sleep(0.05)  # the first slice of documents is at the gate
-        query = asyncio.ensure_future(tagged("query", "query", ["a short query"]))
+        other = asyncio.ensure_future(tagged("other", kind, texts, max_length))
         await asyncio.sleep(0.05)
         gated.gate.set()
-        await asyncio.gather(documents, query)
+        await asyncio.gather(long, other)
 
     batcher.start()
     try:
         asyncio.run(run())
     finally:
         batcher.stop()
-    assert finished == ["query", "documents"]
-    sizes = [len(c) for c in gated.calls]
+    return finished, gated.calls
+
+
+def test_long_documents_do_not_starve_a_short_query(model: BGEM3) -> None:
+    long_texts = random_texts(24, min_words=60, max_words=80, seed=5)
+    finished, calls = _beside_documents(model, ServerSettings(short_tokens=64, slice_tokens=400),
+                                        long_texts, "query", ["a short query"])
+    assert finished == ["other", "documents"]
+    sizes = [len(c) for c in calls]
     assert sizes[1] == 1 and len(sizes) > 3  # the query right after the first slice
     assert sum(sizes) == len(long_texts) + 1
 
@@ -142,58 +152,21 @@ def test_a_full_queue_refuses_and_errors_reach_their_callers(model: BGEM3) -> No
 
 
 def test_a_query_beside_a_long_request_waits_for_one_slice_only(model: BGEM3) -> None:
-    gated = Gated(model)
-    batcher = Batcher(gated, ServerSettings())  # type: ignore[arg-type]
     long_texts = random_texts(40, min_words=250, max_words=300, seed=6)  # passages
-    finished: list[str] = []
-
-    async def run() -> None:
-        async def tagged(name: str, kind: str, texts: list[str]) -> None:
-            await batcher.encode(kind, texts, dense=True)  # type: ignore[arg-type]
-            finished.append(name)
-
-        documents = asyncio.ensure_future(tagged("documents", "document", long_texts))
-        await asyncio.sleep(0.05)  # the first slice of documents is at the gate
-        query = asyncio.ensure_future(tagged("query", "query", ["a short query"]))
-        await asyncio.sleep(0.05)
-        gated.gate.set()
-        await asyncio.gather(documents, query)
-
-    batcher.start()
-    try:
-        asyncio.run(run())
-    finally:
-        batcher.stop()
-    assert finished == ["query", "documents"]
-    assert len(gated.calls[0]) < len(long_texts)
-    assert gated.calls[1] == ["a short query"]
+    finished, calls = _beside_documents(model, ServerSettings(), long_texts, "query",
+                                        ["a short query"])
+    assert finished == ["other", "documents"]
+    assert len(calls[0]) < len(long_texts)
+    assert calls[1] == ["a short query"]
 
 
 def test_texts_cut_by_max_length_count_at_that_length(model: BGEM3) -> None:
-    gated = Gated(model)
-    batcher = Batcher(gated, ServerSettings())  # type: ignore[arg-type]
     long_texts = random_texts(40, min_words=250, max_words=300, seed=6)
-    finished: list[str] = []
-
-    async def run() -> None:
-        async def tagged(name: str, texts: list[str], max_length: int | None) -> None:
-            await batcher.encode("document", texts, max_length=max_length, dense=True)
-            finished.append(name)
-
-        documents = asyncio.ensure_future(tagged("documents", long_texts, None))
-        await asyncio.sleep(0.05)  # the first slice of documents is at the gate
-        cut = asyncio.ensure_future(tagged("cut", long_texts[:2], 32))  # short: 32 tokens
-        await asyncio.sleep(0.05)
-        gated.gate.set()
-        await asyncio.gather(documents, cut)
-
-    batcher.start()
-    try:
-        asyncio.run(run())
-    finally:
-        batcher.stop()
-    assert finished == ["cut", "documents"]
-    assert gated.calls[1] == long_texts[:2]
+    # two passages as long as the others, but cut at 32 tokens: a short request
+    finished, calls = _beside_documents(model, ServerSettings(), long_texts, "document",
+                                        long_texts[:2], max_length=32)
+    assert finished == ["other", "documents"]
+    assert calls[1] == long_texts[:2]
 
 
 def test_short_and_long_requests_take_turns(model: BGEM3) -> None:

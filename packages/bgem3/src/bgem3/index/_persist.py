@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from bgem3._files import fsync_path
 from bgem3._types import Encoder
 from bgem3.errors import IndexFormatError
 from bgem3.index.state import IndexState
@@ -57,13 +58,6 @@ ARRAYS = {"dense": ("float32", "float16"), "sparse_indptr": ("int64",),
           "colbert": ("float16",), "colbert_offsets": ("int64",), "dense_hnsw": ("uint8",)}
 _VERSION_NAME = re.compile(r"v-[0-9a-f]{32}")
 
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -201,10 +195,10 @@ def write_index(path: str | os.PathLike[str], state: IndexState, header: Mapping
             (target / "documents.json").write_bytes(encoded)
             (target / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
             for file in target.iterdir():
-                _fsync(file)
-            _fsync(target)
+                fsync_path(file)
+            fsync_path(target)
             pointer_tmp.write_text(version, encoding="utf-8")
-            _fsync(pointer_tmp)
+            fsync_path(pointer_tmp)
             os.replace(pointer_tmp, root / POINTER)  # the commit point
         except BaseException:
             with contextlib.suppress(OSError):
@@ -213,7 +207,7 @@ def write_index(path: str | os.PathLike[str], state: IndexState, header: Mapping
             raise
         # committed: from here on nothing may fail the save
         try:
-            _fsync(root)
+            fsync_path(root)
             _remove_stale(root, keep=version)
         except OSError as exc:  # pragma: no cover - e.g. a read-only parent directory
             logger.warning("index saved to %s; cleaning up old versions failed: %s", root, exc)

@@ -25,10 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bgem3._files import fsync_path
 from bgem3.train.settings import SETTINGS_FILE, FinetuneSettings
 
 __all__ = ["CHECKPOINTS", "MARKER", "STAGING", "OutputPlan", "commit_checkpoint", "discard",
-           "fsync_path", "incomplete_reason", "plan_output"]
+           "incomplete_reason", "plan_output"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,14 +61,6 @@ class OutputPlan:
     saved: dict[str, Any] | None
     discard: tuple[Path, ...]
 
-
-def fsync_path(path: Path) -> None:
-    """Flush a file or a directory entry to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _step(path: Path) -> int | None:

@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the torch convention
 from torch import nn
 
+from bgem3._files import fsync_path
 from bgem3.batching import TokenizerSpec
 from bgem3.checkpoint import COLBERT_HEAD, SPARSE_HEAD
 from bgem3.model import BGEM3Module
-from bgem3.train._output import fsync_path
 from bgem3.train.loss import HEADS, LossOutput, Representations, m3_loss
 from bgem3.train.settings import SETTINGS_FILE
 
