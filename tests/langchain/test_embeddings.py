@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -129,7 +130,7 @@ def test_qdrant_vector_store_hybrid_mode(model: BGEM3) -> None:
 def test_milvus_sparse_adapter_and_milvus_lite_hybrid_search(model: BGEM3,
                                                              tmp_path: Path) -> None:
     from langchain_milvus.utils.sparse import BaseSparseEmbedding
-    from pymilvus import AnnSearchRequest, DataType, MilvusClient, RRFRanker
+    from pymilvus import MilvusClient
 
     sparse = BGEM3SparseEmbeddings(model=model)
     milvus_sparse = sparse.for_milvus()
@@ -142,6 +143,16 @@ def test_milvus_sparse_adapter_and_milvus_lite_hybrid_search(model: BGEM3,
 
     # Milvus Lite itself, with our dense and sparse vectors in one collection
     client = MilvusClient(str(tmp_path / "milvus.db"))
+    try:
+        _hybrid_search_on(client, model, milvus_sparse, docs)
+    finally:  # an open gRPC channel to Milvus Lite can crash the interpreter at exit
+        client.close()
+
+
+def _hybrid_search_on(client: Any, model: BGEM3, milvus_sparse: Any,
+                      docs: list[dict[int, float]]) -> None:
+    from pymilvus import AnnSearchRequest, DataType, RRFRanker
+
     schema = client.create_schema(auto_id=False)
     schema.add_field("id", DataType.INT64, is_primary=True)
     schema.add_field("dense", DataType.FLOAT_VECTOR, dim=model.dense_dim)
@@ -179,8 +190,11 @@ def test_langchain_milvus_store_hybrid_on_milvus_lite(model: BGEM3, tmp_path: Pa
                       {"index_type": "SPARSE_INVERTED_INDEX", "metric_type": "IP",
                        "params": {"drop_ratio_build": 0.0}}],
         search_params=[{"metric_type": "IP", "params": {}}, {"metric_type": "IP", "params": {}}])
-    ids = store.add_texts(texts, metadatas=[{"n": i} for i in range(len(texts))])
-    assert len(ids) == len(texts)
-    for i in (2, 9):
-        docs = store.similarity_search(texts[i], k=2)
-        assert docs[0].page_content == texts[i] and docs[0].metadata["n"] == i
+    try:
+        ids = store.add_texts(texts, metadatas=[{"n": i} for i in range(len(texts))])
+        assert len(ids) == len(texts)
+        for i in (2, 9):
+            docs = store.similarity_search(texts[i], k=2)
+            assert docs[0].page_content == texts[i] and docs[0].metadata["n"] == i
+    finally:
+        store.client.close()
