@@ -236,6 +236,9 @@ def test_plan_packed_merges_only_small_batches_and_respects_the_budget() -> None
             rows, fill = (rows + 1, length) if fill + length > 128 else (rows, fill + length)
         assert rows <= 1024 // 128
     assert plan_packed(batches[:1], lengths, 128, 1024) == (batches[:1], [])
+    _, capped = plan_packed(batches, lengths, 128, 1024, max_texts=5)
+    assert max(len(group) for group in capped) == 5  # batch_size still caps the texts
+    assert sorted(np.concatenate(capped).tolist()) == sorted(np.concatenate(packed).tolist())
 
 
 def test_collate_packed_lays_each_sequence_out_alone(tokenizer: M3Tokenizer) -> None:

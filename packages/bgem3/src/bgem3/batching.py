@@ -541,6 +541,7 @@ def plan_packed(
     lengths: NDArray[np.int64],
     width: int,
     max_tokens: int,
+    max_texts: int | None = None,
 ) -> tuple[list[NDArray[np.int64]], list[NDArray[np.int64]]]:
     """Merge the batches smaller than one packed row into packed batches.
 
@@ -548,13 +549,15 @@ def plan_packed(
     many small batches (a few short texts of different lengths, as a server gets from
     concurrent clients) are slow; padding them to one length is slow too. Their rows are
     laid end to end instead (:class:`Packed`), longest first, in rows of ``width`` tokens,
-    ``max_tokens // width`` rows per packed batch.
+    ``max_tokens // width`` rows and at most ``max_texts`` texts per packed batch.
 
     Args:
         batches: The plan of :func:`plan_batches`.
         lengths: ``int64 [n]`` sequence lengths.
         width: Tokens per packed row.
         max_tokens: Token budget of one batch.
+        max_texts: Most texts in one packed batch (the caller's ``batch_size``); ``None``:
+            as many as fit.
 
     Returns:
         The batches kept as they are, and the packed ones (index arrays, longest first;
@@ -575,7 +578,10 @@ def plan_packed(
     max_rows = max(1, max_tokens // width)
     packed, start, rows, fill = [], 0, 1, 0
     for i, length in enumerate(lengths[merged].tolist()):
-        if fill + length > width:  # next row, or the next batch when this one is full
+        if max_texts is not None and i - start == max_texts:  # the next batch
+            packed.append(merged[start:i])
+            start, rows, fill = i, 1, 0
+        elif fill + length > width:  # next row, or the next batch when this one is full
             rows, fill = rows + 1, 0
             if rows > max_rows:
                 packed.append(merged[start:i])

@@ -583,7 +583,7 @@ class BGEM3:
         packed: list[NDArray[np.int64]] = []
         if self._packs and tokenized.cls_positions is None:
             batches, packed = plan_packed(batches, tokenized.lengths, self._pack_width,
-                                          self.batch_tokens)
+                                          self.batch_tokens, batch_size)
         with tqdm(total=n, disable=not show_progress, unit="text", desc="bgem3") as bar, \
                 torch.inference_mode():
             for k, indices in enumerate(batches + packed):
