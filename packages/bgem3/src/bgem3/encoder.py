@@ -316,8 +316,11 @@ class BGEM3:
         )
         config = self._module.config
         positions = int(config.max_position_embeddings)
+        # XLM-R numbers a sequence's positions from its pad id + 1
+        self._first_position = 0
         if getattr(config, "model_type", "") in ("xlm-roberta", "roberta"):
-            positions -= int(config.pad_token_id) + 1  # position ids start after the pad id
+            self._first_position = int(config.pad_token_id) + 1
+            positions -= self._first_position
         self.max_length = positions
         self.batch_tokens = batch_tokens
         self.query_max_length = self._check_max_length(
@@ -337,7 +340,6 @@ class BGEM3:
         # on a CPU, batches smaller than a packed row are packed (a forward call's fixed
         # cost outweighs padding's there); accelerators take wide padded batches instead
         self._packs = self.device.type == "cpu" and backend == "torch" and self._module.packs
-        self._first_position = int(getattr(config, "pad_token_id", 1) or 0) + 1
         self._pack_width = min(PACK_WIDTH, batch_tokens)
 
     def _compile(self) -> None:

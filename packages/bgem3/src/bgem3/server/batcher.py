@@ -48,7 +48,7 @@ from bgem3.batching import PACK_WIDTH
 from bgem3.errors import TruncationWarning
 from bgem3.server.settings import ServerSettings
 
-__all__ = ["Batcher", "OverloadedError", "estimate_tokens"]
+__all__ = ["Batcher", "OverloadedError", "estimate_tokens", "length_limit"]
 
 Kind = Literal["query", "document"]
 
@@ -74,6 +74,12 @@ def estimate_tokens(text: str) -> int:
         7
     """
     return len(text) // 3 + 2
+
+
+def length_limit(model: Encoder, kind: Kind, max_length: int | None) -> int:
+    """The tokens a text of ``kind`` keeps: ``max_length``, else the model's default for it."""
+    return max_length or (model.query_max_length if kind == "query"
+                          else model.document_max_length)
 
 
 @dataclass(eq=False)
@@ -170,8 +176,7 @@ class Batcher:
             asyncio.CancelledError: The caller was cancelled; its work is dropped.
         """
         loop = asyncio.get_running_loop()
-        limit = max_length or (self.model.query_max_length if kind == "query"
-                               else self.model.document_max_length)
+        limit = length_limit(self.model, kind, max_length)
         sizes = [min(estimate_tokens(t), limit) for t in texts]
         job = _Job(kind, list(texts), max_length, (dense, sparse, colbert),
                    loop.create_future(), loop, sizes)

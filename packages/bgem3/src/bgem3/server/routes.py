@@ -13,7 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from bgem3._types import EncodeOutput
 from bgem3.scoring import colbert_scores, fuse_scores, sparse_scores
-from bgem3.server.batcher import Batcher, Kind, OverloadedError
+from bgem3.server.batcher import Batcher, Kind, OverloadedError, length_limit
 from bgem3.server.metrics import CONTENT_TYPE, Metrics
 from bgem3.server.schemas import (
     EmbedRequest,
@@ -79,8 +79,7 @@ class Server:
             raise ApiError(422, str(exc), "Validation") from None
         if not truncate and output.truncated is not None and output.truncated.any():
             first = int(np.flatnonzero(output.truncated)[0])
-            limit = max_length or (self.model.query_max_length if kind == "query"
-                                   else self.model.document_max_length)
+            limit = length_limit(self.model, kind, max_length)
             raise ApiError(422, f"input[{first}] is longer than {limit} tokens and truncate "
                                 "is false", "Validation")
         return output
