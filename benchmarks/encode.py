@@ -31,6 +31,11 @@ Usage:
                                                         # compile=True (compiled while loading)
   python benchmarks/encode.py --size real --threads 2 --batch-size 32 --backend onnx  # bgem3
                                                         # with backend="onnx" (ONNX Runtime)
+  python benchmarks/encode.py --size real --threads 2 --peer bge-m3-lite  # bgem3's engines
+                  # (--engines default,torch,onnx,int8) against bge-m3-lite's fused fp32 graph
+                  # on the same weights, start-up in fresh processes (see _peer.py)
+  python benchmarks/encode.py --size real --threads 2 --peer bge-m3-lite --peer-int8  # and
+                  # its int8 graph (built once if memory allows)
 """
 
 from __future__ import annotations
@@ -453,6 +458,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="batch_size of the FlagEmbedding calls, one reference per value "
                              "(--compat: the first)")
     parser.add_argument("--json", type=Path, help="write results here")
+    import _peer
+
+    _peer.add_arguments(parser)
     args = parser.parse_args(argv)
 
     import torch
@@ -462,6 +470,8 @@ def main(argv: list[str] | None = None) -> int:
     path, checkpoint = (args.model, args.model) if args.model else bench_checkpoint(args.size)
     workloads = make_workloads((args.workloads or (
         "R1,R2" if args.size == "real" and not args.model else "W1,W1d,W2,W3")).split(","))
+    if args.peer:
+        return _peer.peer_main(args, path, checkpoint, workloads)
     config = json.loads((Path(path) / "config.json").read_text())
     from transformers import AutoTokenizer
 
