@@ -37,7 +37,15 @@ from typing import Any
 
 import _lite
 import numpy as np
-from encode import Flag, Workload, cpu_flags, cpu_name, format_diffs, max_diffs
+from encode import (
+    Flag,
+    Workload,
+    cpu_flags,
+    cpu_name,
+    format_diffs,
+    make_workloads,
+    max_diffs,
+)
 
 # named sets of BGEM3 keyword arguments (device="cpu" is always passed)
 ENGINES: dict[str, dict[str, Any]] = {
@@ -83,14 +91,15 @@ class Timing:
 
 
 class Bgem3Engine:
-    """``bgem3.BGEM3(path, device="cpu", **kwargs)``."""
+    """``bgem3.BGEM3(path, device="cpu", batch_tokens=..., **kwargs)`` (kwargs win)."""
 
     def __init__(self, name: str, path: str, kwargs: dict[str, Any], batch_tokens: int) -> None:
         import bgem3
 
         self.name, self.kwargs = name, kwargs
         t0 = time.perf_counter()
-        self.model = bgem3.BGEM3(path, device="cpu", batch_tokens=batch_tokens, **kwargs)
+        self.model = bgem3.BGEM3(path, **{"device": "cpu", "batch_tokens": batch_tokens,
+                                          **kwargs})
         self.load_s = time.perf_counter() - t0
         self.low_precision = str(kwargs.get("dtype", "float32")) not in ("float32", "fp32")
         self.real = self.computed = 0
@@ -290,7 +299,7 @@ def peer_main(args: argparse.Namespace, path: str, checkpoint: str,
 
     tokenizer = AutoTokenizer.from_pretrained(path)
     width = max(len(e.name) for e in engines) + 2
-    header = (f"{'workload':<9}{'engine':<{width}}{'time':>14}{'vs lite':>9}{'CPU s':>8}"
+    header = (f"{'workload':<9}{'engine':<{width}}{'time':>14}{'vs lite':>9}{'CPU time':>15}"
               f"{'padding':>9}  outputs vs {REFERENCE}")
     records, agree = [], True
     for w in workloads:
@@ -323,8 +332,9 @@ def peer_main(args: argparse.Namespace, path: str, checkpoint: str,
                 return 1
         del outputs
         timing = {e.name: Timing() for e in engines}
-        for _ in range(args.repeats):
-            for engine in engines:
+        for round_ in range(args.repeats):
+            start = round_ % len(engines)  # each round starts with the next engine
+            for engine in engines[start:] + engines[:start]:
                 time.sleep(args.switch_pause)
                 _, seconds, cpu = run_once(engine, w)
                 timing[engine.name].rounds.append(sum(seconds))
@@ -340,10 +350,14 @@ def peer_main(args: argparse.Namespace, path: str, checkpoint: str,
             real, computed = tokens[engine.name]
             padding = 1 - real / computed if computed else 0.0
             value = headline(t, w)
-            shown = f"{value * 1e3:.1f} ms/call" if w.per_call else f"{value:.2f} s"
             ratio = ref_time / value
             cpu = statistics.median(t.cpu)
-            print(f"{w.name:<9}{engine.name:<{width}}{shown:>14}{ratio:>8.2f}x{cpu:>8.2f}"
+            if w.per_call:
+                shown = f"{value * 1e3:.1f} ms/call"
+                cpu_shown = f"{cpu / len(w.texts) * 1e3:.1f} ms/call"
+            else:
+                shown, cpu_shown = f"{value:.2f} s", f"{cpu:.2f} s"
+            print(f"{w.name:<9}{engine.name:<{width}}{shown:>14}{ratio:>8.2f}x{cpu_shown:>15}"
                   f"{padding:>9.1%}  {format_diffs(diffs.get(engine.name, {})) or 'reference'}")
             results[engine.name] = {
                 ("p50_call_s" if w.per_call else "median_s"): value,
@@ -361,7 +375,7 @@ def peer_main(args: argparse.Namespace, path: str, checkpoint: str,
     described = {e.name: e.describe() for e in engines}
     starts = {}
     if args.startup_runs > 0:
-        r1 = next((w for w in workloads if not w.per_call), workloads[0])
+        r1 = make_workloads(["R1"])[0]  # whatever was timed, the same probe
         longest = sorted(r1.texts, key=len, reverse=True)[:STARTUP_TEXTS]
         common: dict[str, Any] = {"threads": threads, "texts": longest,
                   "max_length": r1.max_length}

@@ -52,8 +52,9 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
 
         import_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        model = bgem3.BGEM3(spec["path"], device="cpu", batch_tokens=spec["batch_tokens"],
-                            **spec["kwargs"])
+        model = bgem3.BGEM3(spec["path"], **{"device": "cpu",
+                                             "batch_tokens": spec["batch_tokens"],
+                                             **spec["kwargs"]})
         load_s = time.perf_counter() - t0
 
         def encode(batch: list[str]) -> None:
