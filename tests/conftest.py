@@ -37,3 +37,11 @@ def model(tiny_path: Path):  # type: ignore[no-untyped-def]
     from bgem3 import BGEM3
 
     return BGEM3(tiny_path, device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def torch_model(tiny_path: Path):  # type: ignore[no-untyped-def]
+    """The tiny model in torch (the default on CPU is ONNX Runtime where it is installed)."""
+    from bgem3 import BGEM3
+
+    return BGEM3(tiny_path, device="cpu", dtype="float32", backend="torch")

@@ -1,4 +1,4 @@
-"""The faster ways to run the backbone, each equal to the default torch backend to 1e-5.
+"""The ways to run the backbone, each equal to the torch backend to 1e-5 (int8: close to it).
 
 ``BGEM3(compile=True)`` (torch.compile'd backbone) and ``BGEM3(backend="onnx")`` (the backbone
 exported once, cached, run by ONNX Runtime); clear errors where either cannot run.
@@ -46,32 +46,32 @@ def compiled(tiny_path: Path) -> BGEM3:
     return BGEM3(tiny_path, device="cpu", dtype="float32", compile=True)
 
 
-def test_compiled_outputs_equal_the_eager_model(model: BGEM3, compiled: BGEM3) -> None:
+def test_compiled_outputs_equal_the_eager_model(torch_model: BGEM3, compiled: BGEM3) -> None:
     import torch._inductor.config as inductor_config
 
-    assert compiled.module.compiled and not model.module.compiled
+    assert compiled.module.compiled and not torch_model.module.compiled
     # documents of mixed lengths (batches of several rows) and single queries (one row)
     documents = random_texts(40, min_words=3, max_words=60, seed=11) * 2
     _assert_same(compiled.encode_documents(documents, **HEADS),
-                 model.encode_documents(documents, **HEADS))
+                 torch_model.encode_documents(documents, **HEADS))
     assert compiled.last_stats.batches < len(set(documents))  # batches of several rows ran
     for query in random_texts(6, min_words=1, max_words=12, seed=12):
         _assert_same(compiled.encode_queries([query], **HEADS),
-                     model.encode_queries([query], **HEADS))
+                     torch_model.encode_queries([query], **HEADS))
     # freezing is switched on around our calls only, never left on for the process
     assert inductor_config.freezing is False
 
 
-def test_compiled_model_with_padded_batches_equals_eager(tiny_path: Path, model: BGEM3,
+def test_compiled_model_with_padded_batches_equals_eager(tiny_path: Path, torch_model: BGEM3,
                                                          compiled: BGEM3) -> None:
     texts = random_texts(24, min_words=2, max_words=30, seed=13)
-    compiled.max_padding = model.max_padding = 1.0  # rows of different lengths share a batch
+    compiled.max_padding = torch_model.max_padding = 1.0  # rows of different lengths share a batch
     try:
         got = compiled.encode_documents(texts, **HEADS)
         assert compiled.last_stats.padding_waste > 0
-        _assert_same(got, model.encode_documents(texts, **HEADS))
+        _assert_same(got, torch_model.encode_documents(texts, **HEADS))
     finally:
-        compiled.max_padding = model.max_padding = 0.0
+        compiled.max_padding = torch_model.max_padding = 0.0
 
 
 def test_compile_failure_is_a_clear_error(tiny_path: Path, tmp_path: Path) -> None:
@@ -101,9 +101,9 @@ def test_compile_failure_is_a_clear_error(tiny_path: Path, tmp_path: Path) -> No
         assert "no-such-c++" in done.stdout  # and torch's reason
 
 
-def test_compile_is_off_by_default(model: BGEM3) -> None:
-    assert not model.module.compiled
-    assert getattr(model.module.backbone, "_compiled_call_impl", None) is None
+def test_compile_is_off_by_default(torch_model: BGEM3) -> None:
+    assert not torch_model.module.compiled
+    assert getattr(torch_model.module.backbone, "_compiled_call_impl", None) is None
 
 
 # ----------------------------------------------------------------------------- backend="onnx"
@@ -116,33 +116,34 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "cache" / "onnx"
 
 
-def test_onnx_outputs_equal_the_torch_backend(tiny_path: Path, model: BGEM3, cache: Path
+def test_onnx_outputs_equal_the_torch_backend(tiny_path: Path, torch_model: BGEM3, cache: Path
                                               ) -> None:
     onnx = BGEM3(tiny_path, backend="onnx")
     assert onnx.device.type == "cpu" and "backend='onnx'" in repr(onnx)
     documents = random_texts(40, min_words=3, max_words=60, seed=21) * 2
     _assert_same(onnx.encode_documents(documents, **HEADS),
-                 model.encode_documents(documents, **HEADS))
+                 torch_model.encode_documents(documents, **HEADS))
     assert onnx.last_stats.batches < len(set(documents))  # batches of several rows ran
     for query in random_texts(6, min_words=1, max_words=12, seed=22):
-        _assert_same(onnx.encode_queries([query], **HEADS), model.encode_queries([query], **HEADS))
+        _assert_same(onnx.encode_queries([query], **HEADS),
+                     torch_model.encode_queries([query], **HEADS))
     # padded batches (accelerators allow some padding): the attention mask is honoured
     texts = random_texts(24, min_words=2, max_words=30, seed=23)
-    onnx.max_padding = model.max_padding = 1.0
+    onnx.max_padding = torch_model.max_padding = 1.0
     try:
         got = onnx.encode_documents(texts, **HEADS)
         assert onnx.last_stats.padding_waste > 0
-        _assert_same(got, model.encode_documents(texts, **HEADS))
+        _assert_same(got, torch_model.encode_documents(texts, **HEADS))
     finally:
-        model.max_padding = 0.0
+        torch_model.max_padding = 0.0
     pairs = [("paris city", "the city of paris"), ("a dog", "the cat sat")]
-    got_scores, want = onnx.compute_score(pairs), model.compute_score(pairs)
+    got_scores, want = onnx.compute_score(pairs), torch_model.compute_score(pairs)
     for mode, values in want.items():
         np.testing.assert_allclose(got_scores[mode], values, atol=1e-5)
 
 
 def test_export_is_cached_and_a_corrupt_cache_is_exported_again(
-        tiny_path: Path, model: BGEM3, cache: Path) -> None:
+        tiny_path: Path, torch_model: BGEM3, cache: Path) -> None:
     BGEM3(tiny_path, backend="onnx")
     (entry,) = cache.iterdir()  # one export, nothing left from staging
     exported = entry / "backbone.onnx"
@@ -153,7 +154,7 @@ def test_export_is_cached_and_a_corrupt_cache_is_exported_again(
     again = BGEM3(tiny_path, backend="onnx")
     assert exported.stat().st_size > 1000 and [p.name for p in cache.iterdir()] == [entry.name]
     texts = random_texts(8, min_words=2, max_words=20, seed=24)
-    _assert_same(again.encode(texts, **HEADS), model.encode(texts, **HEADS))
+    _assert_same(again.encode(texts, **HEADS), torch_model.encode(texts, **HEADS))
 
 
 def test_failed_export_is_a_clear_error_and_leaves_nothing(
@@ -171,18 +172,18 @@ def test_failed_export_is_a_clear_error_and_leaves_nothing(
 
 
 def test_an_export_of_other_weights_under_the_key_is_exported_again(
-        tiny_path: Path, model: BGEM3, cache: Path, tmp_path: Path) -> None:
+        tiny_path: Path, torch_model: BGEM3, cache: Path, tmp_path: Path) -> None:
     import onnx
 
     other_path = build_tiny_checkpoint(tmp_path / "other", seed=7)
-    other = BGEM3(other_path, device="cpu")
+    other = BGEM3(other_path, device="cpu", backend="torch")
     BGEM3(tiny_path, backend="onnx")
     (entry,) = cache.iterdir()
-    assert model.fingerprint in entry.name
-    key = entry.name.replace(model.fingerprint, other.fingerprint)
+    assert torch_model.fingerprint in entry.name
+    key = entry.name.replace(torch_model.fingerprint, other.fingerprint)
     shutil.copytree(entry, cache / key)  # a valid export, of the first model's weights
     with pytest.warns(UserWarning, match=rf"export in .*{key} was exported from .*"
-                                         rf"{model.fingerprint}.*exporting it again"):
+                                         rf"{torch_model.fingerprint}.*exporting it again"):
         onnx_other = BGEM3(other_path, backend="onnx")
     texts = random_texts(8, min_words=2, max_words=20, seed=26)
     _assert_same(onnx_other.encode(texts, **HEADS), other.encode(texts, **HEADS))
@@ -238,7 +239,7 @@ def test_onnx_backend_bad_options(tiny_path: Path, tmp_path: Path,
                                   monkeypatch: pytest.MonkeyPatch) -> None:
     # runs with or without onnxruntime installed (without it, as a user without the extra)
     monkeypatch.setenv("BGEM3_CACHE_DIR", str(tmp_path))
-    with pytest.raises(ValueError, match="backend must be 'torch' or 'onnx'"):
+    with pytest.raises(ValueError, match="backend must be 'auto', 'torch' or 'onnx'"):
         BGEM3(tiny_path, backend="tensorrt")
     with pytest.raises(ValueError, match="runs on the CPU in float32"):
         BGEM3(tiny_path, backend="onnx", dtype="bfloat16")
@@ -250,7 +251,7 @@ def test_onnx_backend_bad_options(tiny_path: Path, tmp_path: Path,
 
 
 def test_encode_pool_workers_run_the_onnx_backend_of_a_loaded_model(
-        tiny_path: Path, model: BGEM3, cache: Path) -> None:
+        tiny_path: Path, torch_model: BGEM3, cache: Path) -> None:
     from bgem3 import EncodePool
 
     onnx = BGEM3(tiny_path, backend="onnx")
@@ -258,5 +259,105 @@ def test_encode_pool_workers_run_the_onnx_backend_of_a_loaded_model(
     texts = random_texts(20, min_words=2, max_words=30, seed=25)
     with EncodePool(onnx, devices=["cpu"], chunk_size=8) as pool:
         got = pool.encode(texts, **HEADS)
-    _assert_same(got, model.encode(texts, **HEADS))
+    _assert_same(got, torch_model.encode(texts, **HEADS))
     assert [p.name for p in cache.iterdir()] and (next(cache.iterdir()) / "backbone.onnx").is_file()
+
+
+# ----------------------------------------------------------------------------- the default
+def test_auto_is_onnx_runtime_on_a_cpu_in_float32_and_torch_elsewhere() -> None:
+    from bgem3._placement import choose_backend
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert choose_backend("auto", cpu, torch.float32, compile=False) == "onnx"
+    assert choose_backend("auto", cpu, torch.int8, compile=False) == "onnx"
+    assert choose_backend("auto", cpu, torch.float32, compile=True) == "torch"
+    assert choose_backend("auto", cpu, torch.bfloat16, compile=False) == "torch"
+    assert choose_backend("auto", cuda, torch.float16, compile=False) == "torch"
+    assert choose_backend("auto", cuda, torch.float32, compile=False) == "torch"
+    assert choose_backend("torch", cpu, torch.float32, compile=False) == "torch"
+    with pytest.raises(ValueError, match="dtype='int8' runs on the CPU in ONNX Runtime"):
+        choose_backend("auto", cuda, torch.int8, compile=False)
+
+
+def test_default_backend_on_cpu_and_the_cached_load(
+        tiny_path: Path, torch_model: BGEM3, cache: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from bgem3._onnx import OnnxBackbone
+    from transformers import AutoModel
+
+    first = BGEM3(tiny_path, device="cpu")
+    assert first.backend == "onnx" and isinstance(first.module.backbone, OnnxBackbone)
+    assert "backend='onnx'" in repr(first)
+    # once exported, a load opens the cached graph and reads no torch weights
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the torch weights were loaded")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(AutoModel, "from_pretrained", refuse)
+        cached = BGEM3(tiny_path)
+    assert cached.backend == "onnx" and cached.device.type == "cpu"
+    assert cached.module.config.hidden_size == cached.dense_dim == torch_model.dense_dim
+    texts = random_texts(16, min_words=2, max_words=40, seed=27)
+    _assert_same(cached.encode_documents(texts, **HEADS),
+                 torch_model.encode_documents(texts, **HEADS))
+    # without ONNX Runtime (it is an extra), the default is torch, silently
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert BGEM3(tiny_path, device="cpu").backend == "torch"
+
+
+def test_default_falls_back_to_torch_when_the_cache_cannot_hold_the_export(
+        tiny_path: Path, torch_model: BGEM3, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("onnxruntime")
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    monkeypatch.setenv("BGEM3_CACHE_DIR", str(blocked))  # e.g. a read-only home
+    with pytest.warns(UserWarning, match=rf"runs in torch, not ONNX Runtime: .*{blocked}"):
+        model = BGEM3(tiny_path, device="cpu")
+    assert model.backend == "torch" and "backend" not in repr(model)
+    texts = random_texts(6, min_words=2, max_words=20, seed=28)
+    _assert_same(model.encode(texts, **HEADS), torch_model.encode(texts, **HEADS))
+    with pytest.raises(OSError, match="cannot write its export"):  # asked for: an error
+        BGEM3(tiny_path, backend="onnx")
+
+
+# ----------------------------------------------------------------------------- dtype="int8"
+def test_int8_runs_int8_products_close_to_float32(tiny_path: Path, torch_model: BGEM3,
+                                                  cache: Path) -> None:
+    import onnx
+
+    model = BGEM3(tiny_path, dtype="int8")
+    assert model.backend == "onnx" and model.dtype == torch.int8
+    assert "dtype='int8', backend='onnx'" in repr(model)
+    entries = {p.name.endswith("-int8"): p for p in cache.iterdir()}
+    assert sorted(entries) == [False, True]  # made from the float32 graph, both cached
+    graph = onnx.load(str(entries[True] / "backbone.onnx"), load_external_data=False).graph
+    ops = {node.op_type for node in graph.node}
+    assert "MatMulInteger" in ops and "DynamicQuantizeLinear" in ops
+    texts = random_texts(40, min_words=2, max_words=60, seed=29)
+    got, want = model.encode_documents(texts, **HEADS), torch_model.encode_documents(texts, **HEADS)
+    assert got.dense is not None and want.dense is not None
+    assert float((got.dense * want.dense).sum(1).min()) > 0.99  # a 6 x 32 random model
+    assert not np.allclose(got.dense, want.dense, atol=1e-5)  # really another computation
+    assert [x.shape for x in got.colbert] == [y.shape for y in want.colbert]
+    tokens = np.concatenate([(x * y).sum(1) for x, y in zip(got.colbert, want.colbert)])
+    assert float(tokens.mean()) > 0.99 and float(tokens.min()) > 0.8
+    stamp = (entries[True] / "backbone.onnx").stat().st_mtime_ns
+    again = BGEM3(tiny_path, dtype="int8")  # cached
+    assert (entries[True] / "backbone.onnx").stat().st_mtime_ns == stamp
+    np.testing.assert_array_equal(again.encode_documents(texts).dense, got.dense)
+
+
+def test_int8_bad_options(tiny_path: Path, tmp_path: Path,
+                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BGEM3_CACHE_DIR", str(tmp_path))
+    with pytest.raises(ValueError, match="dtype='int8' runs on the CPU in ONNX Runtime, not in "
+                                         "torch"):
+        BGEM3(tiny_path, dtype="int8", backend="torch")
+    with pytest.raises(ValueError, match="pick one"):
+        BGEM3(tiny_path, dtype="int8", compile=True)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(ModuleNotFoundError, match=r"dtype='int8' needs onnxruntime"):
+        BGEM3(tiny_path, dtype="int8")

@@ -74,13 +74,13 @@ def test_batch_result_equals_single_results(model: BGEM3) -> None:
     _assert_same(batch, joined)
 
 
-def test_short_texts_of_many_lengths_are_packed_and_encode_as_alone(model: BGEM3) -> None:
+def test_short_texts_of_many_lengths_are_packed_and_encode_as_alone(torch_model: BGEM3) -> None:
     texts = random_texts(60, seed=7, min_words=1, max_words=30)
     assert len({len(t.split()) for t in texts}) > 10  # many lengths: many batches unpacked
-    batch = _encode_all(model, texts)
-    assert model.last_stats.batches <= 2  # packed, rows of 512 tokens (CPU)
-    assert model.last_stats.padding_waste < 0.5
-    singles = [_encode_all(model, [t]) for t in texts]
+    batch = _encode_all(torch_model, texts)
+    assert torch_model.last_stats.batches <= 2  # packed, rows of 512 tokens (CPU)
+    assert torch_model.last_stats.padding_waste < 0.5
+    singles = [_encode_all(torch_model, [t]) for t in texts]
     _assert_same(batch, EncodeOutput(
         dense=np.concatenate([s.dense for s in singles]),  # type: ignore[misc]
         sparse=[s.sparse[0] for s in singles],  # type: ignore[index]
@@ -187,29 +187,29 @@ def test_query_and_document_default_lengths(model: BGEM3) -> None:
     assert model.query_max_length == 512 and model.document_max_length == 8192
 
 
-def test_mcls_dense_is_mean_of_cls_states(model: BGEM3) -> None:
+def test_mcls_dense_is_mean_of_cls_states(torch_model: BGEM3) -> None:
     import torch
 
     text = " ".join(random_texts(1, min_words=600, max_words=600, seed=2))
-    out = model.encode_documents([text], mcls=True, sparse=True)
-    plain = model.encode_documents([text], sparse=True)
+    out = torch_model.encode_documents([text], mcls=True, sparse=True)
+    plain = torch_model.encode_documents([text], sparse=True)
     # reference: insert <s> every 256 content tokens by hand, run the backbone directly
-    content = model.tokenizer(text, add_special_tokens=False)["input_ids"]
-    cls, eos = model.tokenizer.cls_token_id, model.tokenizer.eos_token_id
+    content = torch_model.tokenizer(text, add_special_tokens=False)["input_ids"]
+    cls, eos = torch_model.tokenizer.cls_token_id, torch_model.tokenizer.eos_token_id
     ids, positions = [], []
     for start in range(0, len(content), 256):
         positions.append(len(ids))
         ids += [cls, *content[start : start + 256]]
     ids.append(eos)
     with torch.inference_mode():
-        hidden = model.module.backbone(torch.tensor([ids])).last_hidden_state[0]
+        hidden = torch_model.module.backbone(torch.tensor([ids])).last_hidden_state[0]
     expected = torch.nn.functional.normalize(hidden[positions].mean(0), dim=-1).numpy()
     assert out.dense is not None and plain.dense is not None
     np.testing.assert_allclose(out.dense[0], expected, atol=1e-5)
     assert np.abs(out.dense[0] - plain.dense[0]).max() > 1e-3  # it is a different vector
     assert out.sparse[0].to_dict() == plain.sparse[0].to_dict()  # type: ignore[index]
     with pytest.raises(ValueError, match="mcls"):
-        model.encode_documents([text], dense=False, sparse=True, mcls=True)
+        torch_model.encode_documents([text], dense=False, sparse=True, mcls=True)
 
 
 def test_compute_score_modes_and_formulas(model: BGEM3) -> None:
@@ -289,7 +289,7 @@ def test_bfloat16_warns_on_a_cpu_that_emulates_it(tiny_path, native: bool,  # ty
 
 
 @pytest.mark.parametrize(("kwargs", "error"), [
-    ({"device": "toaster"}, "device"), ({"dtype": "int8"}, "dtype"),
+    ({"device": "toaster"}, "device"), ({"dtype": "int4"}, "dtype"),
     ({"batch_tokens": 0}, "batch_tokens"), ({"query_max_length": 9000}, "max_length"),
 ])
 def test_bad_constructor_arguments(tiny_path, kwargs: dict[str, object], error: str) -> None:  # type: ignore[no-untyped-def]

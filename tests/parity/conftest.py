@@ -12,3 +12,13 @@ def flag_model(tiny_path: Path) -> Any:
     from FlagEmbedding import BGEM3FlagModel
 
     return BGEM3FlagModel(str(tiny_path), use_fp16=False, devices="cpu")
+
+
+@pytest.fixture(scope="session", params=["torch", "onnx"])
+def model(request: pytest.FixtureRequest, tiny_path: Path) -> Any:
+    """Ours on the same files, fp32 on CPU, in each backend (ONNX Runtime is the default)."""
+    from bgem3 import BGEM3
+
+    if request.param == "onnx":
+        pytest.importorskip("onnxruntime")
+    return BGEM3(tiny_path, device="cpu", dtype="float32", backend=request.param)

@@ -52,12 +52,14 @@ def _assert_parity(ref: dict[str, Any], out: EncodeOutput) -> dict[str, float]:
     return {"dense": dense, "sparse": sparse, "colbert": colbert}
 
 
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
 @pytest.mark.parametrize(("flag_batch", "our_batch", "budget", "padding"),
                          [(256, 256, 16384, 1.0), (4, 3, 16384, 0.0), (1, 256, 64, 0.1)])
 def test_encode_parity_across_batch_sizes(flag_model: Any, tiny_path: Any, flag_batch: int,
-                                          our_batch: int, budget: int, padding: float) -> None:
+                                          our_batch: int, budget: int, padding: float,
+                                          backend: str) -> None:
     model = BGEM3(tiny_path, device="cpu", dtype="float32", batch_tokens=budget,
-                  max_padding=padding)
+                  max_padding=padding, backend=backend)
     ref = _flag_encode(flag_model, CORPUS, batch_size=flag_batch, max_length=1024)
     _assert_parity(ref, model.encode(CORPUS, dense=True, sparse=True, colbert=True,
                                      batch_size=our_batch, max_length=1024))

@@ -1,25 +1,37 @@
-"""The backbone in ONNX Runtime, for ``BGEM3(backend="onnx")``: exported once, cached, loaded.
+"""The backbone in ONNX Runtime (``backend="onnx"``, the CPU default): exported once, cached.
 
-The XLM-R backbone is exported with torch's ONNX exporter (any batch size and length),
-cached on disk under the checkpoint's fingerprint and the torch and transformers versions,
-and run by an ONNX Runtime CPU session. The heads and the pooling stay in torch, in
-:class:`~bgem3.model.BGEM3Module`, which sees an ordinary backbone. The export is written
-to a temporary directory, stamped with its cache key inside the ONNX file's own metadata,
-and renamed into place, so an interrupted export leaves nothing half-written behind. A cached
-file that ONNX Runtime cannot read, or whose stamp is not the key it lies under (an export
-of other weights copied there, or one from before the stamp), is exported again. A cache
-directory that cannot be written is an ``OSError`` that names it, not an export failure.
+The XLM-R backbone is exported with torch's ONNX exporter (any batch size and length), traced
+with eager attention so that ONNX Runtime's transformer optimizer can fuse each layer's
+attention, its GELU and its residual LayerNorms into single kernels (``Attention``,
+``BiasGelu``, ``SkipLayerNormalization``; a graph it cannot fuse is kept as exported), and run
+by an ONNX Runtime CPU session. ``dtype="int8"`` quantizes that graph's matrix products
+(weights int8 per output channel, activations uint8 per call: ONNX Runtime's dynamic
+quantization). The heads and the pooling stay in torch, in :class:`~bgem3.model.BGEM3Module`,
+which sees an ordinary backbone.
+
+Each graph is cached on disk under the checkpoint's fingerprint and the torch, transformers
+and ONNX Runtime versions, so a later load opens it without loading the torch weights at
+all. It is written to a temporary directory, stamped with its cache key inside the ONNX
+file's own metadata, and renamed into place, so an interrupted export leaves nothing
+half-written behind. A cached file that ONNX Runtime cannot read, or whose stamp is not the
+key it lies under (an export of other weights copied there, or one from before the stamp),
+is exported again. A cache directory that cannot be written is an ``OSError`` that names
+it, not an export failure.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import importlib.metadata
+import importlib.util
 import inspect
+import logging
 import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,16 +42,36 @@ from torch import nn
 from bgem3.checkpoint import cache_dir
 from bgem3.errors import CompileError
 
-__all__ = ["OnnxBackbone", "onnx_backbone"]
+__all__ = ["OnnxBackbone", "available", "cached_backbone", "onnx_backbone"]
 
 ONNX_FILE = "backbone.onnx"
 OPSET = 17
+# what a cached graph is made of; part of the cache key, so that a change re-exports
+GRAPH = "fused1"
 # metadata_props of an export: the cache key it was made for, and the model's name
 STAMP = "bgem3.cache_key"
 STAMP_MODEL = "bgem3.model"
 # a write that failed for lack of room or rights, as opposed to a model torch cannot export
 _STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS,
                              errno.EACCES, errno.EPERM, errno.EIO})
+# the transformer optimizer's fusions apply to these encoders (BERT's layer layout)
+_FUSABLE = frozenset({"xlm-roberta", "roberta", "bert"})
+# ONNX Runtime's dynamic quantization, for dtype="int8": the fused attention (its QKV
+# product) and every other matrix product with constant weights; the word embeddings
+# (a lookup, no arithmetic) stay float32
+_INT8_OPS = ("Attention", "MatMul")
+
+
+def available() -> bool:
+    """Whether ONNX Runtime and onnx are installed (what ``backend="auto"`` looks for)."""
+    return all(_installed(name) for name in ("onnxruntime", "onnx"))
+
+
+def _installed(package: str) -> bool:
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):  # a module set to None, or without a spec
+        return False
 
 
 @dataclass(frozen=True)
@@ -52,15 +84,21 @@ class OnnxBackbone(nn.Module):
 
     Args:
         session: An ``onnxruntime.InferenceSession`` of the exported backbone.
+        config: The backbone's transformers config (``BGEM3Module.config``).
     """
 
-    def __init__(self, session: Any) -> None:
+    def __init__(self, session: Any, config: Any) -> None:
         super().__init__()
         self.session = session
+        self.config = config
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 return_dict: bool = True) -> _Output:
-        """Run the session on ``int64 [B, L]`` ids and mask; ``[B, L, hidden]`` fp32 out."""
+        """Run the session on ``int64 [B, L]`` ids and mask; ``[B, L, hidden]`` fp32 out.
+
+        Rows are padded on the right (the fused attention reads each row's length off
+        its mask), as :func:`bgem3.batching.collate` pads them.
+        """
         (hidden,) = self.session.run(["last_hidden_state"], {
             "input_ids": input_ids.cpu().numpy(), "attention_mask": attention_mask.cpu().numpy()})
         return _Output(torch.from_numpy(hidden))
@@ -78,6 +116,26 @@ class _LastHidden(nn.Module):
         return hidden
 
 
+@contextlib.contextmanager
+def _eager_attention(backbone: nn.Module) -> Any:
+    """Trace with eager attention (the optimizer fuses its pattern, not SDPA's), then restore."""
+    config = getattr(backbone, "config", None)
+    before = getattr(config, "_attn_implementation", None)
+    switch: Callable[[str], None] | None = getattr(backbone, "set_attn_implementation", None)
+    if switch is None or before in (None, "eager"):
+        yield
+        return
+    try:
+        switch("eager")
+    except (ValueError, ImportError):  # a model without eager attention: traced as it is
+        yield
+        return
+    try:
+        yield
+    finally:
+        switch(before)
+
+
 def _export(backbone: nn.Module, target: Path) -> None:
     """Export ``backbone`` to ``target/backbone.onnx`` (weights beside it above 2 GB)."""
     pad = int(getattr(backbone.config, "pad_token_id", 1) or 0)
@@ -90,12 +148,65 @@ def _export(backbone: nn.Module, target: Path) -> None:
     kwargs: dict[str, Any] = {}
     if "dynamo" in inspect.signature(torch.onnx.export).parameters:
         kwargs["dynamo"] = False  # the TorchScript exporter: no onnxscript needed
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), _eager_attention(backbone):
         warnings.simplefilter("ignore")  # tracer and deprecation notes, not for our users
         torch.onnx.export(
             _LastHidden(backbone), (input_ids, mask), str(target / ONNX_FILE),
             input_names=["input_ids", "attention_mask"], output_names=["last_hidden_state"],
             dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True, **kwargs)
+
+
+def _fuse(target: Path, config: Any) -> None:
+    """Replace ``target/backbone.onnx`` by the transformer optimizer's fused graph.
+
+    Kept as exported (correct, slower) unless every layer's attention was fused.
+    """
+    if getattr(config, "model_type", "") not in _FUSABLE:
+        return
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    exported = target / ONNX_FILE
+    with contextlib.redirect_stdout(None), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fused = optimize_model(
+            str(exported), model_type="bert", num_heads=int(config.num_attention_heads),
+            hidden_size=int(config.hidden_size), optimization_options=FusionOptions("bert"),
+            opt_level=0, use_gpu=False)
+    attention = sum(node.op_type == "Attention" for node in fused.model.graph.node)
+    if attention != int(config.num_hidden_layers):
+        return
+    for entry in list(target.iterdir()):  # the export (and its weight files) make way
+        entry.unlink()
+    # (its own writer: sorted nodes, the com.microsoft opset declared, weights beside it)
+    fused.save_model_to_file(str(exported), use_external_data_format=True,
+                             all_tensors_to_one_file=True)
+
+
+def _quantize(source: Path, target: Path) -> None:
+    """``target/backbone.onnx``: the fused float32 graph in ``source`` with int8 products."""
+    from onnx import TensorProto
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with warnings.catch_warnings(), contextlib.redirect_stdout(None), _quiet_logging():
+        warnings.simplefilter("ignore")
+        quantize_dynamic(
+            str(source / ONNX_FILE), str(target / ONNX_FILE), op_types_to_quantize=_INT8_OPS,
+            per_channel=True, reduce_range=False, weight_type=QuantType.QInt8,
+            use_external_data_format=True,
+            # (the fused kernels' outputs have no inferred type: they are float32)
+            extra_options={"MatMulConstBOnly": True, "DefaultTensorType": TensorProto.FLOAT})
+
+
+@contextlib.contextmanager
+def _quiet_logging() -> Any:
+    """No log records below ERROR for the duration (the quantizer logs advice to the root)."""
+    before = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(before)
 
 
 def _session(path: Path) -> Any:
@@ -106,6 +217,9 @@ def _session(path: Path) -> Any:
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only
+    # idle worker threads sleep between calls instead of spinning: torch runs the heads
+    # right after each call, on the same cores
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path / ONNX_FILE), options,
                                 providers=["CPUExecutionProvider"])
 
@@ -153,8 +267,8 @@ def _cache_error(exc: OSError, root: Path) -> OSError:
     return error
 
 
-def _export_cached(backbone: nn.Module, root: Path, final: Path, key: str, name: str) -> None:
-    """Export into a staging directory under ``root``, stamp it, rename it to ``final``."""
+def _build(make: Callable[[Path], None], root: Path, final: Path, key: str, name: str) -> None:
+    """Make a graph in a staging directory under ``root``, stamp it, rename it to ``final``."""
     try:
         root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".export-", dir=root))
@@ -162,14 +276,16 @@ def _export_cached(backbone: nn.Module, root: Path, final: Path, key: str, name:
         raise _cache_error(exc, root) from exc
     try:
         try:
-            _export(backbone, staging)
+            make(staging)
+        except (CompileError, ModuleNotFoundError):
+            raise
         except Exception as exc:  # the exporter raises many kinds; each is one clear error
             storage = _storage_error(exc)
             if storage is not None:  # a full disk is not a model torch cannot export
                 raise _cache_error(storage, root) from exc
             raise CompileError(
                 f"backend='onnx': torch cannot export the backbone of {name!r} to ONNX; "
-                f"load it with backend='torch' (the default). torch says: "
+                f"load it with backend='torch'. torch says: "
                 f"{type(exc).__name__}: {str(exc).strip()}") from exc
         try:
             _stamp(staging / ONNX_FILE, key, name)
@@ -181,17 +297,85 @@ def _export_cached(backbone: nn.Module, root: Path, final: Path, key: str, name:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def onnx_backbone(backbone: nn.Module, fingerprint: str, name: str) -> OnnxBackbone:
+def cache_key(fingerprint: str, quantized: bool = False) -> str:
+    """The cache entry's name: the weights, the graph's recipe and every version it depends on."""
+    versions = "-".join(f"{package}{importlib.metadata.version(package)}"
+                        for package in ("torch", "transformers", "onnxruntime"))
+    key = f"{fingerprint}-{versions}-opset{OPSET}-{GRAPH}" + ("-int8" if quantized else "")
+    return key.replace("+", "_")
+
+
+def _open(final: Path, key: str, name: str, last: bool) -> OnnxBackbone | None:
+    """The session of the graph in ``final``, or ``None`` (and ``final`` removed) if unusable.
+
+    ``last``: raise instead, the graph having just been made.
+    """
+    try:
+        session = _session(final)
+    except Exception as exc:  # onnxruntime's own error types: a corrupt or foreign file
+        if last:
+            raise CompileError(
+                f"backend='onnx': ONNX Runtime cannot load the export of {name!r} in "
+                f"{final}: {type(exc).__name__}: {str(exc).strip()}") from exc
+        shutil.rmtree(final, ignore_errors=True)  # exported again
+        return None
+    stamp = session.get_modelmeta().custom_metadata_map
+    if stamp.get(STAMP) == key:
+        return OnnxBackbone(session, None)
+    made_of = (f"was exported from {stamp.get(STAMP_MODEL)!r} ({stamp[STAMP]})"
+               if STAMP in stamp else "does not say which weights it was exported from")
+    if last:
+        raise CompileError(
+            f"backend='onnx': the export in {final} {made_of}, not from {name!r} "
+            f"({key}), and it could not be replaced: delete {final}")
+    warnings.warn(f"backend='onnx': the cached export in {final} {made_of}, not from "
+                  f"{name!r}; exporting it again", UserWarning, stacklevel=4)
+    shutil.rmtree(final, ignore_errors=True)
+    return None
+
+
+def _needs(quantized: bool) -> None:
+    for package in ("onnxruntime", "onnx"):
+        if not _installed(package):
+            what = "dtype='int8'" if quantized else "backend='onnx'"
+            raise ModuleNotFoundError(f"{what} needs {package}: pip install 'bgem3[onnx]'",
+                                      name=package)
+
+
+def cached_backbone(fingerprint: str, name: str, config: Any, *,
+                    quantized: bool = False) -> OnnxBackbone | None:
+    """The cached graph of these weights in a session, or ``None`` if there is none yet.
+
+    What a load takes when the export exists: no torch weights are read. A cached graph
+    that cannot be opened, or that is stamped with another key, is removed (with a warning
+    for the latter), and ``None`` returned: :func:`onnx_backbone` makes it again.
+    """
+    _needs(quantized)
+    key = cache_key(fingerprint, quantized)
+    final = cache_dir() / "onnx" / key
+    if not (final / ONNX_FILE).is_file():
+        return None
+    backbone = _open(final, key, name, last=False)
+    if backbone is not None:
+        backbone.config = config
+    return backbone
+
+
+def onnx_backbone(backbone: nn.Module, fingerprint: str, name: str, *,
+                  quantized: bool = False) -> OnnxBackbone:
     """The exported ``backbone`` in an ONNX Runtime session, exported now unless cached.
 
     A cached export is used only if the cache key stamped inside it (the weights'
-    fingerprint, the torch, transformers and opset versions) is this one; an export of
-    other weights, or one without the stamp, is exported again, with a warning.
+    fingerprint, the torch, transformers, ONNX Runtime and opset versions, the recipe) is
+    this one; an export of other weights, or one without the stamp, is exported again,
+    with a warning. ``quantized``: the int8 graph, made from the float32 one (itself
+    exported first if need be).
 
     Args:
         backbone: The loaded fp32 transformers backbone.
         fingerprint: The checkpoint's fingerprint (part of the cache key).
         name: The checkpoint's name, for messages.
+        quantized: Quantize the matrix products to int8 (``dtype="int8"``).
 
     Returns:
         A module to put in the backbone's place.
@@ -202,41 +386,28 @@ def onnx_backbone(backbone: nn.Module, fingerprint: str, name: str) -> OnnxBackb
         OSError: The cache directory cannot hold the export (not writable, not a
             directory, or full); the message names it and the way out (``BGEM3_CACHE_DIR``).
     """
-    import transformers
-
-    for package in ("onnxruntime", "onnx"):
-        try:
-            __import__(package)
-        except ImportError as exc:
-            raise ModuleNotFoundError(
-                f"backend='onnx' needs {package}: pip install 'bgem3[onnx]'", name=package
-            ) from exc
-    key = (f"{fingerprint}-torch{torch.__version__}-transformers{transformers.__version__}"
-           f"-opset{OPSET}").replace("+", "_")
+    _needs(quantized)
+    config = backbone.config
     root = cache_dir() / "onnx"
+    key = cache_key(fingerprint, quantized)
     final = root / key
+
+    def make_float32(staging: Path) -> None:
+        _export(backbone, staging)
+        _fuse(staging, config)
+
+    def make_int8(staging: Path) -> None:
+        float32 = root / cache_key(fingerprint)
+        if not (float32 / ONNX_FILE).is_file():
+            _build(make_float32, root, float32, cache_key(fingerprint), name)
+        _quantize(float32, staging)
+
+    make = make_int8 if quantized else make_float32
     for attempt in range(2):
         if not (final / ONNX_FILE).is_file():
-            _export_cached(backbone, root, final, key, name)
-        try:
-            session = _session(final)
-        except Exception as exc:  # onnxruntime's own error types: a corrupt or foreign file
-            if attempt:
-                raise CompileError(
-                    f"backend='onnx': ONNX Runtime cannot load the export of {name!r} in "
-                    f"{final}: {type(exc).__name__}: {str(exc).strip()}") from exc
-            shutil.rmtree(final, ignore_errors=True)  # exported again on the next pass
-            continue
-        stamp = session.get_modelmeta().custom_metadata_map
-        if stamp.get(STAMP) == key:
-            return OnnxBackbone(session)
-        made_of = (f"was exported from {stamp.get(STAMP_MODEL)!r} ({stamp[STAMP]})"
-                   if STAMP in stamp else "does not say which weights it was exported from")
-        if attempt:
-            raise CompileError(
-                f"backend='onnx': the export in {final} {made_of}, not from {name!r} "
-                f"({key}), and it could not be replaced: delete {final}")
-        warnings.warn(f"backend='onnx': the cached export in {final} {made_of}, not from "
-                      f"{name!r}; exporting it again", UserWarning, stacklevel=3)
-        shutil.rmtree(final, ignore_errors=True)
+            _build(make, root, final, key, name)
+        opened = _open(final, key, name, last=attempt == 1)
+        if opened is not None:
+            opened.config = config
+            return opened
     raise AssertionError("unreachable")

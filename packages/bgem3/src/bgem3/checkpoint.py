@@ -22,6 +22,8 @@ __all__ = ["DEFAULT_MODEL", "Checkpoint", "cache_dir", "fingerprint", "legacy_fi
 
 DEFAULT_MODEL = "BAAI/bge-m3"
 """The checkpoint every entry point loads when none is named (the CLI and the adapters too)."""
+BACKENDS = ("auto", "torch", "onnx")
+"""What may run the backbone (``BGEM3(backend=...)``, ``--backend``); ``"auto"`` is the default."""
 
 COLBERT_HEAD = "colbert_linear.pt"
 SPARSE_HEAD = "sparse_linear.pt"

@@ -242,11 +242,13 @@ class BGEM3FlagModel:
         low = torch.bfloat16 if use_bf16 else torch.float16 if use_fp16 else None
         on_cpu = device.type == "cpu"
         self.model_name_or_path = model_name_or_path
+        rounded = on_cpu and low is not None  # torch weights, changed in place below
         self.native: BGEM3 = _FlagOrderBGEM3(
             model_name_or_path, device=device,
             dtype=torch.float32 if on_cpu or low is None else low, cache_dir=cache_dir,
+            backend="torch" if rounded else "auto",
         )
-        if on_cpu and low is not None:  # FlagEmbedding loads in low precision, then .float()
+        if rounded and low is not None:  # FlagEmbedding loads in low precision, then .float()
             _round_weights(self.native.module, low)
         if colbert_dim > 0 and colbert_dim != self.native.colbert_dim:
             raise ValueError(

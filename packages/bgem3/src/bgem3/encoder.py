@@ -20,6 +20,7 @@ import torch
 from numpy.typing import NDArray
 
 from bgem3._inputs import as_pairs, as_texts, positive_int
+from bgem3._placement import choose_backend, cpu_lacks_bf16, resolve_device, resolve_dtype
 from bgem3._types import EncodeKeywords, EncodeOutput, Encoder, SparseVector
 from bgem3.batching import (
     PACK_WIDTH,
@@ -34,14 +35,20 @@ from bgem3.batching import (
     tokenize,
     unique_texts,
 )
-from bgem3.checkpoint import DEFAULT_MODEL, fingerprint, resolve_checkpoint
+from bgem3.checkpoint import (
+    BACKENDS,
+    DEFAULT_MODEL,
+    Checkpoint,
+    fingerprint,
+    resolve_checkpoint,
+)
 from bgem3.errors import (
     CompileError,
     HeadNotLoadedError,
     TruncationWarning,
     warn_each_call,
 )
-from bgem3.model import BGEM3Module, PackedInput, load_module
+from bgem3.model import BGEM3Module, PackedInput, load_config, load_module, with_heads
 from bgem3.scoring import SCORE_MODES, fuse_scores, pair_scores
 
 if TYPE_CHECKING:
@@ -61,15 +68,9 @@ DOCUMENT_MAX_LENGTH = 8192
 # inside transformers (torch.compiler.is_exporting and is_compiling are missing).
 _COMPILE_TESTED_TORCH = "2.7"
 
-_DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
-    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-}
 _PROGRESS_MIN_TOKENS = 100_000
 _EMPTY_SPARSE = SparseVector(np.zeros(0, np.int64), np.zeros(0, np.float32))
 _EMPTY_COLBERT = np.zeros((0, 0), np.float32)
-_DEVICE_LABELS = {"cuda": "CUDA", "mps": "Apple MPS", "xpu": "Intel XPU"}
 
 
 @dataclass
@@ -100,83 +101,6 @@ class EncodeStats:
         return 1.0 - self.tokens / self.computed_tokens if self.computed_tokens else 0.0
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """The torch device for a device name, checked to be usable here.
-
-    Args:
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``, ``"xpu"`` (any device type
-            torch knows; any case, surrounding spaces ignored) or a ``torch.device``;
-            ``None`` picks cuda, then mps, then cpu.
-
-    Returns:
-        The device.
-
-    Raises:
-        ValueError: Not a device name, or a device that this torch build or this machine
-            does not have (``"xpu"`` on a torch without XPU support, ``"cuda:3"`` with two
-            GPUs).
-
-    Example:
-        >>> resolve_device(" CPU ")
-        device(type='cpu')
-    """
-    if device is None:
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        resolved = torch.device(device.strip().lower() if isinstance(device, str) else device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(
-            f"device must be like 'cpu', 'cuda', 'cuda:1', 'mps' or 'xpu', got {device!r}"
-        ) from exc
-    kind = resolved.type
-    if kind == "cpu":
-        return resolved
-    if kind == "mps":
-        module: object = getattr(torch, "mps", None)
-        available = torch.backends.mps.is_available()
-    else:  # torch.cuda, torch.xpu, torch.mtia, or a backend plug-in's module (torch.hpu...)
-        module = getattr(torch, kind, None)
-        probe = getattr(module, "is_available", None)
-        available = callable(probe) and bool(probe())
-    if not available:
-        label = _DEVICE_LABELS.get(kind, f"the {kind!r} device type")
-        hint = ("; AMD GPUs are 'cuda' devices in a ROCm build of torch" if kind == "hip"
-                else "")
-        raise ValueError(f"device {device!r}: {label} is not available (this torch "
-                         f"{torch.__version__} was built without it, or no such device is "
-                         f"visible){hint}")
-    count = getattr(module, "device_count", None)
-    if resolved.index is not None and callable(count) and resolved.index >= count():
-        raise ValueError(f"device {device!r}: only {count()} {_DEVICE_LABELS.get(kind, kind)} "
-                         "device(s) are visible")
-    return resolved
-
-
-def _resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    if dtype is None:
-        return torch.float16 if device.type == "cuda" else torch.float32
-    if isinstance(dtype, torch.dtype) and dtype in _DTYPES.values():
-        return dtype
-    if isinstance(dtype, str) and dtype.lower() in _DTYPES:
-        return _DTYPES[dtype.lower()]
-    raise ValueError(f"dtype must be one of float32, float16, bfloat16, got {dtype!r}")
-
-
-def _cpu_lacks_bf16() -> bool:
-    """True on a CPU without AVX512-BF16 or AMX, where bfloat16 runs slower than float32.
-
-    Unknown (a torch without the probes) counts as supported: no warning.
-    """
-    probes = [getattr(torch.cpu, name, None)
-              for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    found = [probe for probe in probes if callable(probe)]
-    return len(found) == len(probes) and not any(probe() for probe in found)
-
-
 _ENCODE_OPTIONS = frozenset(EncodeKeywords.__annotations__)
 
 
@@ -198,8 +122,12 @@ class BGEM3:
         model: Hub id (``"BAAI/bge-m3"``) or a local checkpoint directory.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``, ``"xpu"``; ``None`` picks
             cuda, then mps, then cpu.
-        dtype: ``"float32"``, ``"float16"`` or ``"bfloat16"``; ``None`` means float16
-            on CUDA and float32 elsewhere. Outputs are float32 numpy arrays either way.
+        dtype: ``"float32"``, ``"float16"``, ``"bfloat16"`` or ``"int8"``; ``None`` means
+            float16 on CUDA and float32 elsewhere. Outputs are float32 numpy arrays either
+            way. ``"int8"`` (CPU, ONNX Runtime): the backbone's matrix products in int8
+            (weights per output channel, activations per call), about twice as fast as
+            float32 on short texts, dense cosine to float32 above 0.999 (see the README);
+            its graph is made once from the float32 one and cached.
         dense_only: Load the backbone alone, for checkpoints without head files; asking
             for sparse or ColBERT output then raises :class:`HeadNotLoadedError`.
         batch_tokens: Token budget of one forward batch (rows times longest row).
@@ -219,12 +147,18 @@ class BGEM3:
             so that no encode call waits for it. On CPU this halves a single query's
             latency at BGE-M3's size; loading takes minutes longer (a C++ compiler is
             needed). Outputs equal the uncompiled model's to 1e-5. Needs torch 2.7 or later.
-        backend: ``"torch"``, or ``"onnx"`` to run the backbone in ONNX Runtime (CPU,
-            float32; ``pip install 'bgem3[onnx]'``). The backbone is exported on first use
-            (seconds) and cached under bgem3's cache directory; outputs equal the torch
-            backend's to 1e-5. Faster than torch on CPU (see the README's speed section).
+        backend: What runs the backbone: ``"auto"`` (ONNX Runtime on a CPU in float32 or
+            int8 where onnxruntime is installed, torch everywhere else), ``"torch"`` or
+            ``"onnx"``. For ONNX Runtime the backbone is exported on first use (seconds;
+            about a minute at BGE-M3's size), its attention, GELU and LayerNorms fused by
+            ONNX Runtime's transformer optimizer, and cached under bgem3's cache directory
+            (``$BGEM3_CACHE_DIR``), so that later loads open the graph without reading the
+            torch weights; outputs equal the torch backend's to 1e-5. ``"auto"`` falls back
+            to torch, with a warning, where the export cannot be made or stored;
+            :attr:`backend` says which one runs.
 
     Attributes:
+        backend: ``"torch"`` or ``"onnx"``: what runs the backbone.
         last_stats: :class:`EncodeStats` of the calling thread's last encode call (time
             split, padding).
 
@@ -232,10 +166,12 @@ class BGEM3:
         CheckpointNotFoundError: Unknown path or hub id, or required files missing.
         CheckpointError: Files present but unusable (bad config, malformed heads).
         CompileError: ``compile=True`` and torch cannot compile the model here, or
-            ``backend="onnx"`` and the backbone cannot be exported or loaded.
-        ModuleNotFoundError: ``backend="onnx"`` without onnxruntime or onnx installed.
-        OSError: ``backend="onnx"`` and bgem3's cache directory cannot hold the export
-            (not writable, or full); the message names the directory.
+            ``backend="onnx"`` (or ``dtype="int8"``) and the backbone cannot be exported
+            or loaded.
+        ModuleNotFoundError: ``backend="onnx"`` or ``dtype="int8"`` without onnxruntime
+            or onnx installed.
+        OSError: ``backend="onnx"`` (or ``dtype="int8"``) and bgem3's cache directory
+            cannot hold the export (not writable, or full); the message names it.
         ValueError: A bad option value, or a device that this torch build or this
             machine lacks.
         TypeError: ``dense_only``, ``local_files_only`` or ``compile`` is not a bool.
@@ -266,19 +202,21 @@ class BGEM3:
         token: str | bool | None = None,
         local_files_only: bool = False,
         compile: bool = False,
-        backend: str = "torch",
+        backend: str = "auto",
     ) -> None:
         for flag, value in (("dense_only", dense_only), ("local_files_only", local_files_only),
                             ("compile", compile)):
             if not isinstance(value, (bool, np.bool_)):  # "yes" and 0 would pass for a bool
                 raise TypeError(f"{flag} must be True or False, got {value!r}")
-        if backend not in ("torch", "onnx"):
-            raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")
-        if backend == "onnx":
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be 'auto', 'torch' or 'onnx', got {backend!r}")
+        int8 = dtype is torch.int8 or (isinstance(dtype, str) and dtype.lower() == "int8")
+        if backend == "onnx" or int8:
             device = "cpu" if device is None else device
             if compile:
-                raise ValueError("compile=True applies to backend='torch'; backend='onnx' "
-                                 "is the other way to run faster on CPU: pick one")
+                raise ValueError(f"compile=True applies to backend='torch'; "
+                                 f"{'dtype=int8' if int8 else 'backend=onnx'} runs in ONNX "
+                                 "Runtime, the other way to run faster on CPU: pick one")
         positive_int(batch_tokens, "batch_tokens")
         if max_padding is not None and not 0.0 <= max_padding <= 1.0:
             raise ValueError(f"max_padding must be between 0 and 1, got {max_padding!r}")
@@ -286,13 +224,9 @@ class BGEM3:
         self.max_padding = (
             (0.0 if self.device.type == "cpu" else 0.1) if max_padding is None else max_padding
         )
-        self.dtype = _resolve_dtype(dtype, self.device)
-        if backend == "onnx" and (self.device.type != "cpu" or self.dtype != torch.float32):
-            raise ValueError(f"backend='onnx' runs on the CPU in float32, not on {self.device} "
-                             f"in {str(self.dtype).removeprefix('torch.')}: use "
-                             "backend='torch' there")
-        self.backend = backend
-        if self.device.type == "cpu" and self.dtype == torch.bfloat16 and _cpu_lacks_bf16():
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.backend = choose_backend(backend, self.device, self.dtype, compile)
+        if self.device.type == "cpu" and self.dtype == torch.bfloat16 and cpu_lacks_bf16():
             warnings.warn("bfloat16 on this CPU (no AVX512-BF16 or AMX) is emulated and "
                           "several times slower than float32: leave dtype at float32",
                           stacklevel=2)
@@ -311,9 +245,7 @@ class BGEM3:
         tokenizer = load_tokenizer(checkpoint.path)
         self.tokenizer = tokenizer.hf
         self._backend, self._spec = tokenizer.backend, tokenizer.spec
-        self._module = load_module(
-            checkpoint, device=self.device, dtype=self.dtype, dense_only=dense_only
-        )
+        self._module = self._load(checkpoint, dense_only, requested=backend)
         config = self._module.config
         positions = int(config.max_position_embeddings)
         # XLM-R numbers a sequence's positions from its pad id + 1
@@ -332,15 +264,39 @@ class BGEM3:
         )
         if compile:
             self._compile()
-        if backend == "onnx":
-            from bgem3._onnx import onnx_backbone
-
-            self._module.backbone = onnx_backbone(self._module.backbone, self.fingerprint,
-                                                  self.name)
         # on a CPU, batches smaller than a packed row are packed (a forward call's fixed
         # cost outweighs padding's there); accelerators take wide padded batches instead
-        self._packs = self.device.type == "cpu" and backend == "torch" and self._module.packs
+        self._packs = (self.device.type == "cpu" and self.backend == "torch"
+                       and self._module.packs)
         self._pack_width = min(PACK_WIDTH, batch_tokens)
+
+    def _load(self, checkpoint: Checkpoint, dense_only: bool, requested: str) -> BGEM3Module:
+        """The network for ``self.backend``.
+
+        For ONNX Runtime: the cached graph if there is one (no torch weights are read),
+        else the torch backbone, exported now (``"auto"`` falls back to torch if it cannot be).
+        """
+        if self.backend == "torch":
+            return load_module(checkpoint, device=self.device, dtype=self.dtype,
+                               dense_only=dense_only)
+        from bgem3 import _onnx
+
+        int8 = self.dtype == torch.int8
+        cached = _onnx.cached_backbone(self.fingerprint, self.name, load_config(checkpoint),
+                                       quantized=int8)
+        if cached is not None:
+            return with_heads(checkpoint, cached, dense_only=dense_only)
+        module = load_module(checkpoint, device=self.device, dtype=torch.float32,
+                             dense_only=dense_only)
+        try:
+            module.backbone = _onnx.onnx_backbone(module.backbone, self.fingerprint, self.name,
+                                                  quantized=int8)
+        except (CompileError, OSError) as exc:
+            if requested != "auto" or int8:
+                raise
+            warnings.warn(f"{self.name!r} runs in torch, not ONNX Runtime: {exc}", stacklevel=3)
+            self.backend = "torch"
+        return module
 
     def _compile(self) -> None:
         """Compile the backbone now: for one text, a batch, and (if allowed) a padded batch.
@@ -749,7 +705,7 @@ class BGEM3:
 
 
 def load_model(model: str | os.PathLike[str] | BGEM3, *, device: str | None = None,
-               dtype: str | None = None) -> BGEM3:
+               dtype: str | None = None, backend: str = "auto") -> BGEM3:
     """``model`` itself if it is loaded, else load it, ``dense_only`` if it has no heads.
 
     For tools that work with either kind of checkpoint, such as evaluation and mining.
@@ -763,7 +719,7 @@ def load_model(model: str | os.PathLike[str] | BGEM3, *, device: str | None = No
     if isinstance(model, BGEM3):
         return model
     has_heads = resolve_checkpoint(model, require_heads=False).has_heads
-    return BGEM3(model, device=device, dtype=dtype, dense_only=not has_heads)
+    return BGEM3(model, device=device, dtype=dtype, dense_only=not has_heads, backend=backend)
 
 
 if TYPE_CHECKING:  # mypy checks that a model stands wherever an Encoder is expected

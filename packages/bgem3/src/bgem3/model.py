@@ -20,7 +20,8 @@ from bgem3.errors import CheckpointError
 
 _TRANSFORMERS_MAJOR = int(importlib.metadata.version("transformers").split(".")[0])
 
-__all__ = ["BGEM3Module", "ModuleOutput", "PackedInput", "load_module", "torch_load_refusal"]
+__all__ = ["BGEM3Module", "ModuleOutput", "PackedInput", "load_config", "load_module",
+           "torch_load_refusal", "with_heads"]
 
 
 class LowPrecisionLinear(nn.Module):
@@ -277,15 +278,45 @@ def load_module(
             f"cannot load the backbone of checkpoint {checkpoint.name!r} ({checkpoint.path}): "
             f"{exc}"
         ) from exc
-    hidden = int(backbone.config.hidden_size)
+    module = with_heads(checkpoint, backbone, dense_only=dense_only)
+    module.to(device=device, dtype=storage)
+    if mixed:
+        _lower_linears(backbone.encoder, dtype)
+    return module
+
+
+def with_heads(checkpoint: Checkpoint, backbone: nn.Module, *,
+               dense_only: bool = False) -> BGEM3Module:
+    """The checkpoint's heads (float32, CPU) on ``backbone``, in eval mode, no gradients.
+
+    ``backbone``: anything with a ``config`` that returns ``last_hidden_state``.
+
+    Raises:
+        CheckpointError: The heads are malformed or do not fit the backbone.
+    """
+    config: Any = backbone.config
+    hidden = int(config.hidden_size)
     colbert_linear = sparse_linear = None
     if not dense_only:
         colbert_linear = load_head(checkpoint.path / COLBERT_HEAD, hidden)
         sparse_linear = load_head(checkpoint.path / SPARSE_HEAD, hidden, out_features=1)
     module = BGEM3Module(backbone, colbert_linear, sparse_linear)
-    module.to(device=device, dtype=storage)
-    if mixed:
-        _lower_linears(backbone.encoder, dtype)
     module.eval()
     module.requires_grad_(False)
     return module
+
+
+def load_config(checkpoint: Checkpoint) -> Any:
+    """The backbone's transformers config (``config.json``), without its weights.
+
+    Raises:
+        CheckpointError: The config cannot be read.
+    """
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(str(checkpoint.path))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"cannot read the config of checkpoint {checkpoint.name!r} ({checkpoint.path}): "
+            f"{exc}") from exc

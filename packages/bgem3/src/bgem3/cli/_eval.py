@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from bgem3.cli._shared import Commands, add_model_options, env_model
+from bgem3.cli._shared import Commands, add_model_options, env_model, model_name
 from bgem3.index.options import DEFAULT_SEARCH
 
 __all__ = ["add_commands"]
@@ -39,14 +39,16 @@ def run_eval(args: argparse.Namespace) -> None:
     """``bgem3 eval``."""
     from transformers.utils import logging as hf_logging
 
+    from bgem3.encoder import load_model
     from bgem3.evaluation import evaluate
 
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-    report = evaluate(args.model, args.data, split=args.split, k=args.k,
+    model = load_model(model_name(args.model), device=args.device, dtype=args.dtype,
+                       backend=args.backend)
+    report = evaluate(model, args.data, split=args.split, k=args.k,
                       recall_at=args.recall_at, candidates=args.candidates,
                       weights=tuple(args.weights), tune=args.tune or args.tune_split is not None,
-                      tune_split=args.tune_split, index=args.index, batch_size=args.batch_size,
-                      device=args.device, dtype=args.dtype)
+                      tune_split=args.tune_split, index=args.index, batch_size=args.batch_size)
     if args.json:
         print(json.dumps(report.to_dict(), ensure_ascii=False))
     else:

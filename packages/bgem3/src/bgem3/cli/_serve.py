@@ -23,8 +23,6 @@ def add_commands(commands: Commands) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default: %(default)s, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="(default: %(default)s)")
-    p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
-                   help="run the backbone in torch or ONNX Runtime (CPU; default: torch)")
     p.add_argument("--max-batch-tokens", type=int,
                    help="token budget of one forward batch (default: the model's, 16384)")
     p.add_argument("--max-queued-requests", type=int, default=defaults.max_queued_requests,

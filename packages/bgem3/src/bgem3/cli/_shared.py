@@ -24,7 +24,7 @@ __all__ = [
     "run_command",
 ]
 
-from bgem3.checkpoint import DEFAULT_MODEL
+from bgem3.checkpoint import BACKENDS, DEFAULT_MODEL
 from bgem3.errors import BGEM3Error
 
 Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -41,13 +41,18 @@ def env_model() -> str:
 
 
 def add_model_options(parser: argparse.ArgumentParser, default: str | None) -> None:
-    """``--model``, ``--device`` and ``--dtype`` (``default=None``: the index's model)."""
+    """``--model``, ``--device``, ``--dtype``, ``--backend`` (``default=None``: the index's)."""
     fallback = DEFAULT_MODEL if default else "the model that built the index"
     parser.add_argument("--model", default=default,
                         help=f"hub id or checkpoint directory (default: $BGEM3_MODEL, else "
                              f"{fallback})")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
-    parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"])
+    parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16", "int8"],
+                        help="default: float16 on CUDA, float32 elsewhere; int8: CPU, "
+                             "ONNX Runtime")
+    parser.add_argument("--backend", choices=list(BACKENDS), default="auto",
+                        help="run the backbone in torch or ONNX Runtime (default: auto, "
+                             "ONNX Runtime on a CPU where it is installed, else torch)")
 
 
 def load_model(args: argparse.Namespace, name: str | None = None) -> BGEM3:
@@ -57,7 +62,8 @@ def load_model(args: argparse.Namespace, name: str | None = None) -> BGEM3:
     from bgem3.encoder import BGEM3
 
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # no weight-loading bar
-    return BGEM3(model_name(name or args.model), device=args.device, dtype=args.dtype)
+    return BGEM3(model_name(name or args.model), device=args.device, dtype=args.dtype,
+                 backend=args.backend)
 
 
 def model_name(name: str) -> str:
