@@ -268,8 +268,8 @@ def peer_main(args: argparse.Namespace, path: str, checkpoint: str,
     export, manifest = _lite.prepare(Path(path), int8=args.peer_int8,
                                      calibration=args.peer_int8_calibration,
                                      int8_needs_gb=args.peer_int8_needs_gb)
-    machine: dict[str, Any] = {"cpu": cpu_name(), "cores": os.cpu_count(), "flags": cpu_flags(),
-               "python": platform.python_version()}
+    machine: dict[str, Any] = {"cpu": cpu_name(), "cores": os.cpu_count(),
+                               "flags": cpu_flags(), "python": platform.python_version()}
     print(f"checkpoint: {checkpoint}; peer files: {export}")
     print(f"machine: {machine['cpu']}, {machine['cores']} cores, {' '.join(machine['flags'])}; "
           f"{threads} threads")
@@ -319,9 +319,9 @@ def peer_main(args: argparse.Namespace, path: str, checkpoint: str,
         tokens = {e.name: (e.real, e.computed) for e in engines}
         diffs = {e.name: max_diffs(outputs[e.name], outputs[REFERENCE])
                  for e in engines if e is not reference}
-        bad = [name for name, d in diffs.items()
-               if not next(e for e in engines if e.name == name).low_precision
-               and max(v for k, v in d.items() if k != "dense_min_cosine") > args.tolerance]
+        bad = [e.name for e in engines if e is not reference and not e.low_precision
+               and max(v for k, v in diffs[e.name].items() if k != "dense_min_cosine")
+               > args.tolerance]
         if same_ids != len(w.texts) or bad:
             agree = False
             beyond = ", ".join(f"{n} ({format_diffs(diffs[n])})" for n in bad) or "none"
