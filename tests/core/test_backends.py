@@ -288,6 +288,17 @@ def test_default_backend_on_cpu_and_the_cached_load(
     first = BGEM3(tiny_path, device="cpu")
     assert first.backend == "onnx" and isinstance(first.module.backbone, OnnxBackbone)
     assert "backend='onnx'" in repr(first)
+    # fused: one attention kernel per layer, and no mask, so that ONNX Runtime tiles it
+    # (flash attention: an 8192-token text does not hold 16 x 8192 x 8192 scores per layer)
+    import onnx
+
+    (entry,) = cache.iterdir()
+    graph = onnx.load(str(entry / "backbone.onnx"), load_external_data=False).graph
+    fused = [node for node in graph.node if node.op_type == "MultiHeadAttention"]
+    assert len(fused) == first.module.config.num_hidden_layers
+    assert all(len(node.input) < 5 or node.input[4] == "" for node in fused)
+    assert [value.name for value in graph.input] == ["input_ids"]
+    assert not first.module.backbone.masked
     # once exported, a load opens the cached graph and reads no torch weights
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("the torch weights were loaded")
@@ -342,7 +353,8 @@ def test_int8_runs_int8_products_close_to_float32(tiny_path: Path, torch_model: 
     assert float((got.dense * want.dense).sum(1).min()) > 0.99  # a 6 x 32 random model
     assert not np.allclose(got.dense, want.dense, atol=1e-5)  # really another computation
     assert [x.shape for x in got.colbert] == [y.shape for y in want.colbert]
-    tokens = np.concatenate([(x * y).sum(1) for x, y in zip(got.colbert, want.colbert)])
+    pairs = zip(got.colbert, want.colbert, strict=True)
+    tokens = np.concatenate([(x * y).sum(1) for x, y in pairs])
     assert float(tokens.mean()) > 0.99 and float(tokens.min()) > 0.8
     stamp = (entries[True] / "backbone.onnx").stat().st_mtime_ns
     again = BGEM3(tiny_path, dtype="int8")  # cached
