@@ -259,3 +259,31 @@ def test_collate_packed_lays_each_sequence_out_alone(tokenizer: M3Tokenizer) -> 
     expected = np.broadcast_to(np.arange(batch.input_ids.shape[1]) + 2, positions.shape)
     np.testing.assert_array_equal(positions[real], expected[real])
     assert int((packed.segments >= 0).sum()) == int(tokenized.lengths.sum())
+
+
+def test_tokenizer_pipeline_is_cached_and_read_back_without_transformers(
+        tiny_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bgem3.batching import load_tokenizer
+    from transformers import AutoTokenizer
+
+    monkeypatch.setenv("BGEM3_CACHE_DIR", str(tmp_path / "cache"))
+    built = load_tokenizer(tiny_path)  # transformers builds it, and it is kept
+    (entry,) = (tmp_path / "cache" / "tokenizers").iterdir()
+    texts = [*random_texts(50, max_words=80, seed=31), "", "  x  ", "🙂 Ünïcödé <mask> </s>"]
+    want = built.tokenize(texts, 512)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("transformers' tokenizer was loaded")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(AutoTokenizer, "from_pretrained", refuse)
+        cached = load_tokenizer(tiny_path)
+        got = cached.tokenize(texts, 512)
+    assert cached.spec == built.spec
+    assert [x.tolist() for x in got.ids] == [x.tolist() for x in want.ids]
+    np.testing.assert_array_equal(got.lengths, want.lengths)
+    assert cached.hf.convert_ids_to_tokens([5]) == built.hf.convert_ids_to_tokens([5])  # lazy
+    entry.write_text("{not json")  # a damaged entry is built again
+    again = load_tokenizer(tiny_path)
+    assert [x.tolist() for x in again.tokenize(texts, 512).ids] == [x.tolist() for x in want.ids]
+    assert entry.read_text().startswith('{"pipeline"')

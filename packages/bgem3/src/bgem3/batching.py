@@ -13,10 +13,12 @@ import contextlib
 import json
 import os
 import re
+import threading
 import warnings
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -81,20 +83,38 @@ class Tokenized:
     truncated: NDArray[np.bool_] | None = None
 
 
-@dataclass(frozen=True)
 class M3Tokenizer:
     """A checkpoint's tokenizer, in the three forms encoding and training use.
 
-    Attributes:
-        hf: The transformers tokenizer (``AutoTokenizer``), for callers that want its API.
-        backend: Its ``tokenizers.Tokenizer``, truncation and padding off: what
-            :func:`tokenize` runs.
+    Args:
+        backend: Its ``tokenizers.Tokenizer``, truncation and padding off.
         spec: The special ids sequences are built from.
+        path: The checkpoint directory (where :attr:`hf` is loaded from, when asked for).
+        hf: The transformers tokenizer, if it is loaded already.
+
+    Attributes:
+        backend: What :func:`tokenize` runs.
+        spec: The special ids.
     """
 
-    hf: Any
-    backend: Any
-    spec: TokenizerSpec
+    def __init__(self, backend: Any, spec: TokenizerSpec, path: str | os.PathLike[str],
+                 hf: Any = None) -> None:
+        self.backend = backend
+        self.spec = spec
+        self.path = os.fspath(path)
+        self._hf = hf
+        self._lock = threading.Lock()
+
+    @property
+    def hf(self) -> Any:
+        """The transformers tokenizer (``AutoTokenizer``), for callers that want its API.
+
+        Loaded on first use: encoding runs :attr:`backend` alone.
+        """
+        with self._lock:
+            if self._hf is None:
+                self._hf = _auto_tokenizer(self.path)
+            return self._hf
 
     def tokenize(self, texts: Sequence[str], max_length: int, *, mcls: bool = False
                  ) -> Tokenized:
@@ -102,8 +122,20 @@ class M3Tokenizer:
         return tokenize(self.backend, texts, self.spec, max_length, mcls=mcls)
 
 
+# what AutoTokenizer builds a checkpoint's tokenizer from (config.json names its class)
+_TOKENIZER_INPUTS = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                     "added_tokens.json", "sentencepiece.bpe.model", "config.json")
+
+
 def load_tokenizer(path: str | os.PathLike[str]) -> M3Tokenizer:
     """Load the tokenizer of a checkpoint directory, as :class:`~bgem3.BGEM3` and training do.
+
+    The pipeline is the one transformers' ``AutoTokenizer`` builds (which may differ from
+    the ``tokenizer.json`` on disk: transformers 5 rebuilds XLM-R's normalizer and
+    pre-tokenizer), so that token ids equal FlagEmbedding's. It is kept in bgem3's cache
+    directory under a digest of the files it is built from and the library versions, so that
+    later loads read that one pipeline back without transformers (one tokenizer in memory,
+    a fraction of the time); :attr:`M3Tokenizer.hf` loads transformers' own when asked for.
 
     Args:
         path: A local checkpoint directory (see :func:`bgem3.checkpoint.resolve_checkpoint`
@@ -126,6 +158,32 @@ def load_tokenizer(path: str | os.PathLike[str]) -> M3Tokenizer:
         [4]
     """
     from tokenizers import Tokenizer
+
+    entry = _pipeline_entry(path)
+    if entry is not None:
+        # (an entry that cannot be read, of any kind of damage, is built again below)
+        with contextlib.suppress(Exception):
+            saved = json.loads(entry.read_text(encoding="utf-8"))
+            backend = Tokenizer.from_str(saved["pipeline"])
+            return M3Tokenizer(backend, TokenizerSpec(*map(int, saved["spec"])), path)
+    hf = _auto_tokenizer(path)
+    ids: dict[str, Any] = {
+        name: getattr(hf, f"{name}_token_id", None) for name in ("cls", "eos", "pad", "unk")
+    }
+    missing = [name for name, value in ids.items() if value is None]
+    if missing:
+        raise CheckpointError(f"the tokenizer defines no {', '.join(missing)} token")
+    spec = TokenizerSpec(int(ids["cls"]), int(ids["eos"]), int(ids["pad"]), int(ids["unk"]))
+    pipeline = hf.backend_tokenizer.to_str()
+    backend = Tokenizer.from_str(pipeline)
+    backend.no_truncation()
+    backend.no_padding()
+    if entry is not None:
+        _save_pipeline(entry, backend.to_str(), spec)
+    return M3Tokenizer(backend, spec, path, hf)
+
+
+def _auto_tokenizer(path: str | os.PathLike[str]) -> Any:
     from transformers import AutoTokenizer
 
     try:
@@ -134,17 +192,38 @@ def load_tokenizer(path: str | os.PathLike[str]) -> M3Tokenizer:
         raise CheckpointError(f"cannot load the tokenizer from {path}: {exc}") from exc
     if getattr(hf, "backend_tokenizer", None) is None:
         raise CheckpointError(f"the tokenizer in {path} has no fast (tokenizers) backend")
-    ids: dict[str, Any] = {
-        name: getattr(hf, f"{name}_token_id", None) for name in ("cls", "eos", "pad", "unk")
-    }
-    missing = [name for name, value in ids.items() if value is None]
-    if missing:
-        raise CheckpointError(f"the tokenizer defines no {', '.join(missing)} token")
-    spec = TokenizerSpec(int(ids["cls"]), int(ids["eos"]), int(ids["pad"]), int(ids["unk"]))
-    backend = Tokenizer.from_str(hf.backend_tokenizer.to_str())
-    backend.no_truncation()
-    backend.no_padding()
-    return M3Tokenizer(hf, backend, spec)
+    return hf
+
+
+def _pipeline_entry(path: str | os.PathLike[str]) -> Path | None:
+    """Where the pipeline built from these files by these versions is kept (None: unknown)."""
+    import hashlib
+    import importlib.metadata
+
+    from bgem3.checkpoint import cache_dir
+
+    digest = hashlib.sha256(b"bgem3-tokenizer-v1")
+    try:
+        for package in ("transformers", "tokenizers"):
+            digest.update(f"{package}{importlib.metadata.version(package)}".encode())
+        for name in _TOKENIZER_INPUTS:
+            file = Path(path, name)
+            if file.is_file():
+                digest.update(name.encode())
+                digest.update(hashlib.sha256(file.read_bytes()).digest())
+    except (OSError, importlib.metadata.PackageNotFoundError):
+        return None
+    return cache_dir() / "tokenizers" / f"{digest.hexdigest()[:32]}.json"
+
+
+def _save_pipeline(entry: Path, pipeline: str, spec: TokenizerSpec) -> None:
+    """Write the entry atomically; a cache that cannot be written is simply not used."""
+    with contextlib.suppress(OSError):
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        staging = entry.with_name(f".{entry.name}.{os.getpid()}.{threading.get_ident()}")
+        staging.write_text(json.dumps({"pipeline": pipeline, "spec": astuple(spec)}),
+                           encoding="utf-8")
+        os.replace(staging, entry)
 
 
 def unique_texts(texts: Sequence[str]) -> tuple[list[str], NDArray[np.int64]]:

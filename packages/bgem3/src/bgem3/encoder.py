@@ -13,7 +13,7 @@ import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -243,7 +243,7 @@ class BGEM3:
         self._fingerprint: str | None = None
         self.path = checkpoint.path
         tokenizer = load_tokenizer(checkpoint.path)
-        self.tokenizer = tokenizer.hf
+        self._tokenizer = tokenizer
         self._backend, self._spec = tokenizer.backend, tokenizer.spec
         self._module = self._load(checkpoint, dense_only, requested=backend)
         config = self._module.config
@@ -325,6 +325,14 @@ class BGEM3:
                 f"{upgrade}load it with compile=False (the default). torch says: "
                 f"{type(exc).__name__}: {str(exc).strip()}"
             ) from exc
+
+    @property
+    def tokenizer(self) -> Any:
+        """The checkpoint's transformers tokenizer (``AutoTokenizer``), loaded on first use.
+
+        Encoding does not need it: it runs the same pipeline from bgem3's cache.
+        """
+        return self._tokenizer.hf
 
     @property
     def last_stats(self) -> EncodeStats:

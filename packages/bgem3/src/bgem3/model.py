@@ -306,12 +306,31 @@ def with_heads(checkpoint: Checkpoint, backbone: nn.Module, *,
     return module
 
 
+# what encoding reads of a config; a config.json that has them all is read without transformers
+_CONFIG_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                "max_position_embeddings", "pad_token_id", "vocab_size")
+
+
 def load_config(checkpoint: Checkpoint) -> Any:
-    """The backbone's transformers config (``config.json``), without its weights.
+    """The backbone's config, without its weights, for a backbone that is not a torch module.
+
+    ``config.json`` as attributes when it states what encoding reads (BGE-M3's does: no
+    transformers import, which takes longer than the rest of a cached ONNX load), else
+    transformers' ``AutoConfig``.
 
     Raises:
         CheckpointError: The config cannot be read.
     """
+    import json
+    import types
+
+    try:
+        data = json.loads((checkpoint.path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = None
+    if isinstance(data, dict) and all(isinstance(data.get(key), (int, str))
+                                      for key in _CONFIG_KEYS):
+        return types.SimpleNamespace(**data)
     from transformers import AutoConfig
 
     try:
