@@ -342,7 +342,7 @@ def test_int8_runs_int8_products_close_to_float32(tiny_path: Path, torch_model: 
     model = BGEM3(tiny_path, dtype="int8")
     assert model.backend == "onnx" and model.dtype == torch.int8
     assert "dtype='int8', backend='onnx'" in repr(model)
-    entries = {p.name.endswith("-int8"): p for p in cache.iterdir()}
+    entries = {"-int8" in p.name: p for p in cache.iterdir()}
     assert sorted(entries) == [False, True]  # made from the float32 graph, both cached
     graph = onnx.load(str(entries[True] / "backbone.onnx"), load_external_data=False).graph
     ops = {node.op_type for node in graph.node}
@@ -373,3 +373,21 @@ def test_int8_bad_options(tiny_path: Path, tmp_path: Path,
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(ModuleNotFoundError, match=r"dtype='int8' needs onnxruntime"):
         BGEM3(tiny_path, dtype="int8")
+
+
+def test_int8_without_int8_dot_products_uses_7_bit_weights(
+        tiny_path: Path, torch_model: BGEM3, cache: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import bgem3._onnx as onnx_backend
+    import onnx
+
+    # an x86 CPU with AVX2 alone (no VNNI, no AMX) could saturate with 8-bit weights
+    monkeypatch.setattr(onnx_backend, "int8_dot_products", lambda: False)
+    model = BGEM3(tiny_path, dtype="int8")
+    (entry,) = [p for p in cache.iterdir() if p.name.endswith("-int8-7bit")]
+    graph = onnx.load(str(entry / "backbone.onnx"), load_external_data=False).graph
+    assert "MatMulInteger" in {node.op_type for node in graph.node}
+    texts = random_texts(20, min_words=2, max_words=40, seed=30)
+    got, want = model.encode_documents(texts), torch_model.encode_documents(texts)
+    assert got.dense is not None and want.dense is not None
+    assert float((got.dense * want.dense).sum(1).min()) > 0.99

@@ -31,6 +31,7 @@ import importlib.util
 import inspect
 import logging
 import os
+import platform
 import shutil
 import tempfile
 import warnings
@@ -214,7 +215,24 @@ def _fuse(target: Path, config: Any) -> None:
                              all_tensors_to_one_file=True)
 
 
-def _quantize(source: Path, target: Path) -> None:
+def int8_dot_products() -> bool:
+    """Whether this CPU multiplies uint8 by int8 without saturating an int16 sum.
+
+    True on x86 with AVX512-VNNI, AVX-VNNI or AMX, and off x86 (ARM64's dot products). An
+    x86 CPU with AVX2 alone adds pairs of products in 16 bits, where full-range weights can
+    saturate: there the weights are quantized to 7 bits (ONNX Runtime's ``reduce_range``).
+    Unknown (no ``/proc/cpuinfo``) counts as without.
+    """
+    if platform.machine().lower() not in ("x86_64", "amd64", "x86", "i386", "i686"):
+        return True
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").split())
+    except OSError:
+        return False
+    return not flags.isdisjoint({"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def _quantize(source: Path, target: Path, reduce_range: bool) -> None:
     """``target/backbone.onnx``: the fused float32 graph in ``source`` with int8 products."""
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -223,7 +241,7 @@ def _quantize(source: Path, target: Path) -> None:
         warnings.simplefilter("ignore")
         quantize_dynamic(
             str(source / ONNX_FILE), str(target / ONNX_FILE), op_types_to_quantize=_INT8_OPS,
-            per_channel=True, reduce_range=False, weight_type=QuantType.QInt8,
+            per_channel=True, reduce_range=reduce_range, weight_type=QuantType.QInt8,
             use_external_data_format=True,
             # (the fused kernels' outputs have no inferred type: they are float32)
             extra_options={"MatMulConstBOnly": True, "DefaultTensorType": TensorProto.FLOAT})
@@ -329,10 +347,15 @@ def _build(make: Callable[[Path], None], root: Path, final: Path, key: str, name
 
 
 def cache_key(fingerprint: str, quantized: bool = False) -> str:
-    """The cache entry's name: the weights, the graph's recipe and every version it depends on."""
+    """The cache entry's name: the weights, the graph's recipe and every version it depends on.
+
+    An int8 graph for a CPU without int8 dot products (7-bit weights) is another entry.
+    """
     versions = "-".join(f"{package}{importlib.metadata.version(package)}"
                         for package in ("torch", "transformers", "onnxruntime"))
-    key = f"{fingerprint}-{versions}-opset{OPSET}-{GRAPH}" + ("-int8" if quantized else "")
+    key = f"{fingerprint}-{versions}-opset{OPSET}-{GRAPH}"
+    if quantized:
+        key += "-int8" if int8_dot_products() else "-int8-7bit"
     return key.replace("+", "_")
 
 
@@ -431,7 +454,7 @@ def onnx_backbone(backbone: nn.Module, fingerprint: str, name: str, *,
         float32 = root / cache_key(fingerprint)
         if not (float32 / ONNX_FILE).is_file():
             _build(make_float32, root, float32, cache_key(fingerprint), name)
-        _quantize(float32, staging)
+        _quantize(float32, staging, reduce_range=not int8_dot_products())
 
     make = make_int8 if quantized else make_float32
     for attempt in range(2):
