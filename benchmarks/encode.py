@@ -151,7 +151,7 @@ class Ours:
     name = "bgem3"
 
     def __init__(self, path: str, dtype: str, batch_tokens: int, device: str = "cpu",
-                 compile: bool = False, backend: str = "torch") -> None:
+                 compile: bool = False, backend: str = "auto") -> None:
         import bgem3
 
         started = time.perf_counter()
@@ -160,8 +160,8 @@ class Ours:
         self.load_s = time.perf_counter() - started
         if compile:
             self.name = "bgem3 compiled"
-        elif backend != "torch":
-            self.name = f"bgem3 {backend}"
+        elif self.model.backend != "torch":
+            self.name = f"bgem3 {self.model.backend}"
 
     def run(self, w: Workload) -> tuple[Any, Split, int, int]:
         dense, sparse, colbert = w.outputs
@@ -449,9 +449,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flag-fp16", action="store_true", help="FlagEmbedding in fp16")
     parser.add_argument("--compile", action="store_true",
                         help="bgem3 with compile=True (torch.compile, compiled while loading)")
-    parser.add_argument("--backend", choices=["torch", "onnx"], default="torch",
-                        help="bgem3's backend (onnx: ONNX Runtime on CPU, exported on load "
-                             "unless cached)")
+    parser.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",
+                        help="bgem3's backend (auto, the default: ONNX Runtime on CPU, "
+                             "exported on the first load and cached; torch elsewhere)")
     parser.add_argument("--compat", action="store_true",
                         help="time bgem3 through bgem3.compat.BGEM3FlagModel (fp32) instead")
     parser.add_argument("--batch-size", type=int, nargs="+", default=[256],
@@ -484,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     ours: Ours | Compat = (Compat(path, args.device, args.batch_size[0]) if args.compat
                            else Ours(path, args.dtype, args.batch_tokens, args.device,
                                      args.compile, args.backend))
-    if args.compile or args.backend != "torch":
+    if args.compile or ours.name != "bgem3":
         print(f"{ours.name} loaded in {ours.load_s:.0f} s (compiling or exporting included)")
     native = ours.model.native if isinstance(ours, Compat) else ours.model
     colbert_dim = native.colbert_dim or config["hidden_size"]
