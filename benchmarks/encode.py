@@ -389,14 +389,18 @@ def linear_floor(config: dict[str, Any], dtype: str, tokens: int = 17, repeats: 
 
 
 # ----------------------------------------------------------------------------- main
-def bench_checkpoint(size: str) -> tuple[str, str]:
+def bench_checkpoint(size: str, tokenizer: str | None = None) -> tuple[str, str]:
     """The seeded random checkpoint of ``--size`` (built once under .cache/): path, description.
 
-    ``tiny``: 6 x 384; ``real``: BGE-M3's shape (24 x 1024, 16 heads, FFN 4096, init 0.02).
-    ``benchmarks/serve.py`` uses the same checkpoints.
+    ``tiny``: 6 x 384; ``real``: BGE-M3's shape (24 x 1024, 16 heads, FFN 4096, init 0.02),
+    with a 925-token test vocabulary, or, given ``tokenizer`` (a directory with an XLM-R
+    tokenizer: BAAI/bge-m3's, or ``../shared/assets``' me5s), with that vocabulary (250,002
+    rows for BGE-M3: its real size, 2.29 GB). ``benchmarks/serve.py`` uses the same checkpoints.
     """
     from bgem3.testing import build_tiny_checkpoint
 
+    if size == "real" and tokenizer:
+        return _real_vocabulary_checkpoint(Path(tokenizer).expanduser())
     if size == "real":
         cache = ROOT / ".cache" / "bench-24x1024"
         if not (cache / "config.json").exists():
@@ -410,6 +414,35 @@ def bench_checkpoint(size: str) -> tuple[str, str]:
         build_tiny_checkpoint(cache, hidden_size=384, num_layers=6, num_heads=12,
                               initializer_range=0.1, seed=0)
     return str(cache), "tiny 6x384 (seed 0)"
+
+
+def _real_vocabulary_checkpoint(tokenizer: Path) -> tuple[str, str]:
+    """BGE-M3's shape with the vocabulary of the tokenizer in ``tokenizer`` (random weights)."""
+    import shutil
+
+    import torch
+    from transformers import AutoTokenizer, XLMRobertaConfig, XLMRobertaModel
+
+    small, _ = bench_checkpoint("real")
+    vocabulary = len(AutoTokenizer.from_pretrained(str(tokenizer)))
+    cache = ROOT / ".cache" / f"bench-24x1024-v{vocabulary}"
+    if not (cache / "model.safetensors").exists():
+        print(f"building a random 24x1024 checkpoint with {vocabulary} tokens in {cache} ...")
+        config = json.loads((Path(small) / "config.json").read_text())
+        config = {k: v for k, v in config.items()
+                  if k not in ("architectures", "transformers_version")}
+        torch.manual_seed(0)
+        model = XLMRobertaModel(XLMRobertaConfig(**{**config, "vocab_size": vocabulary}),
+                                add_pooling_layer=False)
+        model.save_pretrained(cache, safe_serialization=True)
+        for name in ("tokenizer.json", "sentencepiece.bpe.model", "tokenizer_config.json",
+                     "special_tokens_map.json"):
+            if (tokenizer / name).exists():
+                shutil.copy2(tokenizer / name, cache / name)
+        for name in ("colbert_linear.pt", "sparse_linear.pt"):  # the heads fit any vocabulary
+            shutil.copy2(Path(small) / name, cache / name)
+    return str(cache), (f"random 24x1024, BGE-M3's shape, {vocabulary}-token vocabulary of "
+                        f"{tokenizer.name} (seed 0, init 0.02)")
 
 
 def cpu_name() -> str:
@@ -439,6 +472,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", choices=["tiny", "real"], default="tiny",
                         help="seeded random checkpoint when no --model: tiny 6x384 or BGE-M3's "
                              "real 24x1024 (default workloads R1,R2)")
+    parser.add_argument("--tokenizer", help="with --size real: take the vocabulary and "
+                        "tokenizer of this XLM-R tokenizer directory (BGE-M3's: 250,002 rows)")
     parser.add_argument("--workloads", help="default W1,W1d,W2,W3 (tiny), R1,R2 (real)")
     parser.add_argument("--threads", type=int, nargs="+", default=[0],
                         help="torch threads per run; 0 = torch's default")
@@ -467,7 +502,8 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.simplefilter("ignore")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
-    path, checkpoint = (args.model, args.model) if args.model else bench_checkpoint(args.size)
+    path, checkpoint = ((args.model, args.model) if args.model
+                        else bench_checkpoint(args.size, args.tokenizer))
     workloads = make_workloads((args.workloads or (
         "R1,R2" if args.size == "real" and not args.model else "W1,W1d,W2,W3")).split(","))
     if args.peer:
