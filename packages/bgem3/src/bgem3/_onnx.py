@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import importlib.metadata
 import importlib.util
 import inspect
@@ -68,9 +69,12 @@ _INT8_OPS = ("MatMul",)
 _MHA_MASK_INPUT = 4  # com.microsoft MultiHeadAttention: query, key, value, bias, mask, ...
 
 
+_PACKAGES = ("onnxruntime", "onnx")  # what running (and making) a graph needs
+
+
 def available() -> bool:
     """Whether ONNX Runtime and onnx are installed (what ``backend="auto"`` looks for)."""
-    return all(_installed(name) for name in ("onnxruntime", "onnx"))
+    return all(_installed(name) for name in _PACKAGES)
 
 
 def _installed(package: str) -> bool:
@@ -215,6 +219,7 @@ def _fuse(target: Path, config: Any) -> None:
                              all_tensors_to_one_file=True)
 
 
+@functools.cache
 def int8_dot_products() -> bool:
     """Whether this CPU multiplies uint8 by int8 without saturating an int16 sum.
 
@@ -359,7 +364,7 @@ def cache_key(fingerprint: str, quantized: bool = False) -> str:
     return key.replace("+", "_")
 
 
-def _open(final: Path, key: str, name: str, last: bool) -> OnnxBackbone | None:
+def _open(final: Path, key: str, name: str, config: Any, last: bool) -> OnnxBackbone | None:
     """The session of the graph in ``final``, or ``None`` (and ``final`` removed) if unusable.
 
     ``last``: raise instead, the graph having just been made.
@@ -375,7 +380,7 @@ def _open(final: Path, key: str, name: str, last: bool) -> OnnxBackbone | None:
         return None
     stamp = session.get_modelmeta().custom_metadata_map
     if stamp.get(STAMP) == key:
-        return OnnxBackbone(session, None)
+        return OnnxBackbone(session, config)
     made_of = (f"was exported from {stamp.get(STAMP_MODEL)!r} ({stamp[STAMP]})"
                if STAMP in stamp else "does not say which weights it was exported from")
     if last:
@@ -389,7 +394,7 @@ def _open(final: Path, key: str, name: str, last: bool) -> OnnxBackbone | None:
 
 
 def _needs(quantized: bool) -> None:
-    for package in ("onnxruntime", "onnx"):
+    for package in _PACKAGES:
         if not _installed(package):
             what = "dtype='int8'" if quantized else "backend='onnx'"
             raise ModuleNotFoundError(f"{what} needs {package}: pip install 'bgem3[onnx]'",
@@ -409,10 +414,7 @@ def cached_backbone(fingerprint: str, name: str, config: Any, *,
     final = cache_dir() / "onnx" / key
     if not (final / ONNX_FILE).is_file():
         return None
-    backbone = _open(final, key, name, last=False)
-    if backbone is not None:
-        backbone.config = config
-    return backbone
+    return _open(final, key, name, config, last=False)
 
 
 def onnx_backbone(backbone: nn.Module, fingerprint: str, name: str, *,
@@ -451,17 +453,17 @@ def onnx_backbone(backbone: nn.Module, fingerprint: str, name: str, *,
         _fuse(staging, config)
 
     def make_int8(staging: Path) -> None:
-        float32 = root / cache_key(fingerprint)
+        float32_key = cache_key(fingerprint)
+        float32 = root / float32_key
         if not (float32 / ONNX_FILE).is_file():
-            _build(make_float32, root, float32, cache_key(fingerprint), name)
+            _build(make_float32, root, float32, float32_key, name)
         _quantize(float32, staging, reduce_range=not int8_dot_products())
 
     make = make_int8 if quantized else make_float32
     for attempt in range(2):
         if not (final / ONNX_FILE).is_file():
             _build(make, root, final, key, name)
-        opened = _open(final, key, name, last=attempt == 1)
+        opened = _open(final, key, name, config, last=attempt == 1)
         if opened is not None:
-            opened.config = config
             return opened
     raise AssertionError("unreachable")

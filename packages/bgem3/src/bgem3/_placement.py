@@ -93,7 +93,12 @@ def choose_backend(requested: str, device: torch.device, dtype: torch.dtype,
     ``"auto"`` is ONNX Runtime on a CPU in float32 (or int8) when it is installed and
     ``compile`` is off, torch everywhere else.
     """
-    if dtype == torch.int8:
+    int8 = dtype == torch.int8
+    if compile and (int8 or requested == "onnx"):
+        raise ValueError(f"compile=True applies to backend='torch'; "
+                         f"{'dtype=int8' if int8 else 'backend=onnx'} runs in ONNX "
+                         "Runtime, the other way to run faster on CPU: pick one")
+    if int8:
         if device.type != "cpu" or requested == "torch":
             raise ValueError(f"dtype='int8' runs on the CPU in ONNX Runtime, not "
                              f"{'in torch' if requested == 'torch' else f'on {device}'}: "

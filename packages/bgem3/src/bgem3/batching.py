@@ -197,23 +197,18 @@ def _auto_tokenizer(path: str | os.PathLike[str]) -> Any:
 
 def _pipeline_entry(path: str | os.PathLike[str]) -> Path | None:
     """Where the pipeline built from these files by these versions is kept (None: unknown)."""
-    import hashlib
     import importlib.metadata
 
-    from bgem3.checkpoint import cache_dir
+    from bgem3.checkpoint import cache_dir, files_digest
 
-    digest = hashlib.sha256(b"bgem3-tokenizer-v1")
     try:
-        for package in ("transformers", "tokenizers"):
-            digest.update(f"{package}{importlib.metadata.version(package)}".encode())
-        for name in _TOKENIZER_INPUTS:
-            file = Path(path, name)
-            if file.is_file():
-                digest.update(name.encode())
-                digest.update(hashlib.sha256(file.read_bytes()).digest())
+        versions = "".join(f"{package}{importlib.metadata.version(package)}"
+                           for package in ("transformers", "tokenizers"))
+        digest = files_digest(Path(path), _TOKENIZER_INPUTS,
+                              f"bgem3-tokenizer-v1-{versions}".encode())
     except (OSError, importlib.metadata.PackageNotFoundError):
         return None
-    return cache_dir() / "tokenizers" / f"{digest.hexdigest()[:32]}.json"
+    return cache_dir() / "tokenizers" / f"{digest[:32]}.json"
 
 
 def _save_pipeline(entry: Path, pipeline: str, spec: TokenizerSpec) -> None:

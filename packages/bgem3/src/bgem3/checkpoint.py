@@ -17,8 +17,8 @@ from typing import Any
 
 from bgem3.errors import CheckpointError, CheckpointNotFoundError
 
-__all__ = ["DEFAULT_MODEL", "Checkpoint", "cache_dir", "fingerprint", "legacy_fingerprint",
-           "load_head", "resolve_checkpoint"]
+__all__ = ["DEFAULT_MODEL", "Checkpoint", "cache_dir", "files_digest", "fingerprint",
+           "legacy_fingerprint", "load_head", "resolve_checkpoint"]
 
 DEFAULT_MODEL = "BAAI/bge-m3"
 """The checkpoint every entry point loads when none is named (the CLI and the adapters too)."""
@@ -282,17 +282,27 @@ def fingerprint(path: Path) -> str:
     Returns:
         16 hex digits.
     """
+    return files_digest(path, ("config.json", *HEAD_FILES, *_weight_files(path)),
+                        b"bgem3-fingerprint-v2")[:16]
+
+
+def files_digest(path: Path, names: Sequence[str], salt: bytes) -> str:
+    """SHA-256 over ``salt`` and the names and contents of those of ``names`` in ``path``.
+
+    Each file's own digest comes from the on-disk cache :func:`fingerprint` keeps (hashed
+    again only when the file changes).
+    """
     import hashlib
 
-    digest = hashlib.sha256(b"bgem3-fingerprint-v2")
+    digest = hashlib.sha256(salt)
     cache = _DigestCache.open()
-    for name in ("config.json", *HEAD_FILES, *_weight_files(path)):
+    for name in names:
         file = path / name
         if file.is_file():
             digest.update(name.encode())
             digest.update(cache.digest(file).encode())
     cache.close()
-    return digest.hexdigest()[:16]
+    return digest.hexdigest()
 
 
 def legacy_fingerprint(path: Path) -> str:

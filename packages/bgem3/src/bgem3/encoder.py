@@ -212,12 +212,8 @@ class BGEM3:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be 'auto', 'torch' or 'onnx', got {backend!r}")
         int8 = dtype is torch.int8 or (isinstance(dtype, str) and dtype.lower() == "int8")
-        if backend == "onnx" or int8:
+        if backend == "onnx" or int8:  # ONNX Runtime runs on the CPU
             device = "cpu" if device is None else device
-            if compile:
-                raise ValueError(f"compile=True applies to backend='torch'; "
-                                 f"{'dtype=int8' if int8 else 'backend=onnx'} runs in ONNX "
-                                 "Runtime, the other way to run faster on CPU: pick one")
         positive_int(batch_tokens, "batch_tokens")
         if max_padding is not None and not 0.0 <= max_padding <= 1.0:
             raise ValueError(f"max_padding must be between 0 and 1, got {max_padding!r}")
