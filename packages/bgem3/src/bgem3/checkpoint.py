@@ -17,13 +17,16 @@ from typing import Any
 
 from bgem3.errors import CheckpointError, CheckpointNotFoundError
 
-__all__ = ["DEFAULT_MODEL", "Checkpoint", "cache_dir", "files_digest", "fingerprint",
-           "legacy_fingerprint", "load_head", "resolve_checkpoint"]
+__all__ = ["BACKENDS", "DEFAULT_BACKEND", "DEFAULT_MODEL", "Checkpoint", "cache_dir",
+           "files_digest", "fingerprint", "legacy_fingerprint", "load_head",
+           "resolve_checkpoint"]
 
 DEFAULT_MODEL = "BAAI/bge-m3"
 """The checkpoint every entry point loads when none is named (the CLI and the adapters too)."""
 BACKENDS = ("auto", "torch", "onnx")
-"""What may run the backbone (``BGEM3(backend=...)``, ``--backend``); ``"auto"`` is the default."""
+"""What may run the backbone (``BGEM3(backend=...)``, ``--backend``)."""
+DEFAULT_BACKEND = "auto"
+"""ONNX Runtime on a CPU where it is installed, torch elsewhere (see ``bgem3._placement``)."""
 
 COLBERT_HEAD = "colbert_linear.pt"
 SPARSE_HEAD = "sparse_linear.pt"

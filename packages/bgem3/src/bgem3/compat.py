@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 from bgem3._inputs import positive_int
 from bgem3._types import EncodeOutput, SparseVector
 from bgem3.batching import Batch, unique_texts
+from bgem3.checkpoint import DEFAULT_BACKEND
 from bgem3.encoder import BGEM3, resolve_device
 from bgem3.scoring import colbert_scores, paired_dense_sparse_scores
 
@@ -246,7 +247,7 @@ class BGEM3FlagModel:
         self.native: BGEM3 = _FlagOrderBGEM3(
             model_name_or_path, device=device,
             dtype=torch.float32 if on_cpu or low is None else low, cache_dir=cache_dir,
-            backend="torch" if rounded else "auto",
+            backend="torch" if rounded else DEFAULT_BACKEND,
         )
         if rounded and low is not None:  # FlagEmbedding loads in low precision, then .float()
             _round_weights(self.native.module, low)

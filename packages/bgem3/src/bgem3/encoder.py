@@ -37,6 +37,7 @@ from bgem3.batching import (
 )
 from bgem3.checkpoint import (
     BACKENDS,
+    DEFAULT_BACKEND,
     DEFAULT_MODEL,
     Checkpoint,
     fingerprint,
@@ -203,7 +204,7 @@ class BGEM3:
         token: str | bool | None = None,
         local_files_only: bool = False,
         compile: bool = False,
-        backend: str = "auto",
+        backend: str = DEFAULT_BACKEND,
     ) -> None:
         for flag, value in (("dense_only", dense_only), ("local_files_only", local_files_only),
                             ("compile", compile)):
@@ -289,7 +290,7 @@ class BGEM3:
             module.backbone = _onnx.onnx_backbone(module.backbone, self.fingerprint, self.name,
                                                   quantized=int8)
         except (CompileError, OSError) as exc:
-            if requested != "auto" or int8:
+            if requested != DEFAULT_BACKEND or int8:
                 raise
             warnings.warn(f"{self.name!r} runs in torch, not ONNX Runtime: {exc}", stacklevel=3)
             self.backend = "torch"
@@ -710,7 +711,7 @@ class BGEM3:
 
 
 def load_model(model: str | os.PathLike[str] | BGEM3, *, device: str | None = None,
-               dtype: str | None = None, backend: str = "auto") -> BGEM3:
+               dtype: str | None = None, backend: str = DEFAULT_BACKEND) -> BGEM3:
     """``model`` itself if it is loaded, else load it, ``dense_only`` if it has no heads.
 
     For tools that work with either kind of checkpoint, such as evaluation and mining.

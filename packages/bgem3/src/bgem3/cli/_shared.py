@@ -24,7 +24,7 @@ __all__ = [
     "run_command",
 ]
 
-from bgem3.checkpoint import BACKENDS, DEFAULT_MODEL
+from bgem3.checkpoint import BACKENDS, DEFAULT_BACKEND, DEFAULT_MODEL
 from bgem3.errors import BGEM3Error
 
 Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -50,7 +50,7 @@ def add_model_options(parser: argparse.ArgumentParser, default: str | None) -> N
     parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16", "int8"],
                         help="default: float16 on CUDA, float32 elsewhere; int8: CPU, "
                              "ONNX Runtime")
-    parser.add_argument("--backend", choices=list(BACKENDS), default="auto",
+    parser.add_argument("--backend", choices=list(BACKENDS), default=DEFAULT_BACKEND,
                         help="run the backbone in torch or ONNX Runtime (default: auto, "
                              "ONNX Runtime on a CPU where it is installed, else torch)")
 
