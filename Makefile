@@ -9,7 +9,7 @@ TORCH ?= torch==2.13.0
 TINY := .cache/tiny-bge-m3
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock test test-latest test-lowest test-lowest-core lint demo bench dist-check clean
+.PHONY: help setup lock test test-latest test-lowest test-lowest-core lint docs demo bench dist-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -109,6 +109,11 @@ lint: setup ## ruff and mypy
 	$(BIN)/mypy
 	cd packages/llama-index-bgem3/src && $(CURDIR)/$(BIN)/mypy --strict --explicit-package-bases llama_index/*/bgem3/*.py
 
+# The documentation site (docs/, Sphinx + MyST): offline, warnings as errors, every
+# cross-reference checked (-n); open docs/_build/html/index.html.
+docs: setup ## build the documentation site into docs/_build/html (offline, warnings as errors)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m sphinx -b html -W -n --keep-going -q docs docs/_build/html
+
 dist-check: setup ## build wheels + sdists (dist/), twine check, install them in a clean venv, smoke test
 	$(BIN)/python tools/dist_check.py --torch "$(TORCH)"
 
@@ -127,4 +132,4 @@ bench: setup ## encoding speed against FlagEmbedding (BENCH_ARGS="--workloads W1
 	$(BIN)/python benchmarks/encode.py $(BENCH_ARGS)
 
 clean: ## remove the venv and caches
-	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache docs/_build

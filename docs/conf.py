@@ -1,0 +1,103 @@
+"""Sphinx configuration of the documentation site (``make docs``).
+
+Markdown pages through MyST-Parser, the API reference from the docstrings through autodoc and
+napoleon (Google sections, reST roles), the CLI reference from the real parser through
+sphinx-argparse, the furo theme. The build is offline: no intersphinx inventory is fetched, so
+names of other projects that cannot resolve are listed in ``nitpick_ignore_regex``, one
+narrow pattern per package.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from importlib.metadata import version as _version
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parent.parent
+_PYPROJECT = tomllib.loads((ROOT / "packages" / "bgem3" / "pyproject.toml").read_text("utf-8"))
+# The repository's address is declared once, in the packages' [project.urls].
+REPO_URL = _PYPROJECT["project"]["urls"]["Repository"].rstrip("/")
+
+project = "bgem3"
+author = "The bgem3 authors"
+copyright = "the bgem3 authors, MIT License"
+release = _version("bgem3")
+version = release
+
+extensions = [
+    "myst_parser",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.extlinks",
+    "sphinx.ext.viewcode",
+    "sphinxarg.ext",
+]
+
+source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
+root_doc = "index"
+exclude_patterns = [
+    "_build",
+    "conftest.py",
+    # the README's speed sections, kept verbatim for the performance page (not a page itself)
+    "explanation/_speed_from_readme.md",
+]
+
+# MyST: ::: fences, definition lists, anchors for headings (links such as page.md#section)
+myst_enable_extensions = ["colon_fence", "deflist", "attrs_inline"]
+myst_heading_anchors = 3
+
+# {repo}`notebooks/01_quickstart.ipynb` links to a file of the repository on GitHub
+extlinks = {"repo": (REPO_URL + "/blob/main/%s", "%s")}
+
+# autodoc + napoleon: Google sections as they are written in the docstrings
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+autodoc_typehints_description_target = "documented_params"
+autodoc_preserve_defaults = True
+autodoc_class_signature = "separated"
+autodoc_default_options = {"members": True, "show-inheritance": False}
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+napoleon_use_rtype = False
+napoleon_use_ivar = True
+
+# Broken references fail the build (make docs: -W -n --keep-going). No intersphinx (offline):
+# names that belong to other projects cannot resolve, and are ignored here, package by package.
+nitpicky = True
+_EXTERNAL = [
+    "numpy", "np", "NDArray", "numpy.typing", "npt", "scipy", "torch", "transformers",
+    "tokenizers", "huggingface_hub", "safetensors", "pyarrow", "pa", "ray", "pyspark",
+    "qdrant_client", "pymilvus", "langchain_core", "langchain", "langchain_classic",
+    "langchain_milvus", "langchain_qdrant", "llama_index.core", "pydantic", "fastapi",
+    "starlette", "uvicorn", "httpx", "openai", "onnxruntime", "onnx", "faiss", "accelerate",
+    "datasets", "tqdm", "filelock",
+]
+nitpick_ignore_regex = [
+    (r"py:.*", re.escape(name) + r"(\..*)?") for name in _EXTERNAL
+] + [
+    # the standard library's names, without its inventory (offline)
+    (r"py:.*", r"(os|pathlib|collections\.abc|typing|typing_extensions|concurrent\.futures"
+               r"|asyncio|logging|io|json|enum|dataclasses|argparse|threading|weakref"
+               r"|contextlib|types|_io|re)\..*"),
+    (r"py:class", r"(Path|PathLike|Iterable|Iterator|Sequence|Mapping|Callable|Any|Literal"
+                  r"|NamedTuple|Protocol|Self|TypeAlias|ClassVar|Enum|Exception|BaseException"
+                  r"|ValueError|TypeError|KeyError|RuntimeError|FileNotFoundError|OSError"
+                  r"|UserWarning|Warning|UnicodeWarning|RuntimeWarning|ImportError)"),
+    (r"py:class", r"(int|float|str|bytes|bool|object|dict|list|tuple|set|frozenset|type|None"
+                  r"|complex|slice|memoryview|bytearray|range)"),
+]
+
+html_theme = "furo"
+html_title = f"bgem3 {release}"
+html_static_path: list[str] = []
+html_theme_options = {
+    "source_repository": REPO_URL,
+    "source_branch": "main",
+    "source_directory": "docs/",
+}
