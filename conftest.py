@@ -68,6 +68,7 @@ def _docs_page(_docs_hub_cache: Path, tmp_path_factory: pytest.TempPathFactory) 
         patch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(_docs_hub_cache / "hub"))
         patch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
         patch.setenv("HF_HUB_OFFLINE", "1")
+        patch.setenv("HF_HUB_CACHE", str(_docs_hub_cache / "hub"))  # worker processes too
         if "BGEM3_CACHE_DIR" not in os.environ:  # ONNX exports of the tiny model, not the user's
             patch.setenv("BGEM3_CACHE_DIR", str(_docs_hub_cache / "bgem3-cache"))
         patch.chdir(workdir)
