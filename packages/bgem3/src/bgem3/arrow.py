@@ -4,18 +4,18 @@ The schema depends only on the model and the options, never on a batch's content
 file written by any path (this module, ``bgem3.ray``, ``bgem3 encode --out x.parquet``, or a
 Spark job using :func:`to_arrow`) reads back with plain ``pyarrow.parquet.read_table``:
 
-=================  ===================================================  ==========================
-column             type                                                 content
-=================  ===================================================  ==========================
-``id``             ``string`` (not null)                                document id
-``text``           ``string``                                           the text (when kept)
-``dense``          ``fixed_size_list<float32 | float16, dense_dim>``    normalised ``[CLS]``
-``sparse_indices`` ``list<int32>``                                      token ids, increasing
-``sparse_values``  ``list<float32>``                                    their lexical weights
-``colbert``        ``list<fixed_size_list<float32 | float16, dim>>``    one vector per token
-``tokens``         ``int32``                                            tokens encoded
-``truncated``      ``bool``                                             cut at ``max_length``
-=================  ===================================================  ==========================
+==================  ===================================================  ==========================
+column              type                                                 content
+==================  ===================================================  ==========================
+``id``              ``string`` (not null)                                document id
+``text``            ``string``                                           the text (when kept)
+``dense``           ``fixed_size_list<float32 | float16, dense_dim>``    normalised ``[CLS]``
+``sparse_indices``  ``list<int32>``                                       token ids, increasing
+``sparse_values``   ``list<float32>``                                    their lexical weights
+``colbert``         ``list<fixed_size_list<float32 | float16, dim>>``    one vector per token
+``tokens``          ``int32``                                            tokens encoded
+``truncated``       ``bool``                                             cut at ``max_length``
+==================  ===================================================  ==========================
 
 Outputs that were not computed are absent. The schema metadata key ``bgem3`` holds JSON
 naming the model (name and fingerprint), the dimensions, the dtypes and the maximum length;

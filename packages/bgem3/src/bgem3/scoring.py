@@ -451,7 +451,7 @@ def pair_scores(
         vocab_size: Number of token ids.
 
     Returns:
-        Each mode of :data:`SCORE_MODES` to one float per pair; ``sparse+dense`` is NaN
+        Each mode of ``SCORE_MODES`` to one float per pair; ``sparse+dense`` is NaN
         when its two weights are 0.
 
     Raises:

@@ -327,7 +327,7 @@ class SharedModelMixin(SharedModelPickling):
 
     @property
     def bgem3(self) -> Encoder:
-        """The model this object runs: a :class:`~bgem3.BGEM3`, a server's client..."""
+        """The model this object runs (a :class:`~bgem3.BGEM3`, a server's client...)."""
         model: Encoder = self._bgem3
         return model
 

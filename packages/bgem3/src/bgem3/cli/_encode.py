@@ -23,12 +23,12 @@ def add_commands(commands: Commands) -> None:
     """Add ``encode`` and ``score``."""
     p = commands.add_parser("encode", help="encode texts to JSON lines, or files to Parquet")
     p.add_argument("texts", nargs="*", metavar="TEXT_OR_INPUT",
-                   help="texts; with --out *.parquet: input files or directories (.txt .md "
+                   help="texts; with --out FILE.parquet: input files or directories (.txt .md "
                         ".jsonl, read as `bgem3 index` reads them)")
     p.add_argument("--input", help="a text file (one text per line) or JSONL with 'text'")
     p.add_argument("--queries", action="store_true", help="encode as queries (max 512 tokens)")
     p.add_argument("--colbert", action="store_true", help="also write ColBERT vectors")
-    p.add_argument("--out", help="output file (default: standard output); *.parquet writes "
+    p.add_argument("--out", help="output file (default: standard output); FILE.parquet writes "
                                  "bgem3.arrow's schema (ids, texts, vectors), which "
                                  "add_parquet loads")
     p.add_argument("--chunk-words", type=int, default=CHUNK_WORDS,

@@ -30,7 +30,7 @@ __all__ = ["GRADE_MAX", "GRADE_MIN", "Judgments", "evaluate_run", "mrr", "ndcg",
            "recall"]
 
 GRADE_MIN, GRADE_MAX = -(2**63), 2**63 - 1
-"""The grades judgments hold: 64-bit integers (trec_eval's are C longs)."""
+"""The range of the grades judgments hold, 64-bit integers (trec_eval's are C longs)."""
 
 
 def order_run(scores: NDArray[np.floating], tiebreak: NDArray[np.integer]) -> NDArray[np.int64]:

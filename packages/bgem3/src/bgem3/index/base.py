@@ -61,7 +61,7 @@ class ParquetLoad(int):
 
     @property
     def rows(self) -> int:
-        """Rows read: ``added + replaced``."""
+        """The rows read, ``added + replaced``."""
         return self.added + self.replaced
 
     def __repr__(self) -> str:

@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 FP16_MAX = 65504.0
-"""The largest finite float16: dense vectors of a float16 index must stay below it."""
+"""The largest finite float16; dense vectors of a float16 index must stay below it."""
 FP16_SAFE_SCORE = 1024.0
 """The largest dense score a float16 product may reach (far below :data:`FP16_MAX`).
 

@@ -107,7 +107,7 @@ class BGEM3HybridRetriever(LiveIndexMixin, BaseRetriever):
 
     @property
     def search_options(self) -> dict[str, Any]:
-        """``mode``, ``fusion``, ``weights``, ``candidates`` and ``rerank`` of :attr:`options`."""
+        """``mode``, ``fusion``, ``weights``, ``candidates`` and ``rerank`` of ``options``."""
         return {name: getattr(self.options, name)
                 for name in ("mode", "fusion", "weights", "candidates", "rerank")}
 
