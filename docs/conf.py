@@ -51,11 +51,18 @@ exclude_patterns = [
 # MyST: ::: fences, definition lists, anchors for headings (links such as page.md#section)
 myst_enable_extensions = ["colon_fence", "deflist", "attrs_inline"]
 myst_heading_anchors = 3
+# links that are not pages or anchors resolve in these domains only (sphinx-argparse's own
+# domain cannot answer MyST's "any" look-ups)
+myst_ref_domains = ["std", "py"]
 
 # {repo}`notebooks/01_quickstart.ipynb` links to a file of the repository on GitHub
 extlinks = {"repo": (REPO_URL + "/blob/main/%s", "%s")}
 
 # autodoc + napoleon: Google sections as they are written in the docstrings
+# Sphinx 9's new autodoc fails to import pydantic models with extra fields (FastAPI's own among
+# them: "__pydantic_extra__ must be dict[str, ...]", sphinx-doc/sphinx#14089); the class-based
+# implementation imports them (Sphinx 8, on Python 3.10, has only that one)
+autodoc_use_legacy_class_based = True
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 autodoc_typehints_description_target = "documented_params"
@@ -89,6 +96,14 @@ nitpick_ignore_regex = [
                   r"|NamedTuple|Protocol|Self|TypeAlias|ClassVar|Enum|Exception|BaseException"
                   r"|ValueError|TypeError|KeyError|RuntimeError|FileNotFoundError|OSError"
                   r"|UserWarning|Warning|UnicodeWarning|RuntimeWarning|ImportError)"),
+    (r"py:class", r"abc\.ABC"),
+    # other projects' classes named the short way in docstrings and signatures
+    (r"py:class", r"(ConfigDict|SecretStr|BaseModel)"),  # pydantic
+    (r"py:class", r"(BaseNode|NodeWithScore|QueryBundle)"),  # llama_index
+    (r"py:class", r"(Document|BaseRetriever|CallbackManagerForRetrieverRun)"),  # langchain_core
+    (r"py:class", r"(csr_matrix|csc_matrix)"),  # scipy
+    (r"py:class", r"FastAPI"),  # fastapi
+    (r"py:class", r"Application"),  # ray.serve
     (r"py:class", r"(int|float|str|bytes|bool|object|dict|list|tuple|set|frozenset|type|None"
                   r"|complex|slice|memoryview|bytearray|range)"),
 ]
