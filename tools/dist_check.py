@@ -1,7 +1,9 @@
 """Build, check, install and smoke-test the three distributions (``make dist-check``).
 
 1. ``python -m build`` makes an sdist of each package, then a wheel from that sdist.
-2. ``twine check --strict`` on every file; each wheel and sdist must ship ``LICENSE``.
+2. ``twine check --strict`` on every file (the README that PyPI shows must render); each
+   package README links absolutely (PyPI resolves no relative link); each wheel and sdist must
+   ship ``LICENSE``.
 3. A new venv gets torch, then the wheels (not editable) with their dependencies from PyPI,
    held to the versions of ``requirements-dev.lock``; ``pip check``.
 4. ``tools/smoke_test.py`` runs there in isolated mode, from outside the source tree.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -46,6 +49,16 @@ def check_license(path: Path) -> None:
                  + (" that differ from it" if found else ""))
 
 
+def check_readme_links(package: Path) -> None:
+    """Exit unless every Markdown link of ``package``'s README is an absolute URL."""
+    readme = package / "README.md"
+    targets = re.findall(r"\]\(([^)\s]+)\)", readme.read_text(encoding="utf-8"))
+    relative = [t for t in targets if not t.startswith(("https://", "http://"))]
+    if relative:
+        sys.exit(f"{readme.relative_to(ROOT)}: PyPI shows this README without the repository; "
+                 f"expected absolute links, found relative ones: {relative}")
+
+
 def lock_constraints(lock: Path, out: Path) -> None:
     """Write ``lock`` without its hashes (pip turns hashes in a constraints file into a demand)."""
     lines = []
@@ -66,6 +79,8 @@ def main() -> None:
     args = parser.parse_args()
 
     shutil.rmtree(args.dist, ignore_errors=True)
+    for name in PACKAGES:
+        check_readme_links(ROOT / "packages" / name)
     for name in PACKAGES:
         run(sys.executable, "-m", "build", "--quiet", "--no-isolation", "--outdir", args.dist,
             ROOT / "packages" / name)
