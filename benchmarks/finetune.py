@@ -22,12 +22,14 @@ import random
 import resource
 import time
 from pathlib import Path
+from typing import cast
 
 import bgem3
 import torch
 from bgem3.checkpoint import resolve_checkpoint
 from bgem3.encoder import load_model
 from bgem3.evaluation import MODES
+from bgem3.model import BGEM3Module
 from bgem3.train import FinetuneSettings, finetune, mine_negatives
 from bgem3.train.model import new_heads, save_checkpoint
 
@@ -96,8 +98,8 @@ def main() -> None:
     has_heads = resolve_checkpoint(args.model, require_heads=False).has_heads
     if not has_heads:  # what --init-heads starts from: the backbone with new, untrained heads
         start = args.work / "start"
-        model = load_model(args.model, device="cpu")
-        module = model.module
+        model = load_model(args.model, device="cpu", backend="torch")  # its torch module
+        module = cast(BGEM3Module, model.module)
         module.colbert_linear, module.sparse_linear = new_heads(
             int(module.config.hidden_size), seed=args.seed)
         save_checkpoint(module, model.path, start)

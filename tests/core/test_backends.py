@@ -267,26 +267,46 @@ def test_encode_pool_workers_run_the_onnx_backend_of_a_loaded_model(
 def test_auto_is_onnx_runtime_on_a_cpu_in_float32_and_torch_elsewhere() -> None:
     from bgem3._placement import choose_backend
 
-    cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert choose_backend("auto", cpu, torch.float32, compile=False) == "onnx"
-    assert choose_backend("auto", cpu, torch.int8, compile=False) == "onnx"
-    assert choose_backend("auto", cpu, torch.float32, compile=True) == "torch"
-    assert choose_backend("auto", cpu, torch.bfloat16, compile=False) == "torch"
-    assert choose_backend("auto", cuda, torch.float16, compile=False) == "torch"
-    assert choose_backend("auto", cuda, torch.float32, compile=False) == "torch"
-    assert choose_backend("torch", cpu, torch.float32, compile=False) == "torch"
+    assert choose_backend("auto", "cpu", "float32", compile=False) == "onnx"
+    assert choose_backend("auto", "cpu", "int8", compile=False) == "onnx"
+    assert choose_backend("auto", "cpu", "float32", compile=True) == "torch"
+    assert choose_backend("auto", "cpu", "bfloat16", compile=False) == "torch"
+    assert choose_backend("auto", "cuda", "float16", compile=False) == "torch"
+    assert choose_backend("auto", "cuda:1", "float32", compile=False) == "torch"
+    assert choose_backend("torch", "cpu", "float32", compile=False) == "torch"
     with pytest.raises(ValueError, match="dtype='int8' runs on the CPU in ONNX Runtime"):
-        choose_backend("auto", cuda, torch.int8, compile=False)
+        choose_backend("auto", "cuda", "int8", compile=False)
+
+
+def test_the_device_is_settled_without_torch_where_no_gpu_can_exist(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import bgem3._placement as placement
+
+    assert placement.dtype_name(torch.int8, "cpu") == "int8"
+    asked: list[object] = []
+    monkeypatch.setattr(placement, "resolve_device", lambda d: asked.append(d) or "cuda")
+    monkeypatch.setattr(placement, "_torch_loaded", lambda: False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(os.path, "exists", lambda path: False)  # no GPU driver's device node
+    assert placement.device_name(None) == "cpu" and asked == []
+    assert placement.device_name(" Cpu ") == "cpu" and asked == []
+    monkeypatch.setattr(os.path, "exists", lambda path: path == "/dev/nvidiactl")
+    assert placement.device_name(None) == "cuda" and asked == [None]  # torch decides
+    assert placement.device_name("cuda:1") == "cuda" and asked == [None, "cuda:1"]
+    assert placement.dtype_name("BF16", "cpu") == "bfloat16"
+    assert placement.dtype_name(None, "cuda:0") == "float16"
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        placement.dtype_name("int4", "cpu")
 
 
 def test_default_backend_on_cpu_and_the_cached_load(
         tiny_path: Path, torch_model: BGEM3, cache: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from bgem3._onnx import OnnxBackbone
+    from bgem3._onnx import OnnxModule
     from transformers import AutoModel
 
     first = BGEM3(tiny_path, device="cpu")
-    assert first.backend == "onnx" and isinstance(first.module.backbone, OnnxBackbone)
+    assert first.backend == "onnx" and isinstance(first.module, OnnxModule)
     assert "backend='onnx'" in repr(first)
     # fused: one attention kernel per layer, and no mask, so that ONNX Runtime tiles it
     # (flash attention: an 8192-token text does not hold 16 x 8192 x 8192 scores per layer)
@@ -298,7 +318,7 @@ def test_default_backend_on_cpu_and_the_cached_load(
     assert len(fused) == first.module.config.num_hidden_layers
     assert all(len(node.input) < 5 or node.input[4] == "" for node in fused)
     assert [value.name for value in graph.input] == ["input_ids"]
-    assert not first.module.backbone.masked
+    assert not first.module.masked
     # once exported, a load opens the cached graph and reads no torch weights
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("the torch weights were loaded")
@@ -316,6 +336,47 @@ def test_default_backend_on_cpu_and_the_cached_load(
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert BGEM3(tiny_path, device="cpu").backend == "torch"
+
+
+def test_a_cached_load_runs_without_torch(tiny_path: Path, torch_model: BGEM3,
+                                         cache: Path) -> None:
+    # the first load exports the graph and saves the heads beside it; a later process
+    # encodes from those alone: neither torch nor transformers is imported (over a second
+    # and ~200 MB at start-up), and the outputs are the torch backend's
+    BGEM3(tiny_path, device="cpu")
+    (entry,) = cache.iterdir()
+    assert (entry / "heads.safetensors").is_file()
+    texts = random_texts(12, min_words=2, max_words=40, seed=31)
+    script = textwrap.dedent(f"""
+        import sys
+        import numpy as np
+        from bgem3 import BGEM3
+
+        model = BGEM3({str(tiny_path)!r}, device="cpu")
+        out = model.encode({texts!r}, dense=True, sparse=True, colbert=True)
+        heavy = sorted(name for name in ("torch", "transformers") if name in sys.modules)
+        print(model.backend, heavy or "none")
+        np.save(sys.argv[1], np.concatenate([out.dense.ravel()]
+                + [c.ravel() for c in out.colbert] + [s.values for s in out.sparse]))
+    """)
+    saved = cache.parent / "out.npy"
+
+    def run() -> str:
+        done = subprocess.run([sys.executable, "-c", script, str(saved)], capture_output=True,
+                              text=True, timeout=300, env={**os.environ})
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    assert run() == "onnx none"
+    want = torch_model.encode(texts, dense=True, sparse=True, colbert=True)
+    flat = np.concatenate([want.dense.ravel()] + [c.ravel() for c in want.colbert]
+                          + [s.values for s in want.sparse])
+    np.testing.assert_allclose(np.load(saved), flat, atol=1e-5)
+    # damaged heads are read from the checkpoint again (with torch) and saved anew
+    (entry / "heads.safetensors").write_bytes(b"not safetensors")
+    assert run() == "onnx ['torch']"
+    np.testing.assert_allclose(np.load(saved), flat, atol=1e-5)
+    assert run() == "onnx none"
 
 
 def test_default_falls_back_to_torch_when_the_cache_cannot_hold_the_export(

@@ -15,6 +15,7 @@ import torch
 from bgem3 import BGEM3, EncodeOutput, HeadNotLoadedError, SparseVector, TruncationWarning
 from bgem3.cli import main
 from bgem3.encoder import resolve_device
+from bgem3.model import BGEM3Module
 from bgem3.scoring import paired_dense_sparse_scores
 from bgem3.testing import random_texts
 
@@ -336,12 +337,15 @@ def test_paired_scores_equal_the_diagonal_of_the_score_matrices(model: BGEM3) ->
                                    model.vocab_size)
 
 
-def test_resolve_device_and_the_module(model: BGEM3) -> None:
-    assert resolve_device(" CPU ") == torch.device("cpu") == model.device
+def test_resolve_device_and_the_module(model: BGEM3, torch_model: BGEM3) -> None:
+    assert resolve_device(" CPU ") == torch.device("cpu") == model.device == torch_model.device
     with pytest.raises(ValueError, match="device"):
         resolve_device("toaster")
-    assert model.module.sparse_linear is not None and not model.module.training
-    assert model.module.config.hidden_size == model.dense_dim
+    module = torch_model.module
+    assert isinstance(module, BGEM3Module)
+    assert module.sparse_linear is not None and not module.training
+    assert model.module.config.hidden_size == module.config.hidden_size == model.dense_dim
+    assert model.module.colbert_dim == module.colbert_dim == model.colbert_dim
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")

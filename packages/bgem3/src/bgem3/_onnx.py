@@ -10,11 +10,13 @@ so that ONNX Runtime computes attention in tiles (flash attention) and an 8192-t
 about 0.5 GB beside the weights instead of 4.5 GB for its full score matrices.
 ``dtype="int8"`` quantizes that graph's matrix products (weights int8 per output channel,
 activations uint8 per call: ONNX Runtime's dynamic quantization). The heads and the pooling
-stay in torch, in :class:`~bgem3.model.BGEM3Module`, which sees an ordinary backbone.
+run in numpy (:class:`OnnxModule`), so that a model whose graph is cached never imports torch:
+torch is needed to make a graph, not to run one.
 
 Each graph is cached on disk under the checkpoint's fingerprint and the torch, transformers
-and ONNX Runtime versions, so a later load opens it without loading the torch weights at
-all. It is written to a temporary directory, stamped with its cache key inside the ONNX
+and ONNX Runtime versions, with the heads beside it (``heads.safetensors``, float32), so a
+later load opens it without loading the torch weights, or torch, at all. It is written to a
+temporary directory, stamped with its cache key inside the ONNX
 file's own metadata, and renamed into place, so an interrupted export leaves nothing
 half-written behind. A cached file that ONNX Runtime cannot read, or whose stamp is not the
 key it lies under (an export of other weights copied there, or one from before the stamp),
@@ -34,23 +36,26 @@ import logging
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
+from numpy.typing import NDArray
 
-from bgem3.checkpoint import cache_dir
+from bgem3.checkpoint import COLBERT_HEAD, SPARSE_HEAD, Checkpoint, cache_dir, load_head
 from bgem3.errors import CompileError
 
-__all__ = ["OnnxBackbone", "available", "cached_backbone", "onnx_backbone"]
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["OnnxModule", "available", "cached_module", "onnx_module"]
 
 ONNX_FILE = "backbone.onnx"
+HEADS_FILE = "heads.safetensors"
 OPSET = 17
 # what a cached graph is made of; part of the cache key, so that a change re-exports
 GRAPH = "mha1"
@@ -84,62 +89,148 @@ def _installed(package: str) -> bool:
         return False
 
 
-@dataclass(frozen=True)
-class _Output:
-    last_hidden_state: torch.Tensor
+Array = NDArray[np.float32]
 
 
-class OnnxBackbone(nn.Module):
-    """Stands in for the transformers backbone: same call, ``last_hidden_state`` from ORT.
+class OnnxModule:
+    """The network in ONNX Runtime: the backbone's session, the heads and pooling in numpy.
+
+    What :class:`~bgem3.model.BGEM3Module` computes, on numpy arrays, without torch.
 
     Args:
         session: An ``onnxruntime.InferenceSession`` of the exported backbone.
-        config: The backbone's transformers config (``BGEM3Module.config``).
+        config: The backbone's config (``hidden_size``... as attributes).
+        heads: ``{"colbert.weight", "colbert.bias", "sparse.weight", "sparse.bias"}`` as
+            float32 arrays (``Linear`` layout: weight ``[out, hidden]``), or ``None`` for a
+            dense-only model.
+
+    Attributes:
+        masked: Whether the graph takes an attention mask (an unfused export); a fused
+            one runs each length's rows on their own.
     """
 
-    def __init__(self, session: Any, config: Any) -> None:
-        super().__init__()
+    def __init__(self, session: Any, config: Any, heads: dict[str, Array] | None) -> None:
         self.session = session
         self.config = config
+        self.heads = heads
         self.masked = any(node.name == "attention_mask" for node in session.get_inputs())
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                return_dict: bool = True) -> _Output:
-        """Run the session on ``int64 [B, L]`` ids and mask; ``[B, L, hidden]`` fp32 out.
+    @property
+    def colbert_dim(self) -> int | None:
+        """Width of the ColBERT vectors, ``None`` without heads."""
+        return None if self.heads is None else int(self.heads["colbert.weight"].shape[0])
 
-        Rows are padded on the right, as :func:`bgem3.batching.collate` pads them. A graph
-        without a mask input runs each length's rows on their own (states past a row's end
-        are zeros).
+    def hidden_states(self, input_ids: NDArray[np.int64],
+                      attention_mask: NDArray[np.int64]) -> Array:
+        """``float32 [B, L, hidden]`` for right-padded ``int64 [B, L]`` ids and mask.
+
+        States past a row's end are zeros where the graph has no mask input.
         """
-        ids = input_ids.cpu().numpy()
-        mask = attention_mask.cpu().numpy()
         if self.masked:
-            return _Output(torch.from_numpy(self._run(input_ids=ids, attention_mask=mask)))
-        lengths = mask.sum(axis=1)
-        width = ids.shape[1]
+            return self._run(input_ids=input_ids, attention_mask=attention_mask)
+        lengths = attention_mask.sum(axis=1)
+        width = input_ids.shape[1]
         if bool((lengths == width).all()):
-            return _Output(torch.from_numpy(self._run(input_ids=ids)))
-        hidden = np.zeros((*ids.shape, int(self.config.hidden_size)), dtype=np.float32)
+            return self._run(input_ids=input_ids)
+        hidden = np.zeros((*input_ids.shape, int(self.config.hidden_size)), dtype=np.float32)
         for length in np.unique(lengths):
             rows = np.flatnonzero(lengths == length)
-            hidden[rows, :length] = self._run(input_ids=np.ascontiguousarray(ids[rows, :length]))
-        return _Output(torch.from_numpy(hidden))
+            hidden[rows, :length] = self._run(
+                input_ids=np.ascontiguousarray(input_ids[rows, :length]))
+        return hidden
 
-    def _run(self, **feed: Any) -> Any:
+    def __call__(self, input_ids: NDArray[np.int64], attention_mask: NDArray[np.int64], *,
+                 dense: bool = True, sparse: bool = False, colbert: bool = False,
+                 cls_mask: NDArray[np.bool_] | None = None,
+                 ) -> tuple[Array | None, Array | None, Array | None]:
+        """``(dense, sparse, colbert)`` as :meth:`bgem3.model.BGEM3Module.forward` makes them.
+
+        Only the requested ones are computed; the others are ``None``.
+        """
+        hidden = self.hidden_states(input_ids, attention_mask)
+        dense_out = sparse_out = colbert_out = None
+        if dense:
+            if cls_mask is None:
+                pooled = hidden[:, 0]
+            else:
+                weights = cls_mask.astype(np.float32)[:, :, None]
+                pooled = (hidden * weights).sum(1) / weights.sum(1)
+            dense_out = _normalize(pooled)
+        if (sparse or colbert) and self.heads is None:
+            raise RuntimeError("heads not loaded")
+        heads = self.heads or {}
+        if sparse:
+            scores = hidden @ heads["sparse.weight"][0] + heads["sparse.bias"][0]
+            sparse_out = np.maximum(scores, np.float32(0.0))
+        if colbert:
+            rows = hidden[:, 1:]
+            flat = rows.reshape(-1, rows.shape[-1]) @ heads["colbert.weight"].T
+            flat += heads["colbert.bias"]
+            colbert_out = _normalize(flat).reshape(*rows.shape[:2], -1)
+        return dense_out, sparse_out, colbert_out
+
+    def _run(self, **feed: Any) -> Array:
         (hidden,) = self.session.run(["last_hidden_state"], feed)
-        return hidden
+        out: Array = hidden
+        return out
 
 
-class _LastHidden(nn.Module):
-    def __init__(self, backbone: nn.Module) -> None:
-        super().__init__()
-        self.backbone = backbone
+def _normalize(x: Array) -> Array:
+    """Rows scaled to unit length, as ``torch.nn.functional.normalize`` does (eps 1e-12)."""
+    norms = np.sqrt(np.einsum("...i,...i->...", x, x))[..., None]
+    out: Array = x / np.maximum(norms, np.float32(1e-12))
+    return out
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden: torch.Tensor = self.backbone(
-            input_ids=input_ids, attention_mask=attention_mask, return_dict=True
-        ).last_hidden_state
-        return hidden
+
+def _read_heads(path: Path, hidden: int) -> dict[str, Array] | None:
+    """The heads saved beside a cached graph, or ``None`` if absent or not what we wrote."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    try:
+        heads = load_file(str(path))
+    except (OSError, SafetensorError, ValueError):
+        return None
+    shapes = {name: array.shape for name, array in heads.items()}
+    width = shapes.get("colbert.weight", (0, 0))[0]
+    expected = {"colbert.weight": (width, hidden), "colbert.bias": (width,),
+                "sparse.weight": (1, hidden), "sparse.bias": (1,)}
+    if shapes != expected or any(array.dtype != np.float32 for array in heads.values()):
+        return None
+    return heads
+
+
+def numpy_heads(checkpoint: Checkpoint, entry: Path, hidden: int) -> dict[str, Array]:
+    """The checkpoint's heads as float32 arrays, read from beside its cached graph.
+
+    The first time, they are read from the checkpoint's ``.pt`` files (with torch,
+    ``weights_only``) and saved in ``entry`` for the next loads (best effort: where the
+    cache cannot be written, the next load reads the ``.pt`` files again).
+
+    Raises:
+        CheckpointError: The head files are malformed or do not fit the backbone.
+    """
+    path = entry / HEADS_FILE
+    cached = _read_heads(path, hidden)
+    if cached is not None:
+        return cached
+    colbert = load_head(checkpoint.path / COLBERT_HEAD, hidden)
+    sparse = load_head(checkpoint.path / SPARSE_HEAD, hidden, out_features=1)
+    heads: dict[str, Array] = {
+        f"{name}.{part}": getattr(layer, part).detach().numpy().astype(np.float32)
+        for name, layer in (("colbert", colbert), ("sparse", sparse))
+        for part in ("weight", "bias")}
+    from safetensors.numpy import save_file
+
+    staging = entry / f".{HEADS_FILE}.{os.getpid()}"
+    try:  # written whole, then renamed: a reader never sees half a file
+        save_file(heads, str(staging))
+        os.replace(staging, path)
+    except OSError:
+        pass
+    finally:
+        staging.unlink(missing_ok=True)
+    return heads
 
 
 @contextlib.contextmanager
@@ -164,6 +255,20 @@ def _eager_attention(backbone: nn.Module) -> Any:
 
 def _export(backbone: nn.Module, target: Path) -> None:
     """Export ``backbone`` to ``target/backbone.onnx`` (weights beside it above 2 GB)."""
+    import torch
+
+    class LastHidden(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone = backbone
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+                    ) -> torch.Tensor:
+            hidden: torch.Tensor = self.backbone(
+                input_ids=input_ids, attention_mask=attention_mask, return_dict=True
+            ).last_hidden_state
+            return hidden
+
     pad = int(getattr(backbone.config, "pad_token_id", 1) or 0)
     token = pad + 4  # an ordinary token id (0-3 are XLM-R's special tokens)
     input_ids = torch.full((2, 6), token, dtype=torch.long)
@@ -177,7 +282,7 @@ def _export(backbone: nn.Module, target: Path) -> None:
     with warnings.catch_warnings(), torch.no_grad(), _eager_attention(backbone):
         warnings.simplefilter("ignore")  # tracer and deprecation notes, not for our users
         torch.onnx.export(
-            _LastHidden(backbone), (input_ids, mask), str(target / ONNX_FILE),
+            LastHidden(), (input_ids, mask), str(target / ONNX_FILE),
             input_names=["input_ids", "attention_mask"], output_names=["last_hidden_state"],
             dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True, **kwargs)
 
@@ -263,16 +368,28 @@ def _quiet_logging() -> Any:
         logging.disable(before)
 
 
+def _threads() -> int:
+    """ONNX Runtime's threads: torch's count where torch is loaded, else ``OMP_NUM_THREADS``.
+
+    0 (neither): ONNX Runtime's own default, one per physical core, as torch's.
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return int(torch.get_num_threads())
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() else 0
+
+
 def _session(path: Path) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
+    options.intra_op_num_threads = _threads()
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only
-    # idle worker threads sleep between calls instead of spinning: torch runs the heads
-    # right after each call, on the same cores
+    # idle worker threads sleep between calls instead of spinning: the heads run right
+    # after each call, on the same cores
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path / ONNX_FILE), options,
                                 providers=["CPUExecutionProvider"])
@@ -364,7 +481,7 @@ def cache_key(fingerprint: str, quantized: bool = False) -> str:
     return key.replace("+", "_")
 
 
-def _open(final: Path, key: str, name: str, config: Any, last: bool) -> OnnxBackbone | None:
+def _open(final: Path, key: str, name: str, last: bool) -> Any:
     """The session of the graph in ``final``, or ``None`` (and ``final`` removed) if unusable.
 
     ``last``: raise instead, the graph having just been made.
@@ -380,7 +497,7 @@ def _open(final: Path, key: str, name: str, config: Any, last: bool) -> OnnxBack
         return None
     stamp = session.get_modelmeta().custom_metadata_map
     if stamp.get(STAMP) == key:
-        return OnnxBackbone(session, config)
+        return session
     made_of = (f"was exported from {stamp.get(STAMP_MODEL)!r} ({stamp[STAMP]})"
                if STAMP in stamp else "does not say which weights it was exported from")
     if last:
@@ -401,24 +518,39 @@ def _needs(quantized: bool) -> None:
                                       name=package)
 
 
-def cached_backbone(fingerprint: str, name: str, config: Any, *,
-                    quantized: bool = False) -> OnnxBackbone | None:
-    """The cached graph of these weights in a session, or ``None`` if there is none yet.
+def _module(checkpoint: Checkpoint, session: Any, entry: Path, config: Any,
+            dense_only: bool) -> OnnxModule:
+    heads = None if dense_only else numpy_heads(checkpoint, entry, int(config.hidden_size))
+    return OnnxModule(session, config, heads)
 
-    What a load takes when the export exists: no torch weights are read. A cached graph
-    that cannot be opened, or that is stamped with another key, is removed (with a warning
-    for the latter), and ``None`` returned: :func:`onnx_backbone` makes it again.
+
+def cached_module(checkpoint: Checkpoint, fingerprint: str, config: Any, *,
+                  quantized: bool = False, dense_only: bool = False) -> OnnxModule | None:
+    """The cached graph of these weights in a session, with the heads, or ``None`` if none yet.
+
+    What a load takes when the export exists: no torch weights are read (nor torch
+    imported, once the heads are cached too). A cached graph that cannot be opened, or
+    that is stamped with another key, is removed (with a warning for the latter), and
+    ``None`` returned: :func:`onnx_module` makes it again.
+
+    Args:
+        checkpoint: The checkpoint (its heads are read from it the first time).
+        fingerprint: The checkpoint's fingerprint (part of the cache key).
+        config: The backbone's config.
+        quantized: The int8 graph (``dtype="int8"``).
+        dense_only: Without the heads.
     """
     _needs(quantized)
     key = cache_key(fingerprint, quantized)
     final = cache_dir() / "onnx" / key
     if not (final / ONNX_FILE).is_file():
         return None
-    return _open(final, key, name, config, last=False)
+    session = _open(final, key, checkpoint.name, last=False)
+    return None if session is None else _module(checkpoint, session, final, config, dense_only)
 
 
-def onnx_backbone(backbone: nn.Module, fingerprint: str, name: str, *,
-                  quantized: bool = False) -> OnnxBackbone:
+def onnx_module(checkpoint: Checkpoint, backbone: nn.Module, fingerprint: str, *,
+                quantized: bool = False, dense_only: bool = False) -> OnnxModule:
     """The exported ``backbone`` in an ONNX Runtime session, exported now unless cached.
 
     A cached export is used only if the cache key stamped inside it (the weights'
@@ -428,13 +560,14 @@ def onnx_backbone(backbone: nn.Module, fingerprint: str, name: str, *,
     exported first if need be).
 
     Args:
+        checkpoint: The checkpoint ``backbone`` was loaded from (its heads, its name).
         backbone: The loaded fp32 transformers backbone.
         fingerprint: The checkpoint's fingerprint (part of the cache key).
-        name: The checkpoint's name, for messages.
         quantized: Quantize the matrix products to int8 (``dtype="int8"``).
+        dense_only: Without the heads.
 
     Returns:
-        A module to put in the backbone's place.
+        The network, ready to encode.
 
     Raises:
         ModuleNotFoundError: onnxruntime or onnx is not installed.
@@ -444,6 +577,7 @@ def onnx_backbone(backbone: nn.Module, fingerprint: str, name: str, *,
     """
     _needs(quantized)
     config = backbone.config
+    name = checkpoint.name
     root = cache_dir() / "onnx"
     key = cache_key(fingerprint, quantized)
     final = root / key
@@ -463,7 +597,7 @@ def onnx_backbone(backbone: nn.Module, fingerprint: str, name: str, *,
     for attempt in range(2):
         if not (final / ONNX_FILE).is_file():
             _build(make, root, final, key, name)
-        opened = _open(final, key, name, config, last=attempt == 1)
-        if opened is not None:
-            return opened
+        session = _open(final, key, name, last=attempt == 1)
+        if session is not None:
+            return _module(checkpoint, session, final, config, dense_only)
     raise AssertionError("unreachable")

@@ -3,25 +3,101 @@
 The rules ``BGEM3(device=..., dtype=..., backend=...)`` follows: ``None`` and ``"auto"``
 mean the best this machine has (a GPU in torch; on a CPU, ONNX Runtime in float32 where it
 is installed), and a combination that cannot run is a ``ValueError`` that says what can.
+
+Devices and dtypes are settled by name (``"cpu"``, ``"float32"``), so that a model that
+runs in ONNX Runtime never imports torch (over a second and 200 MB): torch is asked only
+about the devices it alone can see, and only where one could exist.
 """
 
 from __future__ import annotations
 
-import torch
+import os
+import sys
+from typing import TYPE_CHECKING
 
-__all__ = ["choose_backend", "cpu_lacks_bf16", "resolve_device", "resolve_dtype"]
+if TYPE_CHECKING:
+    import torch
 
-_DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
-    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "int8": torch.int8,  # CPU, ONNX Runtime: int8 matrix products, float32 outputs
+__all__ = ["choose_backend", "cpu_lacks_bf16", "device_name", "dtype_name", "resolve_device",
+           "resolve_dtype", "torch_dtype"]
+
+# every spelling a user may write -> the dtype's name
+_DTYPE_NAMES = {
+    "float32": "float32", "fp32": "float32", "float": "float32",
+    "float16": "float16", "fp16": "float16", "half": "float16",
+    "bfloat16": "bfloat16", "bf16": "bfloat16",
+    "int8": "int8",  # CPU, ONNX Runtime: int8 matrix products, float32 outputs
 }
 _DEVICE_LABELS = {"cuda": "CUDA", "mps": "Apple MPS", "xpu": "Intel XPU"}
+# device nodes without which torch.cuda finds no GPU on Linux: NVIDIA's driver, WSL's GPU
+# paravirtualisation, AMD's ROCm
+_GPU_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/dxg", "/dev/kfd")
+
+
+def _torch_loaded() -> bool:
+    return "torch" in sys.modules
+
+
+def _gpu_possible() -> bool:
+    """Whether ``device=None`` could find a GPU here: decided without importing torch.
+
+    False only where none can exist: Linux without any GPU driver's device node. Where
+    torch is already imported it is asked instead (at no cost).
+    """
+    if _torch_loaded() or not sys.platform.startswith("linux"):
+        return True  # (macOS: Apple MPS; elsewhere, nothing cheap to look at)
+    return any(os.path.exists(node) for node in _GPU_NODES)
+
+
+def device_name(device: str | torch.device | None) -> str:
+    """:func:`resolve_device` as a name (``"cpu"``, ``"cuda:1"``), torch imported only if needed.
+
+    Example:
+        >>> device_name(" CPU ")
+        'cpu'
+    """
+    if isinstance(device, str) and device.strip().lower() == "cpu":
+        return "cpu"
+    if device is None and not _gpu_possible():
+        return "cpu"
+    return str(resolve_device(device))
+
+
+def dtype_name(dtype: str | torch.dtype | None, device: str) -> str:
+    """The compute dtype's name (``"float32"``...) for a dtype option on ``device``.
+
+    ``None`` is float16 on CUDA and float32 elsewhere.
+
+    Raises:
+        ValueError: Not one of float32, float16, bfloat16, int8 (or their short names).
+
+    Example:
+        >>> dtype_name("FP32", "cpu"), dtype_name(None, "cuda:0")
+        ('float32', 'float16')
+    """
+    if dtype is None:
+        return "float16" if device.split(":")[0] == "cuda" else "float32"
+    name = dtype.lower() if isinstance(dtype, str) else None
+    if _torch_loaded():
+        import torch
+
+        if isinstance(dtype, torch.dtype):
+            name = str(dtype).removeprefix("torch.")
+    if name in _DTYPE_NAMES:
+        return _DTYPE_NAMES[name]
+    raise ValueError(f"dtype must be one of float32, float16, bfloat16, int8, got {dtype!r}")
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype of a :func:`dtype_name`."""
+    import torch
+
+    dtype: torch.dtype = getattr(torch, name)
+    return dtype
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """The torch device for a device name, checked to be usable here.
+    """The torch device for a device name, checked to be usable here (imports torch).
 
     Args:
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``, ``"xpu"`` (any device type
@@ -40,6 +116,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         >>> resolve_device(" CPU ")
         device(type='cpu')
     """
+    import torch
+
     if device is None:
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -77,42 +155,49 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    if dtype is None:
-        return torch.float16 if device.type == "cuda" else torch.float32
-    if isinstance(dtype, torch.dtype) and dtype in _DTYPES.values():
-        return dtype
-    if isinstance(dtype, str) and dtype.lower() in _DTYPES:
-        return _DTYPES[dtype.lower()]
-    raise ValueError(f"dtype must be one of float32, float16, bfloat16, int8, got {dtype!r}")
+    """The torch dtype for a dtype option on ``device`` (see :func:`dtype_name`)."""
+    return torch_dtype(dtype_name(dtype, str(device)))
 
 
-def choose_backend(requested: str, device: torch.device, dtype: torch.dtype,
-                    compile: bool) -> str:
+def choose_backend(requested: str, device: str, dtype: str, compile: bool) -> str:
     """``"torch"`` or ``"onnx"``: what ``backend=requested`` means for this device and dtype.
 
     ``"auto"`` is ONNX Runtime on a CPU in float32 (or int8) when it is installed and
     ``compile`` is off, torch everywhere else.
+
+    Args:
+        requested: ``"auto"``, ``"torch"`` or ``"onnx"``.
+        device: A :func:`device_name`.
+        dtype: A :func:`dtype_name`.
+        compile: Whether ``compile=True`` was asked for.
+
+    Raises:
+        ValueError: A combination that cannot run, saying what can.
+
+    Example:
+        >>> choose_backend("torch", "cpu", "float32", compile=False)
+        'torch'
     """
-    int8 = dtype == torch.int8
+    int8 = dtype == "int8"
+    on_cpu = device.split(":")[0] == "cpu"
     if compile and (int8 or requested == "onnx"):
         raise ValueError(f"compile=True applies to backend='torch'; "
                          f"{'dtype=int8' if int8 else 'backend=onnx'} runs in ONNX "
                          "Runtime, the other way to run faster on CPU: pick one")
     if int8:
-        if device.type != "cpu" or requested == "torch":
+        if not on_cpu or requested == "torch":
             raise ValueError(f"dtype='int8' runs on the CPU in ONNX Runtime, not "
                              f"{'in torch' if requested == 'torch' else f'on {device}'}: "
                              "leave backend at 'auto' (or 'onnx') and device at 'cpu'")
         return "onnx"
     if requested == "onnx":
-        if device.type != "cpu" or dtype != torch.float32:
+        if not on_cpu or dtype != "float32":
             raise ValueError(f"backend='onnx' runs on the CPU in float32, not on {device} "
-                             f"in {str(dtype).removeprefix('torch.')}: use backend='torch' "
-                             "there")
+                             f"in {dtype}: use backend='torch' there")
         return "onnx"
-    if requested == "torch" or compile or device.type != "cpu" or dtype != torch.float32:
+    if requested == "torch" or compile or not on_cpu or dtype != "float32":
         return "torch"
-    from bgem3._onnx import available  # (imports torch only, never onnxruntime itself)
+    from bgem3._onnx import available  # (imports neither onnxruntime nor torch)
 
     return "onnx" if available() else "torch"
 
@@ -122,6 +207,8 @@ def cpu_lacks_bf16() -> bool:
 
     Unknown (a torch without the probes) counts as supported: no warning.
     """
+    import torch
+
     probes = [getattr(torch.cpu, name, None)
               for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     found = [probe for probe in probes if callable(probe)]

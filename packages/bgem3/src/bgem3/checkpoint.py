@@ -18,7 +18,7 @@ from typing import Any
 from bgem3.errors import CheckpointError, CheckpointNotFoundError
 
 __all__ = ["BACKENDS", "DEFAULT_BACKEND", "DEFAULT_MODEL", "Checkpoint", "cache_dir",
-           "files_digest", "fingerprint", "legacy_fingerprint", "load_head",
+           "files_digest", "fingerprint", "legacy_fingerprint", "load_config", "load_head",
            "resolve_checkpoint"]
 
 DEFAULT_MODEL = "BAAI/bge-m3"
@@ -380,3 +380,37 @@ class _DigestCache:
             os.replace(tmp, self.location)
         except OSError:
             pass
+
+
+# what encoding reads of a config; a config.json that has them all is read without transformers
+_CONFIG_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                "max_position_embeddings", "pad_token_id", "vocab_size")
+
+
+def load_config(checkpoint: Checkpoint) -> Any:
+    """The backbone's config, without its weights (for a backbone that is not a torch module).
+
+    ``config.json`` as attributes when it states what encoding reads (BGE-M3's does: no
+    transformers import, which takes longer than the rest of a cached ONNX load), else
+    transformers' ``AutoConfig``.
+
+    Raises:
+        CheckpointError: The config cannot be read.
+    """
+    import types
+
+    try:
+        data = json.loads((checkpoint.path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = None
+    if isinstance(data, dict) and all(isinstance(data.get(key), (int, str))
+                                      for key in _CONFIG_KEYS):
+        return types.SimpleNamespace(**data)
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(str(checkpoint.path))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"cannot read the config of checkpoint {checkpoint.name!r} ({checkpoint.path}): "
+            f"{exc}") from exc

@@ -21,7 +21,7 @@ import os
 import warnings
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -32,6 +32,7 @@ from bgem3._types import EncodeOutput, SparseVector
 from bgem3.batching import Batch, unique_texts
 from bgem3.checkpoint import DEFAULT_BACKEND
 from bgem3.encoder import BGEM3, resolve_device
+from bgem3.model import BGEM3Module
 from bgem3.scoring import colbert_scores, paired_dense_sparse_scores
 
 __all__ = ["BGEM3FlagModel"]
@@ -250,7 +251,7 @@ class BGEM3FlagModel:
             backend="torch" if rounded else DEFAULT_BACKEND,
         )
         if rounded and low is not None:  # FlagEmbedding loads in low precision, then .float()
-            _round_weights(self.native.module, low)
+            _round_weights(cast(BGEM3Module, self.native.module), low)
         if colbert_dim > 0 and colbert_dim != self.native.colbert_dim:
             raise ValueError(
                 f"colbert_dim={colbert_dim} does not match the checkpoint's ColBERT head, "

@@ -2,7 +2,8 @@
 
 This is the one place where tensors become numpy arrays, where the device and dtype
 policy lives, and where inference runs (``eval()`` once at load, ``inference_mode``
-around every forward, no casts or moves inside ``encode``).
+around every forward, no casts or moves inside ``encode``). torch is imported only for
+the torch backend: a model that runs in ONNX Runtime from a cached graph never loads it.
 """
 
 from __future__ import annotations
@@ -13,14 +14,20 @@ import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
-import torch
 from numpy.typing import NDArray
 
 from bgem3._inputs import as_pairs, as_texts, positive_int
-from bgem3._placement import choose_backend, cpu_lacks_bf16, resolve_device, resolve_dtype
+from bgem3._placement import (
+    choose_backend,
+    cpu_lacks_bf16,
+    device_name,
+    dtype_name,
+    resolve_device,
+    torch_dtype,
+)
 from bgem3._types import EncodeKeywords, EncodeOutput, Encoder, SparseVector
 from bgem3.batching import (
     PACK_WIDTH,
@@ -41,6 +48,7 @@ from bgem3.checkpoint import (
     DEFAULT_MODEL,
     Checkpoint,
     fingerprint,
+    load_config,
     resolve_checkpoint,
 )
 from bgem3.errors import (
@@ -49,11 +57,14 @@ from bgem3.errors import (
     TruncationWarning,
     warn_each_call,
 )
-from bgem3.model import BGEM3Module, PackedInput, load_config, load_module, with_heads
 from bgem3.scoring import SCORE_MODES, fuse_scores, pair_scores
 
 if TYPE_CHECKING:
+    import torch
     from typing_extensions import Unpack  # typing.Unpack from Python 3.11
+
+    from bgem3._onnx import OnnxModule
+    from bgem3.model import BGEM3Module
 
 __all__ = [
     "BGEM3",
@@ -161,6 +172,8 @@ class BGEM3:
 
     Attributes:
         backend: ``"torch"`` or ``"onnx"``: what runs the backbone.
+        device: The ``torch.device`` it runs on (torch is imported on first access).
+        dtype: The compute ``torch.dtype`` (``torch.int8`` for int8; the same).
         last_stats: :class:`EncodeStats` of the calling thread's last encode call (time
             split, padding).
 
@@ -212,19 +225,20 @@ class BGEM3:
                 raise TypeError(f"{flag} must be True or False, got {value!r}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be 'auto', 'torch' or 'onnx', got {backend!r}")
-        int8 = dtype is torch.int8 or (isinstance(dtype, str) and dtype.lower() == "int8")
+        int8 = dtype is not None and dtype_name(dtype, "cpu") == "int8"
         if backend == "onnx" or int8:  # ONNX Runtime runs on the CPU
             device = "cpu" if device is None else device
         positive_int(batch_tokens, "batch_tokens")
         if max_padding is not None and not 0.0 <= max_padding <= 1.0:
             raise ValueError(f"max_padding must be between 0 and 1, got {max_padding!r}")
-        self.device = resolve_device(device)
-        self.max_padding = (
-            (0.0 if self.device.type == "cpu" else 0.1) if max_padding is None else max_padding
-        )
-        self.dtype = resolve_dtype(dtype, self.device)
-        self.backend = choose_backend(backend, self.device, self.dtype, compile)
-        if self.device.type == "cpu" and self.dtype == torch.bfloat16 and cpu_lacks_bf16():
+        # settled by name: torch is imported only if the model runs in torch
+        self._device = device_name(device)
+        on_cpu = self._device.split(":")[0] == "cpu"
+        self.max_padding = (0.0 if on_cpu else 0.1) if max_padding is None else max_padding
+        self._dtype = dtype_name(dtype, self._device)
+        self._torch: tuple[torch.device, torch.dtype] | None = None
+        self.backend = choose_backend(backend, self._device, self._dtype, compile)
+        if on_cpu and self._dtype == "bfloat16" and cpu_lacks_bf16():
             warnings.warn("bfloat16 on this CPU (no AVX512-BF16 or AMX) is emulated and "
                           "several times slower than float32: leave dtype at float32",
                           stacklevel=2)
@@ -244,7 +258,8 @@ class BGEM3:
         self._tokenizer = tokenizer
         self._backend, self._spec = tokenizer.backend, tokenizer.spec
         self._module = self._load(checkpoint, dense_only, requested=backend)
-        config = self._module.config
+        self._config: Any = self._module.config
+        config = self._config
         positions = int(config.max_position_embeddings)
         # XLM-R numbers a sequence's positions from its pad id + 1
         self._first_position = 0
@@ -264,37 +279,42 @@ class BGEM3:
             self._compile()
         # on a CPU, batches smaller than a packed row are packed (a forward call's fixed
         # cost outweighs padding's there); accelerators take wide padded batches instead
-        self._packs = (self.device.type == "cpu" and self.backend == "torch"
-                       and self._module.packs)
+        self._packs = (on_cpu and self.backend == "torch" and self._torch_module().packs)
         self._pack_width = min(PACK_WIDTH, batch_tokens)
 
-    def _load(self, checkpoint: Checkpoint, dense_only: bool, requested: str) -> BGEM3Module:
+    def _load(self, checkpoint: Checkpoint, dense_only: bool,
+              requested: str) -> BGEM3Module | OnnxModule:
         """The network for ``self.backend``.
 
         For ONNX Runtime: the cached graph if there is one (no torch weights are read),
         else the torch backbone, exported now (``"auto"`` falls back to torch if it cannot be).
         """
+        from bgem3 import _onnx
+
+        if self.backend == "onnx":
+            int8 = self._dtype == "int8"
+            cached = _onnx.cached_module(checkpoint, self.fingerprint, load_config(checkpoint),
+                                         quantized=int8, dense_only=dense_only)
+            if cached is not None:
+                return cached
+        from bgem3.model import load_module
+
         if self.backend == "torch":
             return load_module(checkpoint, device=self.device, dtype=self.dtype,
                                dense_only=dense_only)
-        from bgem3 import _onnx
-
-        int8 = self.dtype == torch.int8
-        cached = _onnx.cached_backbone(self.fingerprint, self.name, load_config(checkpoint),
-                                       quantized=int8)
-        if cached is not None:
-            return with_heads(checkpoint, cached, dense_only=dense_only)
-        module = load_module(checkpoint, device=self.device, dtype=torch.float32,
-                             dense_only=dense_only)
+        module = load_module(checkpoint, device=self.device, dtype=torch_dtype("float32"),
+                             dense_only=True)
         try:
-            module.backbone = _onnx.onnx_backbone(module.backbone, self.fingerprint, self.name,
-                                                  quantized=int8)
+            return _onnx.onnx_module(checkpoint, module.backbone, self.fingerprint,
+                                     quantized=int8, dense_only=dense_only)
         except (CompileError, OSError) as exc:
             if requested != DEFAULT_BACKEND or int8:
                 raise
             warnings.warn(f"{self.name!r} runs in torch, not ONNX Runtime: {exc}", stacklevel=3)
             self.backend = "torch"
-        return module
+        from bgem3.model import with_heads
+
+        return with_heads(checkpoint, module.backbone, dense_only=dense_only)
 
     def _compile(self) -> None:
         """Compile the backbone now: for one text, a batch, and (if allowed) a padded batch.
@@ -302,7 +322,10 @@ class BGEM3:
         Each is a graph of its own (a padded batch takes another path in transformers'
         attention mask code); the padded one is skipped when ``max_padding`` is 0, as on CPU.
         """
-        self._module.compile_backbone()
+        import torch
+
+        module = self._torch_module()
+        module.compile_backbone()
         ids = torch.tensor(self.tokenizer("bgem3 compiles this text")["input_ids"])
         batch = ids.repeat(2, 1)
         shapes = [(ids[None], torch.ones_like(ids[None])), (batch, torch.ones_like(batch))]
@@ -313,7 +336,7 @@ class BGEM3:
         try:
             with torch.inference_mode():
                 for input_ids, mask in shapes:
-                    self._module(input_ids.to(self.device), mask.to(self.device))
+                    module(input_ids.to(self.device), mask.to(self.device))
         except RuntimeError as exc:  # dynamo's and inductor's errors all derive from it
             upgrade = (f"compile=True is tested with torch >= {_COMPILE_TESTED_TORCH}, this is "
                        f"torch {torch.__version__}: upgrade torch, or "
@@ -323,6 +346,24 @@ class BGEM3:
                 f"{upgrade}load it with compile=False (the default). torch says: "
                 f"{type(exc).__name__}: {str(exc).strip()}"
             ) from exc
+
+    @property
+    def device(self) -> torch.device:
+        """The ``torch.device`` the model runs on (``cpu`` for ONNX Runtime)."""
+        return self._torch_placement()[0]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The compute ``torch.dtype`` (``torch.int8`` for ``dtype="int8"``)."""
+        return self._torch_placement()[1]
+
+    def _torch_placement(self) -> tuple[torch.device, torch.dtype]:
+        if self._torch is None:
+            self._torch = (resolve_device(self._device), torch_dtype(self._dtype))
+        return self._torch
+
+    def _torch_module(self) -> BGEM3Module:
+        return cast("BGEM3Module", self._module)  # (with backend="torch")
 
     @property
     def tokenizer(self) -> Any:
@@ -355,29 +396,30 @@ class BGEM3:
 
     # ----------------------------------------------------------------- properties
     @property
-    def module(self) -> BGEM3Module:
-        """The torch network (backbone and heads) that encodes, in eval mode.
+    def module(self) -> BGEM3Module | OnnxModule:
+        """The network (backbone and heads) that encodes.
 
-        For inspection and for tools that transform the weights in place; encoding
-        needs none of it.
+        With ``backend="torch"`` a :class:`~bgem3.model.BGEM3Module` in eval mode, for
+        inspection and for tools that transform the weights in place; with ONNX Runtime an
+        :class:`~bgem3._onnx.OnnxModule` (the session, the heads as arrays). Encoding needs
+        none of it.
         """
         return self._module
 
     @property
     def dense_dim(self) -> int:
         """Width of the dense vectors (1024 for BGE-M3)."""
-        return int(self._module.config.hidden_size)
+        return int(self._config.hidden_size)
 
     @property
     def colbert_dim(self) -> int | None:
         """Width of the ColBERT vectors (from the head file), ``None`` if dense-only."""
-        head = self._module.colbert_linear
-        return None if head is None else int(head.out_features)
+        return self._module.colbert_dim
 
     @property
     def vocab_size(self) -> int:
         """Number of token ids (the column count of sparse CSR matrices)."""
-        return int(self._module.config.vocab_size)
+        return int(self._config.vocab_size)
 
     @property
     def fingerprint(self) -> str:
@@ -389,12 +431,11 @@ class BGEM3:
     @property
     def has_heads(self) -> bool:
         """Whether sparse and ColBERT outputs are available."""
-        return self._module.sparse_linear is not None
+        return self._module.colbert_dim is not None
 
     def __repr__(self) -> str:
         return (
-            f"BGEM3({self.name!r}, device={str(self.device)!r}, "
-            f"dtype={str(self.dtype).removeprefix('torch.')!r}"
+            f"BGEM3({self.name!r}, device={self._device!r}, dtype={self._dtype!r}"
             + (f", backend={self.backend!r})" if self.backend != "torch" else ")")
         )
 
@@ -548,30 +589,14 @@ class BGEM3:
         if self._packs and tokenized.cls_positions is None:
             batches, packed = plan_packed(batches, tokenized.lengths, self._pack_width,
                                           self.batch_tokens, batch_size)
-        with tqdm(total=n, disable=not show_progress, unit="text", desc="bgem3") as bar, \
-                torch.inference_mode():
+        forward = self._onnx_forward if self.backend == "onnx" else self._torch_forward
+        with tqdm(total=n, disable=not show_progress, unit="text", desc="bgem3") as bar:
             for k, indices in enumerate(batches + packed):
                 started = time.perf_counter()
                 batch = (collate(tokenized, indices, self._spec.pad_id) if k < len(batches)
                          else collate_packed(tokenized, indices, self._spec.pad_id,
                                              self._pack_width, self._first_position))
-                result = self._module(
-                    torch.from_numpy(batch.input_ids).to(self.device),
-                    torch.from_numpy(batch.attention_mask).to(self.device),
-                    dense=dense,
-                    sparse=sparse,
-                    colbert=colbert,
-                    cls_mask=None if batch.cls_mask is None
-                    else torch.from_numpy(batch.cls_mask).to(self.device),
-                    packed=None if batch.packed is None else PackedInput(
-                        *(torch.from_numpy(a).to(self.device) for a in (
-                            batch.packed.input_ids, batch.packed.position_ids,
-                            batch.packed.segments, batch.packed.gather))),
-                )
-                dense_np, sparse_np, colbert_np = (
-                    None if t is None else t.float().cpu().numpy()
-                    for t in (result.dense, result.sparse, result.colbert)
-                )
+                dense_np, sparse_np, colbert_np = forward(batch, dense, sparse, colbert)
                 computed = time.perf_counter()
                 if dense_out is not None and dense_np is not None:
                     dense_out[batch.indices] = dense_np
@@ -598,6 +623,37 @@ class BGEM3:
             tokens=tokenized.lengths.astype(np.int32),
             truncated=tokenized.truncated,
         )
+
+    def _onnx_forward(self, batch: Batch, dense: bool, sparse: bool, colbert: bool
+                      ) -> tuple[NDArray[np.float32] | None, ...]:
+        """One batch through ONNX Runtime and the numpy heads."""
+        module = cast("OnnxModule", self._module)
+        return module(batch.input_ids, batch.attention_mask, dense=dense, sparse=sparse,
+                      colbert=colbert, cls_mask=batch.cls_mask)
+
+    def _torch_forward(self, batch: Batch, dense: bool, sparse: bool, colbert: bool
+                       ) -> tuple[NDArray[np.float32] | None, ...]:
+        """One batch through the torch module, its outputs back as float32 arrays."""
+        import torch
+
+        from bgem3.model import PackedInput
+
+        device = self.device
+
+        def tensor(array: NDArray[Any]) -> torch.Tensor:
+            return torch.from_numpy(array).to(device)
+
+        with torch.inference_mode():
+            result = self._torch_module()(
+                tensor(batch.input_ids), tensor(batch.attention_mask),
+                dense=dense, sparse=sparse, colbert=colbert,
+                cls_mask=None if batch.cls_mask is None else tensor(batch.cls_mask),
+                packed=None if batch.packed is None else PackedInput(
+                    *(tensor(a) for a in (batch.packed.input_ids, batch.packed.position_ids,
+                                          batch.packed.segments, batch.packed.gather))),
+            )
+            return tuple(None if t is None else t.float().cpu().numpy()
+                         for t in (result.dense, result.sparse, result.colbert))
 
     def sparse_vectors(self, weights: NDArray[np.float32], batch: Batch) -> list[SparseVector]:
         """The sparse vectors of one forward batch, in its row order.

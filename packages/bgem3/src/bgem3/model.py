@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the torch convention
 from torch import nn
 
-from bgem3.checkpoint import COLBERT_HEAD, SPARSE_HEAD, Checkpoint, load_head
+from bgem3.checkpoint import COLBERT_HEAD, SPARSE_HEAD, Checkpoint, load_config, load_head
 from bgem3.errors import CheckpointError
 
 _TRANSFORMERS_MAJOR = int(importlib.metadata.version("transformers").split(".")[0])
@@ -105,6 +105,12 @@ class BGEM3Module(nn.Module):
         self.colbert_linear = colbert_linear
         self.sparse_linear = sparse_linear
         self.compiled = False
+
+    @property
+    def colbert_dim(self) -> int | None:
+        """Width of the ColBERT vectors, ``None`` without heads."""
+        head = self.colbert_linear
+        return None if head is None else int(head.out_features)
 
     @property
     def packs(self) -> bool:
@@ -232,9 +238,6 @@ def torch_load_refusal() -> str | None:
     return None
 
 
-
-
-
 def load_module(
     checkpoint: Checkpoint,
     *,
@@ -304,38 +307,3 @@ def with_heads(checkpoint: Checkpoint, backbone: nn.Module, *,
     module.eval()
     module.requires_grad_(False)
     return module
-
-
-# what encoding reads of a config; a config.json that has them all is read without transformers
-_CONFIG_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                "max_position_embeddings", "pad_token_id", "vocab_size")
-
-
-def load_config(checkpoint: Checkpoint) -> Any:
-    """The backbone's config, without its weights, for a backbone that is not a torch module.
-
-    ``config.json`` as attributes when it states what encoding reads (BGE-M3's does: no
-    transformers import, which takes longer than the rest of a cached ONNX load), else
-    transformers' ``AutoConfig``.
-
-    Raises:
-        CheckpointError: The config cannot be read.
-    """
-    import json
-    import types
-
-    try:
-        data = json.loads((checkpoint.path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        data = None
-    if isinstance(data, dict) and all(isinstance(data.get(key), (int, str))
-                                      for key in _CONFIG_KEYS):
-        return types.SimpleNamespace(**data)
-    from transformers import AutoConfig
-
-    try:
-        return AutoConfig.from_pretrained(str(checkpoint.path))
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(
-            f"cannot read the config of checkpoint {checkpoint.name!r} ({checkpoint.path}): "
-            f"{exc}") from exc
