@@ -112,6 +112,7 @@ lint: setup ## ruff and mypy
 # The documentation site (docs/, Sphinx + MyST): offline, warnings as errors, every
 # cross-reference checked (-n); open docs/_build/html/index.html.
 docs: setup ## build the documentation site into docs/_build/html (offline, warnings as errors)
+	$(BIN)/python benchmarks/report.py --out docs/explanation/_generated
 	HF_HUB_OFFLINE=1 $(BIN)/python -m sphinx -b html -W -n --keep-going -q docs docs/_build/html
 
 dist-check: setup ## build wheels + sdists (dist/), twine check, install them in a clean venv, smoke test

@@ -30,7 +30,11 @@ copyright = "the bgem3 authors, MIT License"
 release = _version("bgem3")
 version = release
 
+# docs/reference/_apiref.py: a reference autodoc cannot resolve is resolved by object identity
+sys.path.insert(0, str(Path(__file__).parent / "reference"))
+
 extensions = [
+    "_apiref",
     "myst_parser",
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
