@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 import torch
 from bgem3 import BGEM3, CompileError
-from bgem3.encoder import _COMPILE_TESTED_TORCH
+from bgem3.model import COMPILE_TESTED_TORCH
 from bgem3.testing import build_tiny_checkpoint, random_texts
 
-OLD_TORCH = torch.__version__ < _COMPILE_TESTED_TORCH
+OLD_TORCH = torch.__version__ < COMPILE_TESTED_TORCH
 HEADS = {"dense": True, "sparse": True, "colbert": True}
 
 
@@ -42,7 +42,7 @@ def compiled(tiny_path: Path) -> BGEM3:
     if OLD_TORCH:  # transformers' code does not compile there: the user is told what to do
         with pytest.raises(CompileError, match="upgrade torch, or load it with compile=False"):
             BGEM3(tiny_path, device="cpu", dtype="float32", compile=True)
-        pytest.skip(f"compile=True needs torch >= {_COMPILE_TESTED_TORCH} (clear error checked)")
+        pytest.skip(f"compile=True needs torch >= {COMPILE_TESTED_TORCH} (clear error checked)")
     return BGEM3(tiny_path, device="cpu", dtype="float32", compile=True)
 
 
@@ -375,6 +375,13 @@ def test_a_cached_load_runs_without_torch(tiny_path: Path, torch_model: BGEM3,
     # damaged heads are read from the checkpoint again (with torch) and saved anew
     (entry / "heads.safetensors").write_bytes(b"not safetensors")
     assert run() == "onnx ['torch']"
+    np.testing.assert_allclose(np.load(saved), flat, atol=1e-5)
+    assert run() == "onnx none"
+    # so is a damaged tokenizer (with transformers), read while the session is made
+    for entry in (cache.parent / "tokenizers").iterdir():
+        entry.write_text("{", encoding="utf-8")
+    rebuilt = run()
+    assert rebuilt.startswith("onnx [") and "'transformers'" in rebuilt
     np.testing.assert_allclose(np.load(saved), flat, atol=1e-5)
     assert run() == "onnx none"
 

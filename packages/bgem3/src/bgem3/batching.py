@@ -38,7 +38,7 @@ MAX_PADDING_WASTE = 0.1
 """Largest fraction of a batch that may be padding."""
 
 PACK_WIDTH = 512
-"""Tokens in one packed row: short sequences laid end to end, each attending to itself."""
+"""Tokens in one packed row, where short sequences lie end to end, each attending to itself."""
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ class M3Tokenizer:
     def hf(self) -> Any:
         """The transformers tokenizer (``AutoTokenizer``), for callers that want its API.
 
-        Loaded on first use: encoding runs :attr:`backend` alone.
+        Loaded on first use: encoding runs ``backend`` alone.
         """
         with self._lock:
             if self._hf is None:
@@ -159,13 +159,10 @@ def load_tokenizer(path: str | os.PathLike[str]) -> M3Tokenizer:
     """
     from tokenizers import Tokenizer
 
-    entry = _pipeline_entry(path)
-    if entry is not None:
-        # (an entry that cannot be read, of any kind of damage, is built again below)
-        with contextlib.suppress(Exception):
-            saved = json.loads(entry.read_text(encoding="utf-8"))
-            backend = Tokenizer.from_str(saved["pipeline"])
-            return M3Tokenizer(backend, TokenizerSpec(*map(int, saved["spec"])), path)
+    cached = cached_tokenizer(path)
+    if cached is not None:
+        return cached
+    entry = tokenizer_entry(path)
     hf = _auto_tokenizer(path)
     ids: dict[str, Any] = {
         name: getattr(hf, f"{name}_token_id", None) for name in ("cls", "eos", "pad", "unk")
@@ -183,6 +180,26 @@ def load_tokenizer(path: str | os.PathLike[str]) -> M3Tokenizer:
     return M3Tokenizer(backend, spec, path, hf)
 
 
+def cached_tokenizer(path: str | os.PathLike[str], entry: Path | None = None
+                     ) -> M3Tokenizer | None:
+    """:func:`load_tokenizer` from bgem3's cache alone, or ``None`` where it is not cached.
+
+    Never imports transformers. An entry that cannot be read, of any kind of damage, is
+    ``None`` too: :func:`load_tokenizer` builds it again. ``entry``: the
+    :func:`tokenizer_entry` of ``path``, if known.
+    """
+    entry = tokenizer_entry(path) if entry is None else entry
+    if entry is None or not entry.is_file():
+        return None
+    from tokenizers import Tokenizer
+
+    with contextlib.suppress(Exception):
+        saved = json.loads(entry.read_text(encoding="utf-8"))
+        backend = Tokenizer.from_str(saved["pipeline"])
+        return M3Tokenizer(backend, TokenizerSpec(*map(int, saved["spec"])), path)
+    return None
+
+
 def _auto_tokenizer(path: str | os.PathLike[str]) -> Any:
     from transformers import AutoTokenizer
 
@@ -195,8 +212,11 @@ def _auto_tokenizer(path: str | os.PathLike[str]) -> Any:
     return hf
 
 
-def _pipeline_entry(path: str | os.PathLike[str]) -> Path | None:
-    """Where the pipeline built from these files by these versions is kept (None: unknown)."""
+def tokenizer_entry(path: str | os.PathLike[str]) -> Path | None:
+    """Where bgem3 keeps the tokenizer built from these files by these versions.
+
+    ``None`` where that cannot be known (a file or package version cannot be read).
+    """
     import importlib.metadata
 
     from bgem3.checkpoint import cache_dir, files_digest
@@ -296,15 +316,15 @@ def tokenize(
 
 
 CHARS_PER_TOKEN = 16
-"""Characters tokenized per token a text may keep: longer texts are cut first (exactly: see
+"""Characters tokenized per token a text may keep; longer texts are cut first (exactly, see
 :func:`_encode_bounded`)."""
 
 _SEGMENTING_PRE_TOKENIZERS = frozenset({"Sequence", "Metaspace", "WhitespaceSplit"})
-"""Pre-tokenizers that split only at whitespace (and SentencePiece's ``▁``): a cut inside a
-run of other characters can be verified (:func:`_verified_cut`)."""
+"""Pre-tokenizers that split only at whitespace (and SentencePiece's ``▁``), so that a cut
+inside a run of other characters can be verified (:func:`_verified_cut`)."""
 
 _META = "\u2581"
-"""SentencePiece's word marker ``▁``: Metaspace splits at it as at a space."""
+"""SentencePiece's word marker ``▁``, at which Metaspace splits as at a space."""
 
 _WINDOW_MARGIN = 8
 """Characters around a verified cut that must be plain too (no added token, local normalization)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -374,7 +375,8 @@ class _DigestCache:
             return
         try:
             self.location.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.location.with_name(f".{self.location.name}.{os.getpid()}.tmp")
+            tmp = self.location.with_name(  # (one per process and thread)
+                f".{self.location.name}.{os.getpid()}.{threading.get_ident()}.tmp")
             tmp.write_text(json.dumps(dict(list(self.entries.items())[-512:])),
                            encoding="utf-8")
             os.replace(tmp, self.location)

@@ -13,6 +13,7 @@ import threading
 import time
 import warnings
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -33,6 +34,7 @@ from bgem3.batching import (
     PACK_WIDTH,
     Batch,
     Tokenized,
+    cached_tokenizer,
     collate,
     collate_packed,
     lexical_weights,
@@ -40,6 +42,7 @@ from bgem3.batching import (
     plan_batches,
     plan_packed,
     tokenize,
+    tokenizer_entry,
     unique_texts,
 )
 from bgem3.checkpoint import (
@@ -76,9 +79,6 @@ __all__ = [
 _KEPT = (SCORE_MODES,)  # importable from here, where it was declared before bgem3.scoring
 QUERY_MAX_LENGTH = 512
 DOCUMENT_MAX_LENGTH = 8192
-# The oldest torch on which compile=True was run (with transformers 5.23): older ones fail
-# inside transformers (torch.compiler.is_exporting and is_compiling are missing).
-_COMPILE_TESTED_TORCH = "2.7"
 
 _PROGRESS_MIN_TOKENS = 100_000
 _EMPTY_SPARSE = SparseVector(np.zeros(0, np.int64), np.zeros(0, np.float32))
@@ -168,14 +168,14 @@ class BGEM3:
             (``$BGEM3_CACHE_DIR``), so that later loads open the graph without reading the
             torch weights; outputs equal the torch backend's to 1e-5. ``"auto"`` falls back
             to torch, with a warning, where the export cannot be made or stored;
-            :attr:`backend` says which one runs.
+            ``backend`` says which one runs.
 
     Attributes:
         backend: ``"torch"`` or ``"onnx"``: what runs the backbone.
         device: The ``torch.device`` it runs on (torch is imported on first access).
         dtype: The compute ``torch.dtype`` (``torch.int8`` for int8; the same).
-        last_stats: :class:`EncodeStats` of the calling thread's last encode call (time
-            split, padding).
+        last_stats: :class:`~bgem3.encoder.EncodeStats` of the calling thread's last encode
+            call (time split, padding).
 
     Raises:
         CheckpointNotFoundError: Unknown path or hub id, or required files missing.
@@ -254,10 +254,19 @@ class BGEM3:
         self._local = threading.local()
         self._fingerprint: str | None = None
         self.path = checkpoint.path
-        tokenizer = load_tokenizer(checkpoint.path)
+        entry = tokenizer_entry(checkpoint.path)
+        if entry is not None and entry.is_file():
+            # the cached tokenizer is parsed (holding the GIL) while ONNX Runtime builds its
+            # session (without it): a load takes the longer of the two, not their sum
+            with ThreadPoolExecutor(1, thread_name_prefix="bgem3-tokenizer") as pool:
+                pending = pool.submit(cached_tokenizer, checkpoint.path, entry)
+                self._module = self._load(checkpoint, dense_only, requested=backend)
+                tokenizer = pending.result() or load_tokenizer(checkpoint.path)
+        else:  # made for the first time: its errors come before any weights are read
+            tokenizer = load_tokenizer(checkpoint.path)
+            self._module = self._load(checkpoint, dense_only, requested=backend)
         self._tokenizer = tokenizer
         self._backend, self._spec = tokenizer.backend, tokenizer.spec
-        self._module = self._load(checkpoint, dense_only, requested=backend)
         self._config: Any = self._module.config
         config = self._config
         positions = int(config.max_position_embeddings)
@@ -275,8 +284,9 @@ class BGEM3:
             min(DOCUMENT_MAX_LENGTH, positions) if document_max_length is None
             else document_max_length
         )
-        if compile:
-            self._compile()
+        if compile:  # now, for one text, a batch (and a padded batch): no call waits for it
+            self._torch_module().compile_now(self.tokenizer("bgem3 compiles this text")[
+                "input_ids"], self.device, padded=self.max_padding > 0, name=self.name)
         # on a CPU, batches smaller than a packed row are packed (a forward call's fixed
         # cost outweighs padding's there); accelerators take wide padded batches instead
         self._packs = (on_cpu and self.backend == "torch" and self._torch_module().packs)
@@ -316,37 +326,6 @@ class BGEM3:
 
         return with_heads(checkpoint, module.backbone, dense_only=dense_only)
 
-    def _compile(self) -> None:
-        """Compile the backbone now: for one text, a batch, and (if allowed) a padded batch.
-
-        Each is a graph of its own (a padded batch takes another path in transformers'
-        attention mask code); the padded one is skipped when ``max_padding`` is 0, as on CPU.
-        """
-        import torch
-
-        module = self._torch_module()
-        module.compile_backbone()
-        ids = torch.tensor(self.tokenizer("bgem3 compiles this text")["input_ids"])
-        batch = ids.repeat(2, 1)
-        shapes = [(ids[None], torch.ones_like(ids[None])), (batch, torch.ones_like(batch))]
-        if self.max_padding > 0:
-            padded = torch.ones_like(batch)
-            padded[1, -2:] = 0
-            shapes.append((batch, padded))
-        try:
-            with torch.inference_mode():
-                for input_ids, mask in shapes:
-                    module(input_ids.to(self.device), mask.to(self.device))
-        except RuntimeError as exc:  # dynamo's and inductor's errors all derive from it
-            upgrade = (f"compile=True is tested with torch >= {_COMPILE_TESTED_TORCH}, this is "
-                       f"torch {torch.__version__}: upgrade torch, or "
-                       if torch.__version__ < _COMPILE_TESTED_TORCH else "")
-            raise CompileError(
-                f"compile=True: torch.compile cannot compile {self.name!r} on {self.device}; "
-                f"{upgrade}load it with compile=False (the default). torch says: "
-                f"{type(exc).__name__}: {str(exc).strip()}"
-            ) from exc
-
     @property
     def device(self) -> torch.device:
         """The ``torch.device`` the model runs on (``cpu`` for ONNX Runtime)."""
@@ -375,7 +354,10 @@ class BGEM3:
 
     @property
     def last_stats(self) -> EncodeStats:
-        """:class:`EncodeStats` of this thread's last encode call (each thread has its own)."""
+        """:class:`~bgem3.encoder.EncodeStats` of this thread's last encode call.
+
+        Each thread has its own.
+        """
         stats: EncodeStats = getattr(self._local, "stats", None) or EncodeStats()
         return stats
 

@@ -16,9 +16,12 @@ import torch.nn.functional as F  # noqa: N812 - the torch convention
 from torch import nn
 
 from bgem3.checkpoint import COLBERT_HEAD, SPARSE_HEAD, Checkpoint, load_config, load_head
-from bgem3.errors import CheckpointError
+from bgem3.errors import CheckpointError, CompileError
 
 _TRANSFORMERS_MAJOR = int(importlib.metadata.version("transformers").split(".")[0])
+# The oldest torch on which compile=True was run (with transformers 5.23): older ones fail
+# inside transformers (torch.compiler.is_exporting and is_compiling are missing).
+COMPILE_TESTED_TORCH = "2.7"
 
 __all__ = ["BGEM3Module", "ModuleOutput", "PackedInput", "load_config", "load_module",
            "torch_load_refusal", "with_heads"]
@@ -151,6 +154,44 @@ class BGEM3Module(nn.Module):
         self.backbone.compile(dynamic=True)
         self.compiled = True
 
+    def compile_now(self, ids: list[int], device: torch.device, *, padded: bool,
+                    name: str) -> None:
+        """Compile the backbone and run it at once: on one text, a batch, a padded batch.
+
+        Each is a graph of its own (a padded batch takes another path in transformers'
+        attention mask code); the padded one only if ``padded`` (batches may hold padding).
+
+        Args:
+            ids: The token ids of a short text.
+            device: Where the module is.
+            padded: Also compile the padded-batch graph.
+            name: The model's name, for the error.
+
+        Raises:
+            CompileError: torch cannot compile it here (the message says what to do).
+        """
+        self.compile_backbone()
+        one = torch.tensor(ids)[None]
+        batch = one.repeat(2, 1)
+        shapes = [(one, torch.ones_like(one)), (batch, torch.ones_like(batch))]
+        if padded:
+            mask = torch.ones_like(batch)
+            mask[1, -2:] = 0
+            shapes.append((batch, mask))
+        try:
+            with torch.inference_mode():
+                for input_ids, attention_mask in shapes:
+                    self(input_ids.to(device), attention_mask.to(device))
+        except RuntimeError as exc:  # dynamo's and inductor's errors all derive from it
+            upgrade = (f"compile=True is tested with torch >= {COMPILE_TESTED_TORCH}, this is "
+                       f"torch {torch.__version__}: upgrade torch, or "
+                       if torch.__version__ < COMPILE_TESTED_TORCH else "")
+            raise CompileError(
+                f"compile=True: torch.compile cannot compile {name!r} on {device}; "
+                f"{upgrade}load it with compile=False (the default). torch says: "
+                f"{type(exc).__name__}: {str(exc).strip()}"
+            ) from exc
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -254,7 +295,7 @@ def load_module(
         dense_only: Skip the heads.
 
     On CPU a low-precision ``dtype`` applies to the backbone's matrix products only
-    (:class:`LowPrecisionLinear`); everything else, the heads included, stays fp32.
+    (``LowPrecisionLinear``); everything else, the heads included, stays fp32.
 
     Returns:
         The module, ready for inference.
