@@ -248,6 +248,79 @@ def int8_quality(results: dict[str, Any]) -> str:
     return table(["nDCG@10, fp32 -> int8", *datasets], rows)
 
 
+# ----------------------------------------------------------------------------- quality
+QUALITY_FILE = "quality-me5s-base.json"
+FINETUNE_FILE = "finetune-me5s-bible.json"
+
+
+def _dataset(report: dict[str, Any]) -> str:
+    return f"{report['dataset']} ({report['queries']:,} queries, {report['documents']:,} documents)"
+
+
+def quality_table(results: dict[str, Any]) -> str:
+    """``quality.py``'s reports: nDCG@10 / Recall@100 / MRR@10 of every mode, per dataset."""
+    reports = results["reports"]
+    metrics = ("ndcg@10", "recall@100", "mrr@10")
+    modes = list(dict.fromkeys(m["mode"] for r in reports for m in r["results"]))
+    rows = []
+    for mode in modes:
+        row = [mode]
+        for report in reports:
+            found = next((m for m in report["results"] if m["mode"] == mode), None)
+            row.append(" / ".join(f"{found[k]:.3f}" for k in metrics) if found else "")
+        rows.append(row)
+    # modes a report could not compute, one row per set of reasons
+    missing: dict[tuple[str, ...], list[str]] = {}
+    for mode in dict.fromkeys(m for r in reports for m in r.get("missing") or {}):
+        reasons = tuple((r.get("missing") or {}).get(mode, "") for r in reports)
+        missing.setdefault(reasons, []).append(mode)
+    for reasons, names in missing.items():
+        rows.append([", ".join(names)] + [f"not computed: {why}" if why else ""
+                                          for why in reasons])
+    return table(["mode: nDCG@10 / Recall@100 / MRR@10", *map(_dataset, reports)], rows)
+
+
+def _ndcg(report: dict[str, Any]) -> dict[str, float]:
+    return {m["mode"]: m["ndcg@10"] for m in report["results"]}
+
+
+def finetune_table(results: dict[str, Any]) -> str:
+    """``finetune.py``: nDCG@10 of every mode with new heads and after each run, per dev set."""
+    datasets = list(results["start"])
+    columns = [(d, what, _ndcg(report)) for d in datasets for what, report in
+               [("new heads", results["start"][d])]
+               + [(run, r["after"][d]) for run, r in results["runs"].items()]]
+    rows = []
+    for mode in _ndcg(results["start"][datasets[0]]):
+        row = [mode]
+        for d, _, scores in columns:
+            value = scores.get(mode)
+            mine = [c[mode] for dd, _, c in columns if dd == d and mode in c]
+            # in bold: the best of a dev set, where it beats the new heads
+            best = value is not None and value == max(mine) and value > mine[0]
+            row.append("" if value is None else f"**{value:.3f}**" if best else f"{value:.3f}")
+        rows.append(row)
+    header = ["mode"] + [f"{d}: {what}" for d, what, _ in columns]
+    return table(header, rows)
+
+
+def finetune_runs(results: dict[str, Any]) -> str:
+    """Each run's training time and peak memory, as ``finetune.py`` recorded them."""
+    rows = []
+    for run, r in results["runs"].items():
+        rss = f"{r['peak_rss_mb'] / 1024:.1f} GiB" if r.get("peak_rss_mb") else "not recorded"
+        note = " (reused from an earlier run)" if r.get("reused") else ""
+        rows.append([run, f"{r['seconds']:,.0f} s{note}", rss])
+    return table(["run", "training time", "peak RSS of the benchmark process"], rows)
+
+
+def finetune_settings(results: dict[str, Any]) -> str:
+    a = results["args"]
+    keep = ("pairs", "range", "negatives", "group_size", "batch_size", "max_steps",
+            "learning_rate", "max_length", "bf16", "seed")
+    return "settings: " + ", ".join(f"`{k}={a[k]}`" for k in keep if k in a)
+
+
 # ------------------------------------------------------------------ encode: vs FlagEmbedding
 REAL_FILES = ("encode-cpu-real-fp32.json", "encode-cpu-real-query-float32.json",
               "encode-cpu-real-bf16.json", "encode-cpu-real-query-bfloat16.json",
@@ -255,6 +328,17 @@ REAL_FILES = ("encode-cpu-real-fp32.json", "encode-cpu-real-query-float32.json",
 TINY_FILES = ("encode-cpu-fp32.json", "encode-cpu-bf16.json", "encode-cpu-fp32-1thread.json")
 GPU_FILES = ("encode-cuda-h100-fp32.json", "encode-cuda-h100-fp16.json")
 COMPAT_FILES = ("encode-cpu-compat.json",)
+
+
+def real_extra(results: dict[str, Any]) -> str:
+    """What a real-size run recorded beside its table: bgem3's load time, the products' floor."""
+    what = []
+    if results.get("load_s"):
+        what.append(f"bgem3 load (export or compilation included): {sec(results['load_s'])}")
+    for threads, value in (results.get("linear_floor_17_tokens_ms") or {}).items():
+        what.append(f"torch's eager matrix products alone for one 17-token text "
+                    f"({results.get('dtype', '')}, {threads}): {short_ms(value)}")
+    return "; ".join(what)
 
 
 def run_name(results: dict[str, Any]) -> str:
@@ -348,7 +432,7 @@ def index_settings(results: dict[str, Any]) -> str:
 
 
 # ----------------------------------------------------------------------------- serving
-SERVE_FILES = ("serve-cpu-real.json", "serve-cpu-real-quiet.json")
+SERVE_FILES = ("serve-cpu-real.json", "serve-cpu-real-quiet.json", "serve-cpu-tiny.json")
 
 
 def serve_table(files: dict[str, dict[str, Any]]) -> str:
@@ -375,12 +459,18 @@ def serve_reference(files: dict[str, dict[str, Any]]) -> str:
         ref = results.get("in_process") or {}
         for key, label in (("Q1", "queries in-process, one at a time"),
                            ("Q", "queries in-process, one batch"),
+                           ("Q16", "queries in-process, 16 per call (packed, no padding)"),
+                           ("Q16p", "queries in-process, 16 per call, padded to one length"),
                            ("P1", "passages in-process, one at a time"),
                            ("P", "passages in-process, one batch")):
             if key in ref:
                 r = ref[key]
                 p50 = short_ms(r["p50_ms"]) if "p50_ms" in r else ""
-                rows.append([f"`{name}`", label, f"{r['texts_per_s']:.1f}", p50])
+                rate = f"{r['texts_per_s']:.1f}"
+                single = ref.get(key[0] + "1")
+                if key.startswith("Q16") and single:
+                    rate += f" ({times(r['texts_per_s'] / single['texts_per_s'])} one at a time)"
+                rows.append([f"`{name}`", label, rate, p50])
         for wl in ("Q", "P"):
             ab = results.get(f"one_client_ab_{wl}")
             if ab:
@@ -395,6 +485,9 @@ def serve_reference(files: dict[str, dict[str, Any]]) -> str:
             batch = results["settings"]["stream_batch"]
             rows.append([f"`{name}`", f"a query beside a client streaming {batch} passage(s) "
                          "per request", "", short_ms(s["loaded"]["p50_ms"])])
+            if "stream" in s:
+                rows.append([f"`{name}`", f"that client's requests of {batch} passage(s)", "",
+                             short_ms(s["stream"]["p50_ms"])])
     return table(["run", "what", "texts/s or ratio", "p50"], rows)
 
 
@@ -516,13 +609,22 @@ def build(results_dir: Path, out: Path) -> list[Path]:
             {"quality-int8-me5s-bible.json": results},
             lambda r: f"model: {r['model']}; reference: {r['reference']}; compared: "
                       f"{r['compared']}"))
+    if (results_dir / QUALITY_FILE).exists():
+        results = load(results_dir, QUALITY_FILE)
+        write("quality-base.inc", quality_table(results) + "\n" + sources(
+            {QUALITY_FILE: results}, lambda r: f"split: {r['reports'][0]['split']}"))
+    if (results_dir / FINETUNE_FILE).exists():
+        results = load(results_dir, FINETUNE_FILE)
+        write("finetune.inc", finetune_table(results) + "\n" + finetune_runs(results) + "\n"
+              + sources({FINETUNE_FILE: results}, finetune_settings))
     for stem, names, gflops in (("encode-cpu-real", REAL_FILES, True),
                                 ("encode-cpu-tiny", TINY_FILES, False),
                                 ("encode-cuda", GPU_FILES, False),
                                 ("encode-compat", COMPAT_FILES, False)):
         files = group(names)
         if files:
-            write(f"{stem}.inc", versus_flagembedding(files, wl, gflops) + "\n" + sources(files))
+            write(f"{stem}.inc", versus_flagembedding(files, wl, gflops) + "\n"
+                  + sources(files, real_extra if gflops else None))
     for stem, names in (("index", INDEX_FILES), ("index-hnsw", HNSW_FILES)):
         files = group(names)
         if files:

@@ -48,8 +48,6 @@ root_doc = "index"
 exclude_patterns = [
     "_build",
     "conftest.py",
-    # the README's speed sections, kept verbatim for the performance page (not a page itself)
-    "explanation/_speed_from_readme.md",
 ]
 
 # MyST: ::: fences, definition lists, anchors for headings (links such as page.md#section)

@@ -16,7 +16,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
-PAGE = ROOT / "docs" / "explanation" / "performance.md"
+DOCS = ROOT / "docs"
+PAGE = DOCS / "explanation" / "performance.md"
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +33,13 @@ def _rows(table: str) -> list[list[str]]:
             for line in table.splitlines() if line.startswith("|") and "---" not in line]
 
 
-def test_every_file_the_page_includes_is_written(generated: Path) -> None:
-    text = PAGE.read_text(encoding="utf-8")
-    wanted = re.findall(r"_generated/([\w.-]+\.(?:inc|svg|png))", text)
-    assert wanted
-    assert sorted(set(wanted) - {p.name for p in generated.iterdir()}) == []
+def test_every_file_the_pages_include_is_written(generated: Path) -> None:
+    pages = [page for page in DOCS.rglob("*.md") if "_build" not in page.parts]
+    wanted = {name: page.relative_to(DOCS) for page in pages for name in re.findall(
+        r"_generated/([\w.-]+\.(?:inc|svg|png))", page.read_text(encoding="utf-8"))}
+    assert {"encode-cpu-real-peer.inc", "quality-base.inc", "finetune.inc"} <= set(wanted)
+    assert {n: str(p) for n, p in wanted.items()
+            if n not in {f.name for f in generated.iterdir()}} == {}
 
 
 def test_the_peer_table_holds_the_json_numbers(generated: Path) -> None:
@@ -65,3 +68,21 @@ def test_the_serving_table_holds_the_json_numbers(generated: Path) -> None:
     rows = _rows((generated / "serve.inc").read_text(encoding="utf-8"))
     row = next(r for r in rows if r[:3] == ["`serve-cpu-real.json`", "Q", "16"])
     assert row[3] == f"{point['texts_per_s']:.1f}"
+
+
+def test_the_quality_and_finetuning_tables_hold_the_json_numbers(generated: Path) -> None:
+    quality = json.loads((RESULTS / "quality-me5s-base.json").read_text(encoding="utf-8"))
+    report = quality["reports"][0]
+    dense = next(m for m in report["results"] if m["mode"] == "dense")
+    rows = _rows((generated / "quality-base.inc").read_text(encoding="utf-8"))
+    assert rows[0][1].startswith(report["dataset"])
+    assert next(r for r in rows if r[0] == "dense")[1] == (
+        f"{dense['ndcg@10']:.3f} / {dense['recall@100']:.3f} / {dense['mrr@10']:.3f}")
+
+    finetune = json.loads((RESULTS / "finetune-me5s-bible.json").read_text(encoding="utf-8"))
+    rows = _rows((generated / "finetune.inc").read_text(encoding="utf-8"))
+    header, sparse = rows[0], next(r for r in rows if r[0] == "sparse")
+    dataset, run = "dev-web-kjv", "no-self-distill"
+    after = finetune["runs"][run]["after"][dataset]["results"]
+    value = next(m["ndcg@10"] for m in after if m["mode"] == "sparse")
+    assert sparse[header.index(f"{dataset}: {run}")].strip("*") == f"{value:.3f}"

@@ -36,6 +36,7 @@ from bgem3.scoring import (
 
 try:
     __version__ = version("bgem3")
+    """The installed version of ``bgem3`` (``"0.0.0"`` in an uninstalled source tree)."""
 except PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0.0.0"
 

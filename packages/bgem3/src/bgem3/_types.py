@@ -239,16 +239,6 @@ class Encoder(Protocol):
     client: anything with these attributes and the two encode methods. Nothing here
     imports torch.
 
-    Attributes:
-        name: The checkpoint's hub id or path (recorded by indexes and Parquet files).
-        fingerprint: Identifies the weights; indexes refuse a model with another one.
-        dense_dim: Width of the dense vectors.
-        colbert_dim: Width of the ColBERT vectors (``None`` without heads).
-        vocab_size: Number of token ids (sparse vectors' ids lie below it).
-        has_heads: Whether sparse and ColBERT outputs are available.
-        query_max_length: Tokens a query is truncated at when no ``max_length`` is given.
-        document_max_length: The same for documents.
-
     Example:
         >>> import tempfile, bgem3
         >>> from bgem3.testing import build_tiny_checkpoint
@@ -258,28 +248,44 @@ class Encoder(Protocol):
     """
 
     @property
-    def name(self) -> str: ...
+    def name(self) -> str:
+        """The checkpoint's hub id or path (recorded by indexes and Parquet files)."""
+        ...
 
     @property
-    def fingerprint(self) -> str: ...
+    def fingerprint(self) -> str:
+        """Identifies the weights; indexes refuse a model with another one."""
+        ...
 
     @property
-    def dense_dim(self) -> int: ...
+    def dense_dim(self) -> int:
+        """Width of the dense vectors."""
+        ...
 
     @property
-    def colbert_dim(self) -> int | None: ...
+    def colbert_dim(self) -> int | None:
+        """Width of the ColBERT vectors (``None`` without heads)."""
+        ...
 
     @property
-    def vocab_size(self) -> int: ...
+    def vocab_size(self) -> int:
+        """Number of token ids (sparse vectors' ids lie below it)."""
+        ...
 
     @property
-    def has_heads(self) -> bool: ...
+    def has_heads(self) -> bool:
+        """Whether sparse and ColBERT outputs are available."""
+        ...
 
     @property
-    def query_max_length(self) -> int: ...
+    def query_max_length(self) -> int:
+        """Tokens a query is truncated at when no ``max_length`` is given."""
+        ...
 
     @property
-    def document_max_length(self) -> int: ...
+    def document_max_length(self) -> int:
+        """Tokens a document is truncated at when no ``max_length`` is given."""
+        ...
 
     def encode_queries(self, texts: Sequence[str], **options: Unpack[EncodeKeywords]
                        ) -> EncodeOutput:

@@ -59,6 +59,7 @@ __all__ = [
 ]
 
 FORMAT = "bgem3.vectors"
+"""The ``format`` of the schema metadata under the ``bgem3`` key; readers refuse any other."""
 VERSION = 1
 META_KEY = b"bgem3"
 _FLOATS = ("float32", "float16")

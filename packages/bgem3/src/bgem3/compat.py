@@ -115,7 +115,7 @@ class BGEM3FlagModel:
 
     Same arguments, defaults, return types and numbers as FlagEmbedding 1.4.2; only the
     speed differs (length-sorted token-budget batches, no probe forward, vectorized
-    post-processing). The underlying model is :attr:`native`.
+    post-processing). The underlying model is ``native``.
 
     Precision follows FlagEmbedding: ``use_fp16=True`` (the default) computes in fp16 on a
     GPU (outputs are then float16 arrays, as FlagEmbedding's are); on the CPU FlagEmbedding

@@ -67,6 +67,11 @@ TINY_WORDS: tuple[str, ...] = tuple(
     और के है में की से
     """.split()  # noqa: SIM905 - a word list reads best as text
 )
+"""The words of the tiny checkpoint's vocabulary that get one piece each, in several scripts.
+
+Texts made of them tokenize to whole words; any other word falls back to suffix pieces and
+single characters, as in a real sentencepiece vocabulary.
+"""
 
 _SUFFIXES = ("s", "es", "ed", "ing", "er", "ly", "tion", "al", "en", "ment", "ness", "est")
 

@@ -15,6 +15,7 @@ from langchain_bgem3.sparse import BGEM3SparseEmbeddings
 
 try:
     __version__ = metadata.version("langchain-bgem3")
+    """The installed version of ``langchain-bgem3`` (``"0.0.0"`` in an uninstalled source tree)."""
 except metadata.PackageNotFoundError:  # pragma: no cover - source tree without install
     __version__ = "0.0.0"
 

@@ -32,13 +32,13 @@ class BGEM3Model(SharedModelMixin, Serializable):
     model: Any = Field(default=None, exclude=True, repr=False)
     """A loaded bgem3.BGEM3, RemoteBGEM3 or other Encoder (overrides model_name)."""
     device: str | None = None
-    """cpu, cuda, cuda:1, mps; None: best."""
+    """The device (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``); ``None`` picks the best."""
     dtype: str | None = None
     """float32, float16 or bfloat16."""
     base_url: str | None = None
-    """A bgem3 serve server, http://host:8000 (overrides model_name; no torch here)."""
+    """A ``bgem3 serve`` server, ``http://host:8000`` (overrides model_name; no torch here)."""
     api_key: SecretStr | None = None
-    """The server's key; None: the BGEM3_API_KEY environment variable, if set."""
+    """The server's key (``None`` reads the ``BGEM3_API_KEY`` environment variable, if set)."""
     _bgem3: Any = PrivateAttr(default=None)
 
     @classmethod
@@ -63,11 +63,11 @@ class BGEM3EmbeddingBase(BGEM3Model):
     batch_size: int = Field(default=256, strict=True, gt=0)
     """Texts per forward batch at most."""
     show_progress: bool | None = Field(default=None, strict=True)
-    """Progress bar; None: only for long inputs."""
+    """Whether to show a progress bar (``None`` shows one only for long inputs)."""
     query_max_length: int | None = Field(default=None, strict=True, gt=0)
-    """Query truncation length (None: the model's, 512)."""
+    """Query truncation length (``None`` keeps the model's, 512)."""
     document_max_length: int | None = Field(default=None, strict=True, gt=0)
-    """Document truncation length (None: the model's, 8192)."""
+    """Document truncation length (``None`` keeps the model's, 8192)."""
 
 
 def check_texts(texts: Any, what: str = "texts") -> list[str]:

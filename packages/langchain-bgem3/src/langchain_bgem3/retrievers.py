@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["BGEM3HybridRetriever"]
 
 DEFAULT_K = 4
-"""Documents a retriever returns by default: LangChain's convention (the core's is 10)."""
+"""Documents a retriever returns by default, LangChain's convention (the core's is 10)."""
 
 class BGEM3HybridRetriever(LiveIndexMixin, BaseRetriever):
     """Hybrid BGE-M3 retrieval over ``bgem3.HybridIndex`` (embedded) or its Qdrant backend.

@@ -39,10 +39,11 @@ def add_commands(commands: Commands) -> None:
     p.set_defaults(run=run_encode)
 
     p = commands.add_parser("score", help="FlagEmbedding's five compute_score modes")
-    p.add_argument("query")
-    p.add_argument("passages", nargs="+")
+    p.add_argument("query", help="the query text")
+    p.add_argument("passages", nargs="+", help="the passages to score against the query")
     p.add_argument("--weights", type=float, nargs=3, default=DEFAULT_SEARCH.weights,
-                   metavar=("DENSE", "SPARSE", "COLBERT"))
+                   metavar=("DENSE", "SPARSE", "COLBERT"),
+                   help="weights of the fused scores (default: %(default)s)")
     add_model_options(p, env_model())
     p.set_defaults(run=run_score)
 

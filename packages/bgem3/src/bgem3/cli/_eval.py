@@ -28,9 +28,12 @@ def add_commands(commands: Commands) -> None:
                    help="documents from each of the dense and sparse lists (default: "
                         "%(default)s)")
     p.add_argument("--weights", type=float, nargs=3, default=DEFAULT_SEARCH.weights,
-                   metavar=("DENSE", "SPARSE", "COLBERT"))
+                   metavar=("DENSE", "SPARSE", "COLBERT"),
+                   help="weights of the sparse+dense and colbert+sparse+dense rows (default: "
+                        "%(default)s)")
     p.add_argument("--index", help="directory to save the corpus encoding in, or reuse it from")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=256,
+                   help="most texts in one forward batch (default: %(default)s)")
     add_model_options(p, env_model())
     p.set_defaults(run=run_eval)
 

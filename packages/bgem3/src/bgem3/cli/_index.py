@@ -51,10 +51,14 @@ def add_commands(commands: Commands) -> None:
 
     p = commands.add_parser("search", help="search an index")
     p.add_argument("index", help="index directory written by `bgem3 index`")
-    p.add_argument("query")
+    p.add_argument("query", help="the query text")
     p.add_argument("-k", type=int, default=SHOWN_HITS, help="hits to show")
-    p.add_argument("--mode", choices=MODES, default=DEFAULT_SEARCH.mode)
-    p.add_argument("--fusion", choices=EMBEDDED_FUSIONS, default=DEFAULT_SEARCH.fusion)
+    p.add_argument("--mode", choices=MODES, default=DEFAULT_SEARCH.mode,
+                   help="candidates from dense and sparse fused (hybrid), or one of them "
+                        "alone (default: %(default)s)")
+    p.add_argument("--fusion", choices=EMBEDDED_FUSIONS, default=DEFAULT_SEARCH.fusion,
+                   help="how hybrid scores are combined: weighted average or reciprocal "
+                        "rank fusion (default: %(default)s)")
     p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
                    help="metadata filter: VALUE is JSON when it parses (2024, true, \"3\"), "
                         "else text; different keys must all match, one key given twice "

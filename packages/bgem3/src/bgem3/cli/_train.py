@@ -31,8 +31,10 @@ def add_commands(commands: Commands) -> None:
     p.add_argument("--candidate-pool", help="JSONL with a 'text' per line to mine from "
                                             "(default: every passage of the training data)")
     p.add_argument("--query-instruction", help="prepended to queries without a 'prompt'")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the negatives drawn from the range (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=256,
+                   help="most texts in one forward batch (default: %(default)s)")
     add_model_options(p, env_model())
     p.set_defaults(run=run_mine)
 

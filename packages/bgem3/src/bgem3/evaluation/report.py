@@ -13,7 +13,7 @@ from bgem3.index.options import DEFAULT_SEARCH
 __all__ = ["MODES", "EvalReport", "ModeResult", "TuningResult"]
 
 MODES = ("dense", "sparse", "colbert", "sparse+dense", "colbert+sparse+dense", "rrf")
-"""The rows of a report, in order: three single modes, two weighted fusions, RRF."""
+"""The rows of a report, in order (three single modes, two weighted fusions, RRF)."""
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["ParquetLoad", "SearchIndex", "check_encoder"]
 
 Checked = tuple[list[str] | None, list[str], list[dict[str, Any]], EncodeOutput]
-"""Checked arguments of ``add``: texts, ids, metadata, and the documents' outputs."""
+"""Checked arguments of ``add`` (texts, ids, metadata, and the documents' outputs)."""
 
 
 class ParquetLoad(int):

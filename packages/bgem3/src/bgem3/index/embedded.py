@@ -53,9 +53,9 @@ __all__ = [
 ]
 
 RRF_K = DEFAULT_SEARCH.rrf_k
-"""Kept for code that imported it from here: the default lives in :data:`DEFAULT_SEARCH`."""
+"""Kept for code that imported it from here; the default lives in :data:`DEFAULT_SEARCH`."""
 DEFAULT_WEIGHTS = DEFAULT_SEARCH.weights
-"""Kept for code that imported it from here: the default lives in :data:`DEFAULT_SEARCH`."""
+"""Kept for code that imported it from here; the default lives in :data:`DEFAULT_SEARCH`."""
 COMPACT_MIN_DEAD = 1024
 """Dead rows (deleted or replaced documents) before an index compacts itself."""
 HNSW_MIN_DOCUMENTS = 200_000

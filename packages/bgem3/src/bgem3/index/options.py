@@ -19,9 +19,14 @@ __all__ = ["DEFAULT_SEARCH", "FUSIONS", "MODES", "Fusion", "Mode", "SearchKeywor
            "SearchOptions"]
 
 Mode = Literal["hybrid", "dense", "sparse"]
+"""A search's ``mode`` (fused ``"hybrid"`` candidates, or one output's ranking alone)."""
 Fusion = Literal["weighted", "rrf", "dbsf"]
+"""How hybrid scores are combined (weighted sum, reciprocal rank fusion, or distribution-based
+score fusion, Qdrant's DBSF)."""
 MODES: tuple[str, ...] = ("hybrid", "dense", "sparse")
+"""Every ``Mode``, in the order messages list them."""
 FUSIONS: tuple[str, ...] = ("weighted", "rrf", "dbsf")
+"""Every ``Fusion``, in the order messages list them."""
 
 
 @dataclass(frozen=True)

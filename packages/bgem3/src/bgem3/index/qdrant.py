@@ -33,7 +33,7 @@ __all__ = ["QdrantHybridIndex"]
 _NAMESPACE = uuid.UUID("8c4f3b4e-2d7a-5f0e-9b1c-6a2e0d3f4b51")
 DENSE, SPARSE, COLBERT = "dense", "sparse", "colbert"
 QdrantFusion = Fusion
-"""Kept for code that imported it: the fusions are declared in ``bgem3.index.options``."""
+"""Kept for code that imported it; the fusions are declared in ``bgem3.index.options``."""
 
 
 def _import_qdrant() -> Any:

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["ClientGoneError", "Server", "router"]
 
 router = APIRouter()
+"""Every route of ``bgem3 serve`` (FastAPI), to mount in an application of your own."""
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 

@@ -40,7 +40,7 @@ STAGING = ".staging"
 """The folder of ``OUTPUT/checkpoints`` where a checkpoint is written before it is renamed."""
 
 MARKER = "bgem3_checkpoint.json"
-"""Written last into a checkpoint: its files and their sizes."""
+"""Written last into a checkpoint, it lists the checkpoint's files and their sizes."""
 
 _STEP = re.compile(r"checkpoint-(\d+)")
 _TRAINER_STATE = "trainer_state.json"  # transformers' name, written last by its Trainer
