@@ -105,7 +105,7 @@ test-lowest test-lowest-core:
 		$(LOWEST)/bin/python -m pytest -q -p no:cacheprovider $(LOWEST_TESTS)
 
 lint: setup ## ruff and mypy
-	$(BIN)/ruff check packages tests benchmarks examples notebooks tools conftest.py
+	$(BIN)/ruff check packages tests benchmarks examples notebooks tools conftest.py docs
 	$(BIN)/mypy
 	cd packages/llama-index-bgem3/src && $(CURDIR)/$(BIN)/mypy --strict --explicit-package-bases llama_index/*/bgem3/*.py
 
