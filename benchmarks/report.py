@@ -1,7 +1,10 @@
 """The benchmark tables and plots of the documentation, generated from ``results/*.json``.
 
-Every number on the site's performance page comes from here, read from the raw results the
-benchmark scripts wrote (``--json``), so the page cannot drift from them. What a workload
+Every benchmark number on the site (the performance page, and the how-to pages on evaluation,
+fine-tuning, scaling out and FlagEmbedding that include the same fragments) comes from here,
+read from the raw results the benchmark scripts wrote (``--json``), so the pages cannot drift
+from them. Derived figures (a Ray run's steady state, the 10M-passage job on paper) are worked
+out here from the files' fields too. What a workload
 is (how many texts, one call per text or one for all) comes from ``encode.py`` itself.
 
 Writes, into ``--out``, one Markdown fragment per table (``*.inc``, parsed by the page's
@@ -19,6 +22,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Iterable
+from math import ceil
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +120,7 @@ def machine(results: dict[str, Any]) -> str:
     parts += [f"{name} {v}" for name, v in versions.items() if name not in ("bgem3", "numpy")]
     threads = results.get("threads") or (m.get("threads") if isinstance(m, dict) else None)
     if threads:
-        parts.append(f"{threads} threads")
+        parts.append(f"{threads} thread(s)")
     return "; ".join(dict.fromkeys(parts)) or "not recorded in the file"
 
 
@@ -305,20 +309,52 @@ def finetune_table(results: dict[str, Any]) -> str:
 
 
 def finetune_runs(results: dict[str, Any]) -> str:
-    """Each run's training time and peak memory, as ``finetune.py`` recorded them."""
+    """Each run's training time, rate, last logged sparse loss and peak memory, as recorded."""
+    a = results["args"]
     rows = []
     for run, r in results["runs"].items():
         rss = f"{r['peak_rss_mb'] / 1024:.1f} GiB" if r.get("peak_rss_mb") else "not recorded"
         note = " (reused from an earlier run)" if r.get("reused") else ""
-        rows.append([run, f"{r['seconds']:,.0f} s{note}", rss])
-    return table(["run", "training time", "peak RSS of the benchmark process"], rows)
+        rate = (f"{int(a['max_steps']) * int(a['batch_size']) / r['seconds']:.1f}"
+                if a.get("max_steps") and a.get("batch_size") and r.get("seconds") else "")
+        last = (r.get("log") or [{}])[-1]
+        loss = f"{last['loss_sparse']:.2f} (step {last.get('step', '?')})" \
+            if "loss_sparse" in last else ""
+        rows.append([run, f"{r['seconds']:,.0f} s{note}", rate, loss, rss])
+    return table(["run", "training time", "training queries/s", "sparse loss, last logged",
+                  "peak RSS of the benchmark process"], rows)
+
+
+def finetune_notes(results: dict[str, Any]) -> str:
+    """Per dev set and run: the best mode, the three-way fusion and dense, to four decimals."""
+    lines = []
+    for d, start in results["start"].items():
+        parts = []
+        for run, r in results["runs"].items():
+            scores = _ndcg(r["after"][d])
+            best = max(scores, key=lambda m: scores[m])
+            shown = [f"the best mode `{best}` {scores[best]:.4f}"] + [
+                f"`{m}` {scores[m]:.4f}" for m in ("colbert+sparse+dense", "dense")
+                if m in scores and m != best]
+            parts.append(f"after {run}, " + ", ".join(shown))
+        lines.append(f"- {d} ({start['queries']:,} queries): " + "; ".join(parts) + ".")
+    return "\n".join(lines) + "\n"
 
 
 def finetune_settings(results: dict[str, Any]) -> str:
     a = results["args"]
     keep = ("pairs", "range", "negatives", "group_size", "batch_size", "max_steps",
             "learning_rate", "max_length", "bf16", "seed")
-    return "settings: " + ", ".join(f"`{k}={a[k]}`" for k in keep if k in a)
+    what = ", ".join(f"`{k}={a[k]}`" for k in keep if k in a)
+    epochs = [r["log"][-1]["epoch"] for r in results["runs"].values()
+              if r.get("log") and "epoch" in r["log"][-1]]
+    if epochs:
+        what += f"; {max(epochs):.1f} epoch"
+    weights = next((r["after"][d].get("weights") for r in results["runs"].values()
+                    for d in r["after"]), None)
+    if weights:
+        what += f"; fusion weights {tuple(weights)}"
+    return "settings: " + what
 
 
 # ------------------------------------------------------------------ encode: vs FlagEmbedding
@@ -500,28 +536,144 @@ def serve_settings(results: dict[str, Any]) -> str:
 
 
 # ----------------------------------------------------------------------------- scale out
+SCALE_OUT_FILE = "scale-out-cpu.json"
+SCALE_OUT_DIM = 384  # scale_out.py's default checkpoint: the seeded 6 x 384 one (bgem3.testing)
+
+
+def _threads(results: dict[str, Any], actors: int) -> int:
+    """An actor's threads: ``--threads`` for the single actor, one each beyond (scale_out.py)."""
+    return int(results["threads"]) if actors == 1 else 1
+
+
+def steady_state(results: dict[str, Any]) -> dict[int, float]:
+    """Seconds of each Ray run without the actors' start (started in parallel): total - fixed."""
+    return {int(n): r["total_s"] - results["actor_start_s"] for n, r in results["ray"].items()}
+
+
 def scale_out_table(results: dict[str, Any]) -> str:
-    ray = results["ray"]
-    rows = [["in-process `encode_documents`",
+    steady = steady_state(results)
+    rows = [[f"in-process `encode_documents`, {results['threads']} thread(s)",
              f"{sec(results['in_process_s'])} "
              f"({results['tokens'] / results['in_process_s']:,.0f} tokens/s)"]]
-    rows += [[f"Ray Data, {n} actor(s) of {results['threads']} thread(s)",
-              f"{sec(r['total_s'])} in all"] for n, r in ray.items()]
-    rows.append(["fixed cost of an actor (start, model load, first output)",
-                 sec(results["actor_start_s"])])
-    rows.append(["Ray's efficiency at equal threads", f"{results['ray_efficiency']:.2f}"])
-    bpp = results["bytes_per_passage"]
-    rows.append(["Parquet bytes per passage",
-                 ", ".join(f"{k} {v:,.1f}" for k, v in bpp.items())])
-    for key, label in (("add_parquet_embedded_rows_s", "`add_parquet`, embedded index"),
-                       ("add_parquet_embedded_colbert_rows_s",
-                        "`add_parquet`, embedded index, with ColBERT"),
-                       ("add_parquet_qdrant_local_rows_s", "`add_parquet`, Qdrant local mode"),
-                       ("add_parquet_qdrant_local_colbert_rows_s",
-                        "`add_parquet`, Qdrant local mode, with ColBERT")):
-        if key in results:
-            rows.append([label, f"{results[key]:,} rows/s"])
+    for n, r in results["ray"].items():
+        n = int(n)
+        cell = f"{sec(r['total_s'])} in all; steady state {sec(steady[n])}"
+        if n > 1 and 1 in steady and steady[n] > 0:
+            cell += f", **{times(steady[1] / steady[n])}** one actor"
+        rows.append([f"Ray Data, {n} actor(s) of {_threads(results, n)} thread(s)"
+                     + (" (`tasks_per_actor=1`)" if n > 1 else ""), cell])
+    rows.append(["fixed cost of an actor (start, model load and first output, measured on a "
+                 "1-row dataset); steady state = in all - this", sec(results["actor_start_s"])])
+    if 1 in steady and steady[1] > 0:
+        rows.append(["Ray's efficiency at equal threads (in-process / 1 actor's steady state)",
+                     f"**{results['in_process_s'] / steady[1]:.2f}**"])
+    n_passages = results["passages"]
+    columns = []
+    for k, v in results["bytes_per_passage"].items():
+        if k == "sparse_values":
+            continue
+        if k == "sparse_indices":
+            k, v = "sparse", v + results["bytes_per_passage"].get("sparse_values", 0.0)
+        total = v * n_passages / 1e6
+        columns.append(f"{'ColBERT' if k == 'colbert' else k} {v:,.1f}"
+                       + (f" ({total:,.1f} MB in all)" if total >= 1 else ""))
+    rows.append([f"Parquet bytes per passage (column, {n_passages:,} passages)",
+                 ", ".join(columns)])
+    rows.append(["tokens per passage, mean", f"{results['tokens'] / n_passages:,.1f}"])
+    for key, label in (("embedded", "`add_parquet` into the embedded `HybridIndex`"),
+                       ("qdrant_local", "`add_parquet` into Qdrant, local mode (in-process "
+                                        "Python, not a server)")):
+        rates = [f"{results[k]:,} rows/s {what}" for k, what in
+                 ((f"add_parquet_{key}_rows_s", "without ColBERT"),
+                  (f"add_parquet_{key}_colbert_rows_s", "with it")) if k in results]
+        if rates:
+            rows.append([label, "; ".join(rates)])
     return table(["", "result"], rows)
+
+
+def scale_out_sources(results: dict[str, Any]) -> str:
+    return sources({SCALE_OUT_FILE: results},
+                   lambda r: f"{r['passages']:,} passages, {r['tokens']:,} tokens, ColBERT "
+                             f"{'on' if r['colbert'] else 'off'}, {r['rows_per_call']:,} rows "
+                             "per actor call")
+
+
+PAPER_PASSAGES = 10_000_000
+PAPER_GPU_FILE = "encode-cuda-h100-fp16.json"
+
+
+def _rate(record: dict[str, Any]) -> float:
+    """bgem3's tokens per second in a record: its real tokens over its median time."""
+    return float(record["real_tokens"] / record["results"][ours(record["results"])]["median_s"])
+
+
+def paper_job(scale: dict[str, Any], gpu: dict[str, Any], cpu: dict[str, dict[str, Any]],
+              wl: dict[str, Any]) -> str:
+    """The 10M-passage job at BGE-M3's real size, worked out from the measured rates."""
+    n = PAPER_PASSAGES
+    w1 = next(r for r in gpu["records"] if r["workload"] == "W1")
+    per_passage = w1["real_tokens"] / len(wl["W1"].texts)
+    tokens = n * per_passage
+    gpu_rate = _rate(w1)
+    gpu_hours = tokens / gpu_rate / 3600
+    gpu_s = w1["results"][ours(w1["results"])]["median_s"]
+    lines = [f"At BGE-M3's real size (24 x 1024) and {per_passage:,.0f} tokens per passage (the "
+             f"mix of the speed benchmark's W1), {n:,} passages are {tokens / 1e9:,.2f} billion "
+             "tokens (worked out by `benchmarks/report.py` from the results files named below):",
+             ""]
+    device = (gpu.get("machine") or {}).get("device") or "GPU"
+    compute = (f"- **Compute.** One {device} (`{PAPER_GPU_FILE}`) encodes W1 (all three outputs, "
+               f"{gpu['dtype']}) at {gpu_rate:,.0f} tokens/s ({w1['real_tokens']:,} tokens in "
+               f"{sec(gpu_s)}), so {n:,} passages take **{gpu_hours:,.1f} GPU-hours**: one hour "
+               f"of wall time on {ceil(gpu_hours)} GPUs, or {ceil(gpu_hours)} actors of "
+               f"`num_gpus=1`.")
+    steady = steady_state(scale).get(1)
+    if steady:
+        compute += (f" Ray's per-actor fixed cost ({sec(scale['actor_start_s'])} in "
+                    f"`{SCALE_OUT_FILE}`; longer for the 2.3 GB real weights from remote "
+                    "storage) is noise at this scale, and its efficiency at equal resources is "
+                    f"{scale['in_process_s'] / steady:.2f}, so the job scales with the number "
+                    "of actors.")
+    best = max(((name, r) for name, results in cpu.items() for r in results["records"]
+                if r["workload"] == "R1"), key=lambda item: _rate(item[1]), default=None)
+    if best:
+        name, record = best
+        cores = (cpu[name].get("machine") or {}).get("cores", record["threads"])
+        compute += (f" On CPUs it is not a sensible job: the fastest real-size CPU run "
+                    f"(`{name}`, {run_name(cpu[name])}, R1: all three outputs, "
+                    f"{record['threads']} threads) encodes {_rate(record):,.0f} tokens/s, i.e. "
+                    f"{tokens / _rate(record) / 3600:,.0f} hours of a {cores}-core machine.")
+    lines.append(compute)
+    colbert_kb = per_passage * 1024 * 2 / 1e3
+    lines.append(
+        f"- **Output volume.** Dense 1024-d: 4,096 bytes per passage in fp32 (2,048 in fp16), "
+        f"**{n * 4096 / 1e9:,.0f} GB** (fp32) for {n:,} before Parquet's overhead; sparse: one "
+        "int32 + one float32 per distinct weighted token, ~1 KB per passage (an estimate: ~120 "
+        "distinct tokens; the random test model weighs too few to measure it), "
+        f"**~{n * 1e3 / 1e9:,.0f} GB**; ColBERT 1024-d fp16: 2,048 bytes per token, "
+        f"{colbert_kb:,.0f} KB per passage, **{n * colbert_kb / 1e9:,.1f} TB**. ColBERT at "
+        "this scale belongs in a store built for it (or at a reduced dimension), not in one "
+        "index; keep it out of the encoding (`colbert=False`) and rerank from the text when "
+        "needed.")
+    embedded = scale.get("add_parquet_embedded_rows_s")
+    if embedded:
+        scaled = round(embedded * SCALE_OUT_DIM / 1024, -3)
+        ingest = (f"- **Ingest.** Parquet into the embedded index ran at {embedded:,} rows/s "
+                  f"without ColBERT at {SCALE_OUT_DIM}-d; 1024-d rows carry "
+                  f"{1024 / SCALE_OUT_DIM:.1f}x the bytes, so expect roughly {scaled:,.0f} "
+                  f"rows/s: {n:,} rows in ~{n / scaled / 60:,.0f} minutes (the index then holds "
+                  f"{n * 1024 * 2 / 1e9:,.0f} GB of fp16 or {n * 1024 * 4 / 1e9:,.0f} GB of fp32 "
+                  "dense vectors in RAM, plus the lexical postings). For this many documents a "
+                  "Qdrant server is the usual home: `add_parquet` uploads with `parallel` "
+                  "processes and HNSW indexing off until the end")
+        local = scale.get("add_parquet_qdrant_local_rows_s")
+        ingest += (f"; the local-mode rate ({local:,} rows/s, pure Python) is not a server's "
+                   "and sizes nothing." if local else ".")
+        lines.append(ingest)
+    files = {SCALE_OUT_FILE: scale, PAPER_GPU_FILE: gpu}
+    if best:
+        files[best[0]] = cpu[best[0]]
+    return "\n".join(lines) + "\n\n" + sources(files)
 
 
 # ----------------------------------------------------------------------------- plots
@@ -617,6 +769,7 @@ def build(results_dir: Path, out: Path) -> list[Path]:
         results = load(results_dir, FINETUNE_FILE)
         write("finetune.inc", finetune_table(results) + "\n" + finetune_runs(results) + "\n"
               + sources({FINETUNE_FILE: results}, finetune_settings))
+        write("finetune-notes.inc", finetune_notes(results))
     for stem, names, gflops in (("encode-cpu-real", REAL_FILES, True),
                                 ("encode-cpu-tiny", TINY_FILES, False),
                                 ("encode-cuda", GPU_FILES, False),
@@ -646,12 +799,12 @@ def build(results_dir: Path, out: Path) -> list[Path]:
             path = out / f"{name.removesuffix('.json')}.png"
             plot_serve.plot(results, path)
             written.append(path)
-    if (results_dir / "scale-out-cpu.json").exists():
-        results = load(results_dir, "scale-out-cpu.json")
-        write("scale-out.inc", scale_out_table(results) + "\n" + sources(
-            {"scale-out-cpu.json": results},
-            lambda r: f"{r['passages']:,} passages, {r['tokens']:,} tokens, ColBERT "
-                      f"{'on' if r['colbert'] else 'off'}, {r['rows_per_call']} rows per call"))
+    if (results_dir / SCALE_OUT_FILE).exists():
+        results = load(results_dir, SCALE_OUT_FILE)
+        write("scale-out.inc", scale_out_table(results) + "\n" + scale_out_sources(results))
+        if (results_dir / PAPER_GPU_FILE).exists():
+            write("scale-out-10m.inc", paper_job(results, load(results_dir, PAPER_GPU_FILE),
+                                                 group(REAL_FILES), wl))
     return written
 
 

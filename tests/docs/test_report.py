@@ -86,3 +86,58 @@ def test_the_quality_and_finetuning_tables_hold_the_json_numbers(generated: Path
     after = finetune["runs"][run]["after"][dataset]["results"]
     value = next(m["ndcg@10"] for m in after if m["mode"] == "sparse")
     assert sparse[header.index(f"{dataset}: {run}")].strip("*") == f"{value:.3f}"
+
+
+def _json(name: str) -> dict:
+    data: dict = json.loads((RESULTS / name).read_text(encoding="utf-8"))
+    return data
+
+
+def test_the_scale_out_table_works_out_the_steady_state_from_the_json(generated: Path) -> None:
+    results = _json("scale-out-cpu.json")
+    fixed = results["actor_start_s"]
+    steady = {n: r["total_s"] - fixed for n, r in results["ray"].items()}
+    body = {row[0]: row[1] for row in _rows((generated / "scale-out.inc").read_text("utf-8"))}
+    one = next(v for k, v in body.items() if k.startswith("Ray Data, 1 actor(s)"))
+    assert one == f"{results['ray']['1']['total_s']:.1f} s in all; steady state {steady['1']:.1f} s"
+    two = next(v for k, v in body.items() if k.startswith("Ray Data, 2 actor(s)"))
+    assert two.endswith(f"steady state {steady['2']:.1f} s, "
+                        f"**{steady['1'] / steady['2']:.2f}x** one actor")
+    efficiency = next(v for k, v in body.items() if k.startswith("Ray's efficiency"))
+    assert efficiency == f"**{results['ray_efficiency']:.2f}**"
+    embedded = next(v for k, v in body.items() if "embedded" in k)
+    assert embedded.startswith(f"{results['add_parquet_embedded_rows_s']:,} rows/s")
+
+
+def test_the_paper_job_uses_the_measured_rates(generated: Path) -> None:
+    gpu = next(r for r in _json("encode-cuda-h100-fp16.json")["records"] if r["workload"] == "W1")
+    rate = gpu["real_tokens"] / gpu["results"]["bgem3"]["median_s"]
+    text = (generated / "scale-out-10m.inc").read_text(encoding="utf-8")
+    assert f"at {rate:,.0f} tokens/s ({gpu['real_tokens']:,} tokens" in text
+    tokens = 10_000_000 * gpu["real_tokens"] / 384  # W1 has 384 texts
+    assert f"**{tokens / rate / 3600:,.1f} GPU-hours**" in text
+    scale = _json("scale-out-cpu.json")
+    assert f"ran at {scale['add_parquet_embedded_rows_s']:,} rows/s" in text
+
+
+def test_the_compat_table_holds_the_json_numbers(generated: Path) -> None:
+    record = next(r for r in _json("encode-cpu-compat.json")["records"] if r["workload"] == "W1")
+    rows = _rows((generated / "encode-compat.inc").read_text(encoding="utf-8"))
+    row = next(r for r in rows if r[1].startswith("W1:"))
+    assert row[2] == f"{record['results']['bgem3.compat']['median_s']:.1f} s"
+    assert f"(**{record['ratio']:.2f}x**)" in row[3]
+
+
+def test_the_finetuning_runs_and_notes_hold_the_json_numbers(generated: Path) -> None:
+    finetune = _json("finetune-me5s-bible.json")
+    run = finetune["runs"]["no-self-distill"]
+    rows = _rows((generated / "finetune.inc").read_text(encoding="utf-8"))
+    row = next(r for r in rows if r[0] == "no-self-distill")
+    assert row[1] == f"{run['seconds']:,.0f} s"
+    assert row[3].startswith(f"{run['log'][-1]['loss_sparse']:.2f}")
+    notes = (generated / "finetune-notes.inc").read_text(encoding="utf-8")
+    line = next(n for n in notes.splitlines() if n.startswith("- dev-web-kjv"))
+    fused = next(m["ndcg@10"] for m in finetune["runs"]["self-distill"]["after"]["dev-web-kjv"]
+                 ["results"] if m["mode"] == "colbert+sparse+dense")
+    assert "after self-distill, the best mode `sparse+dense`" in line
+    assert f"`colbert+sparse+dense` {fused:.4f}" in line
