@@ -8,8 +8,8 @@ by an ONNX Runtime CPU session. The fused graph takes no attention mask: every c
 of one length (on a CPU, batches hold equal lengths; a padded batch is run length by length),
 so that ONNX Runtime computes attention in tiles (flash attention) and an 8192-token text needs
 about 0.5 GB beside the weights instead of 4.5 GB for its full score matrices.
-``dtype="int8"`` quantizes that graph's matrix products (weights int8 per output channel,
-activations uint8 per call: ONNX Runtime's dynamic quantization). The heads and the pooling
+``dtype="int8"`` quantizes that graph's matrix products (:mod:`bgem3._rowquant`: weights
+int8 per output channel, activations uint8 with one scale per token). The heads and the pooling
 run in numpy (:class:`OnnxModule`), so that a model whose graph is cached never imports torch:
 torch is needed to make a graph, not to run one.
 
@@ -67,10 +67,6 @@ _STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROF
                              errno.EACCES, errno.EPERM, errno.EIO})
 # the transformer optimizer's fusions apply to these encoders (BERT's layer layout)
 _FUSABLE = frozenset({"xlm-roberta", "roberta", "bert"})
-# ONNX Runtime's dynamic quantization, for dtype="int8": every matrix product with constant
-# weights (the attention's projections, the FFN); the word embeddings (a lookup) and the
-# attention's own products of activations stay float32
-_INT8_OPS = ("MatMul",)
 _MHA_MASK_INPUT = 4  # com.microsoft MultiHeadAttention: query, key, value, bias, mask, ...
 
 
@@ -148,6 +144,12 @@ class OnnxModule:
         Only the requested ones are computed; the others are ``None``.
         """
         hidden = self.hidden_states(input_ids, attention_mask)
+        with _one_blas_thread():
+            return self._heads(hidden, dense, sparse, colbert, cls_mask)
+
+    def _heads(self, hidden: Array, dense: bool, sparse: bool, colbert: bool,
+               cls_mask: NDArray[np.bool_] | None,
+               ) -> tuple[Array | None, Array | None, Array | None]:
         dense_out = sparse_out = colbert_out = None
         if dense:
             if cls_mask is None:
@@ -173,6 +175,23 @@ class OnnxModule:
         (hidden,) = self.session.run(["last_hidden_state"], feed)
         out: Array = hidden
         return out
+
+
+@functools.cache
+def _blas() -> Any:
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def _one_blas_thread() -> contextlib.AbstractContextManager[Any]:
+    """One thread for numpy's BLAS for the duration (the heads are 0.3% of the arithmetic).
+
+    Its worker threads would otherwise spin after each product, taking the cores from ONNX
+    Runtime's next call: measured +26 ms on a real-size single query with OpenBLAS.
+    """
+    limit: contextlib.AbstractContextManager[Any] = _blas().limit(limits=1, user_api="blas")
+    return limit
 
 
 def _normalize(x: Array) -> Array:
@@ -342,19 +361,12 @@ def int8_dot_products() -> bool:
     return not flags.isdisjoint({"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
-def _quantize(source: Path, target: Path, reduce_range: bool) -> None:
+def _quantize(source: Path, target: Path, reduce_range: bool, config: Any) -> None:
     """``target/backbone.onnx``: the fused float32 graph in ``source`` with int8 products."""
-    from onnx import TensorProto
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from bgem3 import _rowquant
 
-    with warnings.catch_warnings(), contextlib.redirect_stdout(None), _quiet_logging():
-        warnings.simplefilter("ignore")
-        quantize_dynamic(
-            str(source / ONNX_FILE), str(target / ONNX_FILE), op_types_to_quantize=_INT8_OPS,
-            per_channel=True, reduce_range=reduce_range, weight_type=QuantType.QInt8,
-            use_external_data_format=True,
-            # (the fused kernels' outputs have no inferred type: they are float32)
-            extra_options={"MatMulConstBOnly": True, "DefaultTensorType": TensorProto.FLOAT})
+    _rowquant.quantize(source / ONNX_FILE, target / ONNX_FILE,
+                       weight_bits=7 if reduce_range else 8, config=config, threads=_threads())
 
 
 @contextlib.contextmanager
@@ -477,7 +489,9 @@ def cache_key(fingerprint: str, quantized: bool = False) -> str:
                         for package in ("torch", "transformers", "onnxruntime"))
     key = f"{fingerprint}-{versions}-opset{OPSET}-{GRAPH}"
     if quantized:
-        key += "-int8" if int8_dot_products() else "-int8-7bit"
+        from bgem3._rowquant import RECIPE
+
+        key += f"-{RECIPE}-int8" + ("" if int8_dot_products() else "-7bit")
     return key.replace("+", "_")
 
 
@@ -591,7 +605,7 @@ def onnx_module(checkpoint: Checkpoint, backbone: nn.Module, fingerprint: str, *
         float32 = root / float32_key
         if not (float32 / ONNX_FILE).is_file():
             _build(make_float32, root, float32, float32_key, name)
-        _quantize(float32, staging, reduce_range=not int8_dot_products())
+        _quantize(float32, staging, reduce_range=not int8_dot_products(), config=config)
 
     make = make_int8 if quantized else make_float32
     for attempt in range(2):
