@@ -137,10 +137,10 @@ class BGEM3:
         dtype: ``"float32"``, ``"float16"``, ``"bfloat16"`` or ``"int8"``; ``None`` means
             float16 on CUDA and float32 elsewhere. Outputs are float32 numpy arrays either
             way. ``"int8"`` (CPU, ONNX Runtime): the backbone's matrix products in int8
-            (weights per output channel, activations per call), about 2.7x as fast as
-            float32 on single queries; vectors move (dense cosine to float32 about 0.99 on
-            a trained model) while nDCG@10 stayed within 0.005 in our benchmark (see the
-            README); its graph is made once from the float32 one and cached.
+            (weights per output channel, activations with one scale per token), over twice
+            as fast as float32 on single queries, dense cosine to float32 about 0.9996 on a
+            trained model (see the performance page); its graph is made once from the
+            float32 one and cached (minutes and about 6 GB of memory at BGE-M3's size).
         dense_only: Load the backbone alone, for checkpoints without head files; asking
             for sparse or ColBERT output then raises :class:`HeadNotLoadedError`.
         batch_tokens: Token budget of one forward batch (rows times longest row).
