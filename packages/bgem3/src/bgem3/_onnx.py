@@ -40,6 +40,7 @@ import sys
 import tempfile
 import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -495,13 +496,20 @@ def cache_key(fingerprint: str, quantized: bool = False) -> str:
     return key.replace("+", "_")
 
 
-def _open(final: Path, key: str, name: str, last: bool) -> Any:
+def _open(final: Path, key: str, name: str, last: bool,
+          meanwhile: Callable[[], object] | None = None) -> Any:
     """The session of the graph in ``final``, or ``None`` (and ``final`` removed) if unusable.
 
-    ``last``: raise instead, the graph having just been made.
+    ``last``: raise instead, the graph having just been made. ``meanwhile`` runs in this
+    thread while ONNX Runtime builds the session in another (it releases the GIL from its
+    first steps; work that holds the GIL, such as parsing a tokenizer, then costs no time).
     """
     try:
-        session = _session(final)
+        with ThreadPoolExecutor(1, thread_name_prefix="bgem3-session") as pool:
+            pending = pool.submit(_session, final)
+            if meanwhile is not None:
+                meanwhile()
+            session = pending.result()
     except Exception as exc:  # onnxruntime's own error types: a corrupt or foreign file
         if last:
             raise CompileError(
@@ -539,7 +547,8 @@ def _module(checkpoint: Checkpoint, session: Any, entry: Path, config: Any,
 
 
 def cached_module(checkpoint: Checkpoint, fingerprint: str, config: Any, *,
-                  quantized: bool = False, dense_only: bool = False) -> OnnxModule | None:
+                  quantized: bool = False, dense_only: bool = False,
+                  meanwhile: Callable[[], object] | None = None) -> OnnxModule | None:
     """The cached graph of these weights in a session, with the heads, or ``None`` if none yet.
 
     What a load takes when the export exists: no torch weights are read (nor torch
@@ -553,13 +562,15 @@ def cached_module(checkpoint: Checkpoint, fingerprint: str, config: Any, *,
         config: The backbone's config.
         quantized: The int8 graph (``dtype="int8"``).
         dense_only: Without the heads.
+        meanwhile: Work for this thread while the session is built (called at most once,
+            only if the graph is cached).
     """
     _needs(quantized)
     key = cache_key(fingerprint, quantized)
     final = cache_dir() / "onnx" / key
     if not (final / ONNX_FILE).is_file():
         return None
-    session = _open(final, key, checkpoint.name, last=False)
+    session = _open(final, key, checkpoint.name, last=False, meanwhile=meanwhile)
     return None if session is None else _module(checkpoint, session, final, config, dense_only)
 
 

@@ -12,8 +12,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -33,6 +32,7 @@ from bgem3._types import EncodeKeywords, EncodeOutput, Encoder, SparseVector
 from bgem3.batching import (
     PACK_WIDTH,
     Batch,
+    M3Tokenizer,
     Tokenized,
     cached_tokenizer,
     collate,
@@ -255,16 +255,15 @@ class BGEM3:
         self._fingerprint: str | None = None
         self.path = checkpoint.path
         entry = tokenizer_entry(checkpoint.path)
+        parsed: list[M3Tokenizer | None] = []
         if entry is not None and entry.is_file():
-            # the cached tokenizer is parsed (holding the GIL) while ONNX Runtime builds its
-            # session (without it): a load takes the longer of the two, not their sum
-            with ThreadPoolExecutor(1, thread_name_prefix="bgem3-tokenizer") as pool:
-                pending = pool.submit(cached_tokenizer, checkpoint.path, entry)
-                self._module = self._load(checkpoint, dense_only, requested=backend)
-                tokenizer = pending.result() or load_tokenizer(checkpoint.path)
+            # parsed (holding the GIL) while ONNX Runtime builds its session (without it)
+            self._module = self._load(checkpoint, dense_only, backend, lambda: parsed.append(
+                cached_tokenizer(checkpoint.path, entry)))
         else:  # made for the first time: its errors come before any weights are read
-            tokenizer = load_tokenizer(checkpoint.path)
-            self._module = self._load(checkpoint, dense_only, requested=backend)
+            parsed.append(load_tokenizer(checkpoint.path))
+            self._module = self._load(checkpoint, dense_only, backend)
+        tokenizer = (parsed[0] if parsed else None) or load_tokenizer(checkpoint.path)
         self._tokenizer = tokenizer
         self._backend, self._spec = tokenizer.backend, tokenizer.spec
         self._config: Any = self._module.config
@@ -292,19 +291,21 @@ class BGEM3:
         self._packs = (on_cpu and self.backend == "torch" and self._torch_module().packs)
         self._pack_width = min(PACK_WIDTH, batch_tokens)
 
-    def _load(self, checkpoint: Checkpoint, dense_only: bool,
-              requested: str) -> BGEM3Module | OnnxModule:
+    def _load(self, checkpoint: Checkpoint, dense_only: bool, requested: str,
+              meanwhile: Callable[[], object] | None = None) -> BGEM3Module | OnnxModule:
         """The network for ``self.backend``.
 
-        For ONNX Runtime: the cached graph if there is one (no torch weights are read),
-        else the torch backbone, exported now (``"auto"`` falls back to torch if it cannot be).
+        For ONNX Runtime: the cached graph if there is one (no torch weights are read;
+        ``meanwhile`` runs while its session is built), else the torch backbone, exported
+        now (``"auto"`` falls back to torch if it cannot be).
         """
         from bgem3 import _onnx
 
         if self.backend == "onnx":
             int8 = self._dtype == "int8"
             cached = _onnx.cached_module(checkpoint, self.fingerprint, load_config(checkpoint),
-                                         quantized=int8, dense_only=dense_only)
+                                         quantized=int8, dense_only=dense_only,
+                                         meanwhile=meanwhile)
             if cached is not None:
                 return cached
         from bgem3.model import load_module
