@@ -350,7 +350,7 @@ def int8_dot_products() -> bool:
 
     True on x86 with AVX512-VNNI, AVX-VNNI or AMX, and off x86 (ARM64's dot products). An
     x86 CPU with AVX2 alone adds pairs of products in 16 bits, where full-range weights can
-    saturate: there the weights are quantized to 7 bits (ONNX Runtime's ``reduce_range``).
+    saturate: there the weights are quantized to 7 bits (:mod:`bgem3._rowquant`).
     Unknown (no ``/proc/cpuinfo``) counts as without.
     """
     if platform.machine().lower() not in ("x86_64", "amd64", "x86", "i386", "i686"):
@@ -360,14 +360,6 @@ def int8_dot_products() -> bool:
     except OSError:
         return False
     return not flags.isdisjoint({"avx512_vnni", "avx_vnni", "amx_int8"})
-
-
-def _quantize(source: Path, target: Path, reduce_range: bool, config: Any) -> None:
-    """``target/backbone.onnx``: the fused float32 graph in ``source`` with int8 products."""
-    from bgem3 import _rowquant
-
-    _rowquant.quantize(source / ONNX_FILE, target / ONNX_FILE,
-                       weight_bits=7 if reduce_range else 8, config=config, threads=_threads())
 
 
 @contextlib.contextmanager
@@ -616,7 +608,10 @@ def onnx_module(checkpoint: Checkpoint, backbone: nn.Module, fingerprint: str, *
         float32 = root / float32_key
         if not (float32 / ONNX_FILE).is_file():
             _build(make_float32, root, float32, float32_key, name)
-        _quantize(float32, staging, reduce_range=not int8_dot_products(), config=config)
+        from bgem3 import _rowquant
+
+        _rowquant.quantize(float32 / ONNX_FILE, staging / ONNX_FILE, config=config,
+                           weight_bits=8 if int8_dot_products() else 7, threads=_threads())
 
     make = make_int8 if quantized else make_float32
     for attempt in range(2):

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["choose_backend", "cpu_lacks_bf16", "device_name", "dtype_name", "resolve_device",
-           "resolve_dtype", "torch_dtype"]
+           "torch_dtype"]
 
 # every spelling a user may write -> the dtype's name
 _DTYPE_NAMES = {
@@ -152,11 +152,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         raise ValueError(f"device {device!r}: only {count()} {_DEVICE_LABELS.get(kind, kind)} "
                          "device(s) are visible")
     return resolved
-
-
-def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """The torch dtype for a dtype option on ``device`` (see :func:`dtype_name`)."""
-    return torch_dtype(dtype_name(dtype, str(device)))
 
 
 def choose_backend(requested: str, device: str, dtype: str, compile: bool) -> str:

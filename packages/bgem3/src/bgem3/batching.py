@@ -159,10 +159,10 @@ def load_tokenizer(path: str | os.PathLike[str]) -> M3Tokenizer:
     """
     from tokenizers import Tokenizer
 
-    cached = cached_tokenizer(path)
+    entry = tokenizer_entry(path)
+    cached = None if entry is None else cached_tokenizer(path, entry)
     if cached is not None:
         return cached
-    entry = tokenizer_entry(path)
     hf = _auto_tokenizer(path)
     ids: dict[str, Any] = {
         name: getattr(hf, f"{name}_token_id", None) for name in ("cls", "eos", "pad", "unk")

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the torch convention
 from torch import nn
 
-from bgem3.checkpoint import COLBERT_HEAD, SPARSE_HEAD, Checkpoint, load_config, load_head
+from bgem3.checkpoint import COLBERT_HEAD, SPARSE_HEAD, Checkpoint, load_head
 from bgem3.errors import CheckpointError, CompileError
 
 _TRANSFORMERS_MAJOR = int(importlib.metadata.version("transformers").split(".")[0])
@@ -23,7 +23,7 @@ _TRANSFORMERS_MAJOR = int(importlib.metadata.version("transformers").split(".")[
 # inside transformers (torch.compiler.is_exporting and is_compiling are missing).
 COMPILE_TESTED_TORCH = "2.7"
 
-__all__ = ["BGEM3Module", "ModuleOutput", "PackedInput", "load_config", "load_module",
+__all__ = ["BGEM3Module", "ModuleOutput", "PackedInput", "load_module",
            "torch_load_refusal", "with_heads"]
 
 
